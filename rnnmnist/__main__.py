@@ -1,0 +1,3 @@
+from rnnmnist.cli import main
+
+main()

@@ -1,0 +1,336 @@
+"""The command line: a thin click group. Heavy imports (torch, rich) happen inside commands,
+so ``rnnmnist --help`` never loads them.
+
+Exit codes: 0 success; 1 a failure the user can fix (data, checkpoint, gate not
+met); 2 a usage error (bad flag, bad config file); 130/143 interrupted.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+
+from rnnmnist import __version__, config
+from rnnmnist.config import CONFIG_FIELDS, DEFAULTS, EVAL_BATCH_SIZE, ConfigError
+from rnnmnist.errors import RnnmnistError
+
+DATA_ENV = "RNNMNIST_DATA_DIR"
+
+
+def _one_line(message: str) -> str:
+    return " ".join(str(message).split())
+
+
+def _fail(message: str, code: int) -> None:
+    click.echo(f"Error: {_one_line(message)}", err=True)
+    sys.exit(code)
+
+
+class RnnmnistGroup(click.Group):
+    """Turns every error a user can cause into one line on stderr and an exit code."""
+
+    def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
+        try:
+            rv = super().main(*args, standalone_mode=False, **kwargs)
+        except click.UsageError as e:
+            path = e.ctx.command_path if e.ctx else "rnnmnist"
+            _fail(f"{e.format_message()} (see '{path} --help')", 2)
+        except ConfigError as e:
+            _fail(str(e), 2)
+        except RnnmnistError as e:
+            _fail(str(e), e.exit_code)
+        except click.ClickException as e:
+            _fail(e.format_message(), e.exit_code)
+        except (click.Abort, KeyboardInterrupt):
+            _fail("interrupted", 130)
+        except BrokenPipeError:
+            # The reader went away (`rnnmnist ... | head`); say nothing more.
+            sys.stdout = None
+            sys.exit(1)
+        if not standalone_mode:
+            return rv
+        sys.exit(rv if isinstance(rv, int) else 0)
+
+
+CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+
+@click.group(cls=RnnmnistGroup, context_settings=CONTEXT)
+@click.version_option(__version__, "--version", prog_name="rnnmnist", message="%(prog)s %(version)s")
+def cli() -> None:
+    """Train, evaluate and use recurrent networks (LSTM, GRU, RNN) that read MNIST digits as sequences.
+
+    \b
+    Quick start:
+      rnnmnist train --iters 100000          # the notebook's length, the improved recipe
+      rnnmnist train --config configs/seed.toml   # the original notebook, setting for setting
+      rnnmnist eval runs/<run>/checkpoint.pt
+      rnnmnist predict runs/<run>/checkpoint.pt --index 0 --index 1
+    """
+
+
+# --- options shared by commands
+
+
+def _check_flag(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+    if value is None:
+        return None
+    try:
+        return config.check_value(param.name, value)
+    except ConfigError as e:
+        raise click.BadParameter(str(e)) from None
+
+
+def _config_option(name: str) -> Any:
+    f = CONFIG_FIELDS[name]
+    default = getattr(DEFAULTS, name)
+    shown = str(default).lower() if isinstance(default, bool) else default
+    text = f.metadata["help"]
+    help_text = f"{text[0].upper()}{text[1:]}. [default: {shown}]"
+    flag = "--" + name.replace("_", "-")
+    if f.type == "bool":
+        return click.option(f"{flag}/--no-{name.replace('_', '-')}", name, default=None, help=help_text)
+    choices = f.metadata["choices"]
+    kind = click.Choice(choices) if choices else {"int": click.INT, "float": click.FLOAT}[f.type]
+    return click.option(flag, name, type=kind, default=None, callback=_check_flag, help=help_text)
+
+
+def config_options(func: Any) -> Any:
+    """One flag per Config field; help and defaults come from the dataclass."""
+    for name in reversed(CONFIG_FIELDS):
+        func = _config_option(name)(func)
+    return func
+
+
+def data_options(func: Any) -> Any:
+    func = click.option(
+        "--download/--no-download",
+        default=True,
+        show_default=True,
+        help="Download MNIST into --data-dir when its files are missing.",
+    )(func)
+    return click.option(
+        "--data-dir",
+        type=click.Path(file_okay=False, path_type=Path),
+        default=Path("data"),
+        envvar=DATA_ENV,
+        show_envvar=True,
+        show_default=True,
+        help="Folder holding MNIST/raw/ (torchvision's layout); an existing copy is used offline.",
+    )(func)
+
+
+def json_option(func: Any) -> Any:
+    return click.option(
+        "--json", "as_json", is_flag=True, help="Print one JSON object on stdout; human output goes to stderr."
+    )(func)
+
+
+def device_option(func: Any) -> Any:
+    return click.option(
+        "--device",
+        type=click.Choice(config.DEVICES),
+        default=DEFAULTS.device,
+        show_default=True,
+        help="Where to run: auto picks cuda, then mps, then cpu.",
+    )(func)
+
+
+checkpoint_argument = click.argument("checkpoint", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+
+
+# --- train
+
+
+def resolve_config(config_file: Path | None, flags: dict[str, Any]) -> config.Config:
+    """Defaults < --config FILE < flags given on the command line."""
+    given = {k: v for k, v in flags.items() if v is not None}
+    if "iters" in given and "epochs" in given:
+        raise click.UsageError("give --iters or --epochs, not both")
+    if "iters" in given:
+        given["epochs"] = 0.0  # --iters on the command line beats epochs from a config file
+    sources = []
+    if config_file is not None:
+        sources.append((str(config_file), config.read_toml(config_file)))
+    sources.append(("command line", given))
+    return config.build(*sources)
+
+
+def _default_out_dir() -> Path:
+    base = Path("runs") / time.strftime("%Y%m%d-%H%M%S")
+    out, n = base, 1
+    while out.exists():
+        n += 1
+        out = base.with_name(f"{base.name}-{n}")
+    return out
+
+
+TRAIN_EXAMPLES = """\b
+Examples:
+  rnnmnist train --iters 100000                  # 781 steps, as the notebook
+  rnnmnist train --config configs/seed.toml      # the notebook exactly
+  rnnmnist train --config configs/seed.toml --iters 200000
+  rnnmnist train --epochs 5 --out runs/five --json > result.json
+  rnnmnist train --config runs/five/config.toml --out runs/again   # rerun a run
+"""
+
+
+@cli.command(epilog=TRAIN_EXAMPLES)
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="TOML file of config keys (see configs/); flags given here override it.",
+)
+@config_options
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Run folder for checkpoint.pt, config.toml, metrics.jsonl. [default: runs/DATE-TIME]",
+)
+@click.option("--force", is_flag=True, help="Overwrite a run already in --out.")
+@data_options
+@json_option
+def train(
+    config_file: Path | None,
+    out: Path | None,
+    force: bool,
+    data_dir: Path,
+    download: bool,
+    as_json: bool,
+    **flags: Any,
+) -> None:
+    """Train a model on MNIST and write a run folder.
+
+    Training length counts examples like the notebook (--iters), or passes over
+    the 55,000 training images (--epochs). At the end the model is evaluated on
+    all 10,000 test images.
+    """
+    started = time.perf_counter()
+    cfg = resolve_config(config_file, flags)
+    from rnnmnist import train as training
+    from rnnmnist.data import load_mnist
+    from rnnmnist.device import resolve_device
+    from rnnmnist.ui import Ui
+
+    ui = Ui(json_mode=as_json)
+    device = resolve_device(cfg.device)
+    data = load_mnist(data_dir, cfg.val_size, download)
+    out_dir = out if out is not None else _default_out_dir()
+    training.prepare_out_dir(out_dir, force)
+    with ui.training(cfg) as display:
+        summary = training.run(cfg, data, out_dir, device, display, started_at=started)
+    if as_json:
+        ui.emit_json({**summary.metrics(), "checkpoint": str(summary.checkpoint), "out_dir": str(out_dir)})
+    ui.train_summary(summary)
+
+
+# --- eval
+
+EVAL_EXAMPLES = """\b
+Examples:
+  rnnmnist eval runs/five/checkpoint.pt
+  rnnmnist eval runs/five/checkpoint.pt --limit 256        # the notebook's test
+  rnnmnist eval runs/five/checkpoint.pt --json --min-accuracy 0.98 || exit 1
+"""
+
+
+@cli.command(name="eval", epilog=EVAL_EXAMPLES)
+@checkpoint_argument
+@click.option("--split", type=click.Choice(["test", "val"]), default="test", show_default=True)
+@click.option("--limit", type=click.IntRange(min=1), help="Only the first N images of the split.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=EVAL_BATCH_SIZE, show_default=True)
+@click.option(
+    "--min-accuracy",
+    type=click.FloatRange(0.0, 1.0),
+    help="Exit with code 1 when accuracy is below this (a gate for CI), e.g. 0.98.",
+)
+@device_option
+@data_options
+@json_option
+def eval_command(
+    checkpoint: Path,
+    split: str,
+    limit: int | None,
+    batch_size: int,
+    min_accuracy: float | None,
+    device: str,
+    data_dir: Path,
+    download: bool,
+    as_json: bool,
+) -> None:
+    """Evaluate CHECKPOINT: accuracy, loss, per-class accuracy and the confusion matrix."""
+    from rnnmnist import checkpoint as ckpt_io
+    from rnnmnist.data import load_split
+    from rnnmnist.device import resolve_device
+    from rnnmnist.evaluate import evaluate
+    from rnnmnist.ui import Ui
+
+    ui = Ui(json_mode=as_json)
+    dev = resolve_device(device)
+    model, ckpt = ckpt_io.load_model(checkpoint, dev)
+    data = load_split(data_dir, split, ckpt.config.val_size, download)
+    if limit is not None:
+        data = data.head(limit)
+    result = evaluate(model, data.to(dev), batch_size)
+    if as_json:
+        ui.emit_json({**result.to_json(), "split": split, "checkpoint": str(checkpoint)})
+    ui.evaluation(result, f"{checkpoint} on {split} ({result.n:,} images)")
+    if min_accuracy is not None and result.accuracy < min_accuracy:
+        raise RnnmnistError(f"accuracy {result.accuracy:.4f} is below --min-accuracy {min_accuracy}")
+
+
+# --- predict
+
+PREDICT_EXAMPLES = """\b
+Examples:
+  rnnmnist predict runs/five/checkpoint.pt --index 0 --index 7
+  rnnmnist predict runs/five/checkpoint.pt --index 42 --json
+"""
+
+
+@cli.command(epilog=PREDICT_EXAMPLES)
+@checkpoint_argument
+@click.option(
+    "--index",
+    "indices",
+    type=click.IntRange(min=0),
+    multiple=True,
+    help="Predict test-set image I (repeatable); its true label is shown beside.",
+)
+@device_option
+@data_options
+@json_option
+def predict(
+    checkpoint: Path,
+    indices: tuple[int, ...],
+    device: str,
+    data_dir: Path,
+    download: bool,
+    as_json: bool,
+) -> None:
+    """Predict digits with CHECKPOINT."""
+    if not indices:
+        raise click.UsageError("nothing to predict: give --index I")
+    from rnnmnist import checkpoint as ckpt_io
+    from rnnmnist import predict as prediction
+    from rnnmnist.device import resolve_device
+    from rnnmnist.ui import Ui
+
+    ui = Ui(json_mode=as_json)
+    dev = resolve_device(device)
+    model, _ = ckpt_io.load_model(checkpoint, dev)
+    rows = prediction.predict_test_images(model, data_dir, indices, download, dev)
+    if as_json:
+        for row in rows:
+            ui.emit_json(row)
+    else:
+        ui.predictions(rows)
+
+
+def main() -> None:
+    cli(prog_name="rnnmnist")

@@ -1,0 +1,75 @@
+"""Accuracy, loss and the confusion matrix of a model on a split."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from rnnmnist.data import NUM_CLASSES, Split, scale
+
+
+@dataclass
+class EvalResult:
+    n: int
+    loss: float  # mean cross entropy (no label smoothing)
+    confusion: torch.Tensor  # (10, 10) int64, rows = true digit, columns = predicted digit
+    predictions: torch.Tensor  # (n,) int64, in split order
+
+    @property
+    def correct(self) -> int:
+        return int(self.confusion.diagonal().sum())
+
+    @property
+    def accuracy(self) -> float:
+        return self.correct / self.n if self.n else 0.0
+
+    @property
+    def per_class_accuracy(self) -> list[float | None]:
+        """Accuracy for each true digit; None where the split holds no image of it."""
+        totals = self.confusion.sum(dim=1)
+        return [int(self.confusion[d, d]) / int(totals[d]) if int(totals[d]) else None for d in range(NUM_CLASSES)]
+
+    def first_accuracy(self, labels: torch.Tensor, k: int) -> float:
+        """Accuracy on the first ``k`` images, as the notebook's final print (it used 256)."""
+        k = min(k, self.n)
+        return (self.predictions[:k] == labels[:k].cpu()).float().mean().item() if k else 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "accuracy": self.accuracy,
+            "loss": self.loss,
+            "n": self.n,
+            "correct": self.correct,
+            "per_class_accuracy": self.per_class_accuracy,
+            "confusion": self.confusion.tolist(),
+        }
+
+
+@torch.inference_mode()
+def evaluate(model: nn.Module, split: Split, batch_size: int) -> EvalResult:
+    """Run ``model`` over ``split`` (already on the model's device) in batches."""
+    was_training = model.training
+    model.eval()
+    loss_sum = torch.zeros((), dtype=torch.float64, device=split.labels.device)
+    preds = []
+    for start in range(0, len(split), batch_size):
+        images = scale(split.images[start : start + batch_size])  # (b, 28, 28)
+        labels = split.labels[start : start + batch_size]  # (b,)
+        logits = model(images).float()  # (b, 10)
+        loss_sum += F.cross_entropy(logits, labels, reduction="sum").double()
+        preds.append(logits.argmax(dim=1))
+    model.train(was_training)
+    predictions = torch.cat(preds).cpu() if preds else torch.zeros(0, dtype=torch.long)
+    labels = split.labels.cpu()
+    confusion = torch.bincount(labels * NUM_CLASSES + predictions, minlength=NUM_CLASSES**2)
+    n = len(split)
+    return EvalResult(
+        n=n,
+        loss=loss_sum.item() / n if n else 0.0,
+        confusion=confusion.view(NUM_CLASSES, NUM_CLASSES),
+        predictions=predictions,
+    )

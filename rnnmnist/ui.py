@@ -1,0 +1,187 @@
+"""All terminal rendering, through one rich Console.
+
+Human output goes to stdout, or to stderr when ``--json`` puts a JSON document on
+stdout. On a terminal, training shows table rows and a progress bar; elsewhere
+(CI logs, pipes) it prints plain lines. NO_COLOR is honoured by rich.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from rnnmnist.train import LogRecord, TrainCallbacks
+
+if TYPE_CHECKING:
+    import torch
+
+    from rnnmnist.config import Config
+    from rnnmnist.evaluate import EvalResult
+    from rnnmnist.train import TrainSummary
+
+LOG_COLUMNS = (("Step", 7), ("Iteration", 10), ("Loss", 8), ("Accuracy", 8), ("LR", 9), ("Examples/s", 10))
+
+
+def _pct(x: float | None) -> str:
+    return "-" if x is None else f"{100 * x:.2f}%"
+
+
+class Ui:
+    """Owns the Console; every command renders through one of these."""
+
+    def __init__(self, json_mode: bool = False) -> None:
+        self.json_mode = json_mode
+        self.console = Console(stderr=json_mode, highlight=False)
+
+    @property
+    def fancy(self) -> bool:
+        return self.console.is_terminal
+
+    def emit_json(self, payload: dict[str, Any]) -> None:
+        """The one JSON document of a --json command, on stdout."""
+        sys.stdout.write(json.dumps(payload) + "\n")
+        sys.stdout.flush()
+
+    def line(self, text: str) -> None:
+        self.console.print(text, markup=False, soft_wrap=True)
+
+    # --- train
+    @contextmanager
+    def training(self, cfg: Config) -> Iterator[TrainCallbacks]:
+        display = _TrainDisplay(self, cfg)
+        try:
+            yield display
+        finally:
+            display.stop()
+
+    def train_summary(self, summary: TrainSummary) -> None:
+        m = summary.metrics()
+        table = Table(title="Result", show_header=False, title_justify="left")
+        table.add_column(style="bold")
+        table.add_column(justify="right")
+        table.add_row(f"Test accuracy ({summary.test.n:,} images)", _pct(m["test_accuracy"]))
+        table.add_row("Test loss", f"{m['test_loss']:.4f}")
+        table.add_row("Test accuracy, first 256 (the notebook's)", _pct(m["test_accuracy_first256"]))
+        if summary.val is not None:
+            table.add_row(f"Validation accuracy ({summary.val.n:,} images)", _pct(m["val_accuracy"]))
+        table.add_row("Steps / examples seen", f"{m['steps']:,} / {m['examples']:,}")
+        table.add_row("Training time", f"{m['train_seconds']:.1f} s")
+        table.add_row("Wall time", f"{m['wall_seconds']:.1f} s")
+        table.add_row("Checkpoint", str(summary.checkpoint))
+        self.console.print(table)
+
+    # --- eval
+    def evaluation(self, result: EvalResult, title: str) -> None:
+        head = Table(title=title, show_header=False, title_justify="left")
+        head.add_column(style="bold")
+        head.add_column(justify="right")
+        head.add_row("Accuracy", f"{_pct(result.accuracy)} ({result.correct:,} of {result.n:,})")
+        head.add_row("Loss", f"{result.loss:.4f}")
+        self.console.print(head)
+
+        per_class = Table(title="Per-class accuracy", title_justify="left")
+        for name in ("Digit", "Images", "Correct", "Accuracy"):
+            per_class.add_column(name, justify="right")
+        totals = result.confusion.sum(dim=1).tolist()
+        for d, acc in enumerate(result.per_class_accuracy):
+            per_class.add_row(str(d), f"{totals[d]:,}", f"{int(result.confusion[d, d]):,}", _pct(acc))
+        self.console.print(per_class)
+
+        confusion = Table(title="Confusion matrix (rows: true, columns: predicted)", title_justify="left")
+        confusion.add_column("", style="bold", justify="right")
+        for d in range(10):
+            confusion.add_column(str(d), justify="right")
+        for true, row in enumerate(result.confusion.tolist()):
+            cells = [f"[bold]{n}[/]" if pred == true else (f"[red]{n}[/]" if n else "·") for pred, n in enumerate(row)]
+            confusion.add_row(str(true), *cells)
+        self.console.print(confusion)
+
+    # --- predict
+    def predictions(self, rows: Sequence[dict[str, Any]]) -> None:
+        table = Table(title="Predictions", title_justify="left")
+        for name, justify in (("Input", "left"), ("Digit", "right"), ("Confidence", "right"), ("Top 3", "left")):
+            table.add_column(name, justify=justify)
+        with_labels = any("label" in r for r in rows)
+        if with_labels:
+            table.add_column("True", justify="right")
+        for r in rows:
+            top3 = "  ".join(f"{d}:{100 * p:.1f}%" for d, p in r["top3"])
+            cells = [str(r["input"]), str(r["prediction"]), _pct(r["confidence"]), top3]
+            if with_labels:
+                ok = r.get("label") == r["prediction"]
+                cells.append(f"[green]{r['label']}[/]" if ok else f"[red]{r['label']}[/]")
+            table.add_row(*cells)
+        self.console.print(table)
+
+
+class _TrainDisplay(TrainCallbacks):
+    def __init__(self, ui: Ui, cfg: Config) -> None:
+        self.ui, self.cfg = ui, cfg
+        self.progress: Progress | None = None
+        self.task = None
+
+    def on_start(self, total_steps: int, device: torch.device, n_train: int) -> None:
+        c = self.cfg
+        shape = f"{c.cell.upper()} {c.hidden_size}" + (f"x{c.layers}" if c.layers > 1 else "")
+        self.ui.line(
+            f"Training {shape} on {n_train:,} images ({c.mode}), {total_steps:,} steps of {c.batch_size} "
+            f"on {device}, lr {c.lr:g} {c.schedule}"
+        )
+        if self.ui.fancy:
+            self.progress = Progress(
+                TextColumn("[bold]{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                TextColumn("ETA"),
+                TimeRemainingColumn(),
+                console=self.ui.console,
+                transient=True,
+            )
+            self.task = self.progress.add_task("training", total=total_steps)
+            self.progress.start()
+            self.progress.console.print(self._row(None))
+
+    def _row(self, cells: Sequence[str] | None) -> Table:
+        table = Table(box=None, show_header=cells is None, pad_edge=False, header_style="bold")
+        for name, width in LOG_COLUMNS:
+            table.add_column(name, justify="right", width=width, no_wrap=True)
+        if cells is not None:
+            table.add_row(*cells)
+        return table
+
+    def on_log(self, r: LogRecord) -> None:
+        if self.progress is not None:
+            cells = (
+                f"{r.step:,}",
+                f"{r.examples:,}",
+                f"{r.loss:.4f}",
+                _pct(r.accuracy),
+                f"{r.lr:.2e}",
+                f"{r.examples_per_s:,.0f}",
+            )
+            self.progress.console.print(self._row(cells))
+            self.progress.update(self.task, completed=r.step)
+        else:
+            self.ui.line(
+                f"step {r.step}/{r.total_steps}  Iteration: {r.examples}  loss: {r.loss:.4f}  "
+                f"accuracy: {r.accuracy:.4f}  lr: {r.lr:.2e}  examples/s: {r.examples_per_s:.0f}"
+            )
+
+    def on_phase(self, phase: str) -> None:
+        if self.progress is not None:
+            self.progress.update(self.task, description=phase)
+        else:
+            self.ui.line(f"{phase}...")
+
+    def stop(self) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+            self.progress = None

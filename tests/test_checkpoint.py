@@ -1,0 +1,117 @@
+from __future__ import annotations
+
+import os
+import pickle
+from pathlib import Path
+
+import pytest
+import torch
+
+from rnnmnist import checkpoint
+from rnnmnist.config import Config
+from rnnmnist.errors import CheckpointError
+from rnnmnist.model import SequenceClassifier
+
+CFG = Config(hidden_size=8)
+
+
+@pytest.fixture
+def saved(tmp_path: Path) -> Path:
+    path = tmp_path / "ok.pt"
+    checkpoint.save(path, CFG, SequenceClassifier(CFG), {"test_accuracy": 0.5})
+    return path
+
+
+def _payload(path: Path) -> dict:
+    return torch.load(path, weights_only=True)
+
+
+def _rewrite(path: Path, payload: dict) -> Path:
+    torch.save(payload, path)
+    return path
+
+
+def test_round_trip_rebuilds_from_config_alone(saved: Path) -> None:
+    model, ckpt = checkpoint.load_model(saved)
+    assert ckpt.config == CFG
+    assert ckpt.metrics == {"test_accuracy": 0.5}
+    images = torch.rand(2, 28, 28)
+    state = _payload(saved)["model"]
+    reference = SequenceClassifier(CFG).eval()
+    reference.load_state_dict(state)
+    assert torch.equal(model(images), reference(images))
+
+
+def test_holds_only_plain_types(saved: Path) -> None:
+    payload = _payload(saved)  # would raise if anything needed more than weights_only
+    assert payload["format"] == checkpoint.FORMAT
+    assert payload["format_version"] == checkpoint.FORMAT_VERSION
+    assert isinstance(payload["config"], dict)
+
+
+def test_atomic_save_leaves_no_temporary_files(saved: Path) -> None:
+    checkpoint.save(saved, CFG, SequenceClassifier(CFG), {})
+    assert [p.name for p in saved.parent.iterdir()] == ["ok.pt"]
+
+
+def test_crafted_pickle_is_refused_and_runs_nothing(tmp_path: Path) -> None:
+    marker = tmp_path / "pwned"
+
+    class Exploit:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    path = tmp_path / "evil.pt"
+    torch.save({"format": checkpoint.FORMAT, "model": Exploit()}, path)
+    with pytest.raises(CheckpointError, match=r"refusing to load .*posix\.system.*nothing was executed"):
+        checkpoint.load(path)
+    assert not marker.exists()
+    plain = tmp_path / "evil.pkl"
+    plain.write_bytes(pickle.dumps(Exploit()))
+    with pytest.raises(CheckpointError):
+        checkpoint.load(plain)
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda p: p.update(format_version=99), "format 99, newer than"),
+        (lambda p: p.update(format_version="1"), "unknown checkpoint format version"),
+        (lambda p: p.pop("config"), "missing config"),
+        (lambda p: p.pop("format"), "no rnnmnist format marker"),
+        (lambda p: p["config"].update(hidden_size=9), "weights do not fit the stored config"),
+        (lambda p: p["config"].update(wings=2), "unknown key 'wings'"),
+        (lambda p: p["config"].update(lr=-1.0), "lr must be"),
+        (lambda p: p.update(model=[1, 2]), "not a state dict"),
+    ],
+)
+def test_damaged_checkpoints(saved: Path, change, message: str) -> None:
+    payload = _payload(saved)
+    change(payload)
+    _rewrite(saved, payload)
+    with pytest.raises(CheckpointError, match=message) as e:
+        checkpoint.load_model(saved)
+    assert "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("cut", [0, 10, 1000, -10])
+def test_truncated_file(saved: Path, cut: int) -> None:
+    data = saved.read_bytes()
+    saved.write_bytes(data[:cut])
+    with pytest.raises(CheckpointError, match="not an rnnmnist checkpoint"):
+        checkpoint.load(saved)
+
+
+def test_random_binary(tmp_path: Path) -> None:
+    path = tmp_path / "noise.pt"
+    path.write_bytes(
+        torch.randint(0, 256, (4096,), dtype=torch.uint8, generator=torch.Generator().manual_seed(0)).numpy().tobytes()
+    )
+    with pytest.raises(CheckpointError, match="not an rnnmnist checkpoint"):
+        checkpoint.load(path)
+
+
+def test_directory(tmp_path: Path) -> None:
+    with pytest.raises(CheckpointError):
+        checkpoint.load(tmp_path)

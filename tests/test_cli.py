@@ -1,0 +1,307 @@
+"""The CLI through click's runner and as a real subprocess."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from click.testing import CliRunner, Result
+from tinymnist import tiny_train_args
+
+from rnnmnist import __version__
+from rnnmnist.cli import cli
+
+COMMANDS = ("train", "eval", "predict")
+
+
+def invoke(*args: str) -> Result:
+    return CliRunner().invoke(cli, list(args), prog_name="rnnmnist")
+
+
+def run_subprocess(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "rnnmnist", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def assert_one_line_error(stderr: str, *fragments: str) -> None:
+    assert "Traceback" not in stderr
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1, stderr
+    assert lines[0].startswith("Error: ")
+    for fragment in fragments:
+        assert fragment in lines[0]
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_data: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    out = tmp_path_factory.mktemp("cli") / "run"
+    result = invoke(*tiny_train_args(tiny_data, out, "--json"))
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
+
+
+# --- help, version, entry points
+
+
+def test_help_does_not_import_torch() -> None:
+    code = (
+        "import sys\n"
+        "from rnnmnist.cli import main\n"
+        "for args in (['--help'], ['train', '--help'], ['eval', '--help'], ['predict', '--help']):\n"
+        "    sys.argv = ['rnnmnist', *args]\n"
+        "    try:\n"
+        "        main()\n"
+        "    except SystemExit as e:\n"
+        "        assert e.code == 0, e.code\n"
+        "assert 'torch' not in sys.modules, 'torch imported for --help'\n"
+        "assert 'rich' not in sys.modules, 'rich imported for --help'\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_command_help_has_examples(command: str) -> None:
+    result = invoke(command, "--help")
+    assert result.exit_code == 0
+    assert "Examples:" in result.output
+    assert f"rnnmnist {command}" in result.output
+
+
+def test_version() -> None:
+    result = invoke("--version")
+    assert result.exit_code == 0
+    assert result.output.strip() == f"rnnmnist {__version__}"
+
+
+def test_python_dash_m() -> None:
+    done = run_subprocess("--help")
+    assert done.returncode == 0
+    assert "train" in done.stdout and "eval" in done.stdout and "predict" in done.stdout
+
+
+# --- train, eval, predict
+
+
+def test_train_json(trained: dict) -> None:
+    for key in ("test_accuracy", "test_loss", "test_accuracy_first256", "steps", "examples", "wall_seconds"):
+        assert isinstance(trained[key], (int, float)), key
+    assert trained["steps"] == 20 and trained["examples"] == 500
+    out = Path(trained["out_dir"])
+    assert Path(trained["checkpoint"]) == out / "checkpoint.pt"
+    assert {p.name for p in out.iterdir()} == {"checkpoint.pt", "config.toml", "metrics.jsonl"}
+
+
+def test_train_human_output_goes_to_stderr_with_json(tiny_data: Path, tmp_path: Path) -> None:
+    result = invoke(*tiny_train_args(tiny_data, tmp_path / "r", "--json"))
+    assert result.exit_code == 0
+    json.loads(result.stdout)  # stdout is exactly one JSON document
+    assert "Iteration: 125" in result.stderr
+    assert "Test accuracy" in result.stderr
+
+
+def test_train_plain_log_lines_without_a_terminal(tiny_data: Path, tmp_path: Path) -> None:
+    result = invoke(*tiny_train_args(tiny_data, tmp_path / "r"))
+    assert result.exit_code == 0
+    log = [line for line in result.stdout.splitlines() if line.startswith("step ")]
+    assert len(log) == 4
+    assert log[0].startswith("step 5/20  Iteration: 125  loss: ")
+    assert "\x1b[" not in result.stdout  # no terminal escapes in logs
+
+
+def test_config_file_then_flags(tiny_data: Path, tmp_path: Path) -> None:
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('schedule = "constant"\nlr = 0.002\nhidden_size = 12\n')
+    out = tmp_path / "r"
+    result = invoke(*tiny_train_args(tiny_data, out, "--config", str(cfg), "--lr", "0.003"))
+    assert result.exit_code == 0, result.output
+    stored = torch.load(out / "checkpoint.pt", weights_only=True)["config"]
+    # flags on the command line (hidden_size 16 in tiny args, lr) beat the file; the file beats defaults.
+    assert (stored["schedule"], stored["lr"], stored["hidden_size"]) == ("constant", 0.003, 16)
+
+
+def test_rerun_from_stored_config(tiny_data: Path, tmp_path: Path, trained: dict) -> None:
+    stored = Path(trained["out_dir"]) / "config.toml"
+    result = invoke(
+        "train", "--config", str(stored), "--data-dir", str(tiny_data), "--out", str(tmp_path / "again"), "--json"
+    )
+    assert result.exit_code == 0, result.output
+    again = json.loads(result.stdout)
+    assert again["test_accuracy"] == trained["test_accuracy"]
+    assert again["test_loss"] == trained["test_loss"]
+
+
+def test_epochs_flag(tiny_data: Path, tmp_path: Path) -> None:
+    args = tiny_train_args(tiny_data, tmp_path / "r", "--json")
+    i = args.index("--iters")
+    del args[i : i + 2]
+    result = invoke(*args, "--epochs", "2")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["steps"] == 2 * (500 // 25)
+
+
+def test_eval_reports_exactly_what_train_reported(trained: dict, tiny_data: Path) -> None:
+    result = invoke("eval", trained["checkpoint"], "--data-dir", str(tiny_data), "--json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["accuracy"] == trained["test_accuracy"]
+    assert report["n"] == 200
+    assert len(report["per_class_accuracy"]) == 10
+    confusion = report["confusion"]
+    assert len(confusion) == 10 and all(len(row) == 10 for row in confusion)
+    assert sum(map(sum, confusion)) == 200
+    assert sum(confusion[d][d] for d in range(10)) == report["correct"]
+    assert report["loss"] == pytest.approx(trained["test_loss"], rel=1e-6)
+
+
+def test_eval_human_tables(trained: dict, tiny_data: Path) -> None:
+    result = invoke("eval", trained["checkpoint"], "--data-dir", str(tiny_data))
+    assert result.exit_code == 0
+    for title in ("Accuracy", "Per-class accuracy", "Confusion matrix"):
+        assert title in result.stdout
+
+
+def test_eval_limit_and_val_split(trained: dict, tiny_data: Path) -> None:
+    limited = json.loads(
+        invoke("eval", trained["checkpoint"], "--data-dir", str(tiny_data), "--limit", "7", "--json").stdout
+    )
+    assert limited["n"] == 7
+    assert limited["per_class_accuracy"].count(None) >= 3  # digits absent from 7 images
+    val = json.loads(
+        invoke("eval", trained["checkpoint"], "--data-dir", str(tiny_data), "--split", "val", "--json").stdout
+    )
+    assert val["n"] == 100  # the val_size stored in the checkpoint's config
+
+
+def test_eval_gate(trained: dict, tiny_data: Path) -> None:
+    base = ("eval", trained["checkpoint"], "--data-dir", str(tiny_data))
+    assert invoke(*base, "--min-accuracy", "0").exit_code == 0
+    acc = trained["test_accuracy"]
+    if acc < 1.0:
+        result = invoke(*base, "--min-accuracy", "1.0", "--json")
+        assert result.exit_code == 1
+        assert json.loads(result.stdout)["accuracy"] == acc  # the report still comes out
+        assert "Traceback" not in result.stderr
+        assert result.stderr.strip().splitlines()[-1].startswith("Error: accuracy ")
+        assert "below --min-accuracy 1.0" in result.stderr
+
+
+def test_predict_indices(trained: dict, tiny_data: Path) -> None:
+    result = invoke(
+        "predict", trained["checkpoint"], "--data-dir", str(tiny_data), "--index", "0", "--index", "7", "--json"
+    )
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [r["index"] for r in rows] == [0, 7]
+    for r in rows:
+        assert 0 <= r["prediction"] <= 9
+        assert len(r["probabilities"]) == 10
+        assert sum(r["probabilities"]) == pytest.approx(1.0, abs=1e-4)
+        assert r["confidence"] == max(r["probabilities"]) or abs(r["confidence"] - max(r["probabilities"])) < 1e-6
+        assert 0 <= r["label"] <= 9
+    human = invoke("predict", trained["checkpoint"], "--data-dir", str(tiny_data), "--index", "3")
+    assert "Predictions" in human.stdout and "test[3]" in human.stdout
+
+
+# --- errors a user can cause: one line, the right exit code, no traceback
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "fragments"),
+    [
+        (("train", "--lr", "-1"), 2, ("--lr", "> 0")),
+        (("train", "--lr", "fast"), 2, ("--lr",)),
+        (("train", "--batch-size", "0"), 2, ("--batch-size", ">= 1")),
+        (("train", "--device", "tpu"), 2, ("--device", "tpu")),
+        (("train", "--bogus"), 2, ("--bogus",)),
+        (("train", "--iters", "1000", "--epochs", "2"), 2, ("--iters or --epochs",)),
+        (("train", "--iters", "100"), 2, ("runs no step",)),
+        (("eval", "/nonexistent/checkpoint.pt"), 2, ("does not exist",)),
+        (("predict", "/nonexistent/checkpoint.pt", "--index", "0"), 2, ("does not exist",)),
+        (("frobnicate",), 2, ("frobnicate",)),
+    ],
+)
+def test_usage_errors(args: tuple[str, ...], code: int, fragments: tuple[str, ...]) -> None:
+    result = invoke(*args)
+    assert result.exit_code == code, result.output
+    assert_one_line_error(result.stderr, *fragments)
+
+
+def test_unknown_config_key(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("hiden_size = 64\n")
+    result = invoke("train", "--config", str(cfg))
+    assert result.exit_code == 2
+    assert_one_line_error(result.stderr, str(cfg), "unknown key 'hiden_size'", "did you mean 'hidden_size'")
+
+
+def test_bad_config_value(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('device = "gpu"\n')
+    result = invoke("train", "--config", str(cfg))
+    assert result.exit_code == 2
+    assert_one_line_error(result.stderr, "device must be one of auto, cpu, cuda, mps", "'gpu'")
+
+
+def test_missing_data_offline(tmp_path: Path) -> None:
+    result = invoke("train", "--data-dir", str(tmp_path / "nothing"), "--no-download", "--out", str(tmp_path / "r"))
+    assert result.exit_code == 1
+    assert_one_line_error(result.stderr, str(tmp_path / "nothing" / "MNIST" / "raw"), "t10k-labels-idx1-ubyte")
+    assert not (tmp_path / "r").exists()  # nothing written for a run that could not start
+
+
+def test_missing_data_download_fails_cleanly(trained: dict, tmp_path: Path) -> None:
+    """A real download attempt. Without a network it must fail in one line naming the folder;
+    where a network exists the download succeeds and eval runs."""
+    result = invoke("eval", trained["checkpoint"], "--data-dir", str(tmp_path / "dl"), "--json")
+    if result.exit_code == 0:
+        pytest.skip("a network is reachable here: MNIST was downloaded")
+    assert result.exit_code == 1
+    assert_one_line_error(result.stderr, "download failed", str(tmp_path / "dl" / "MNIST" / "raw"))
+
+
+def test_bad_predict_index(trained: dict, tiny_data: Path) -> None:
+    result = invoke("predict", trained["checkpoint"], "--data-dir", str(tiny_data), "--index", "200")
+    assert result.exit_code == 2
+    assert_one_line_error(result.stderr, "--index 200 is out of range", "0 to 199")
+    assert_one_line_error(invoke("predict", trained["checkpoint"]).stderr, "nothing to predict")
+
+
+@pytest.mark.parametrize(
+    ("content", "fragment"),
+    [
+        (b"", "not an rnnmnist checkpoint"),
+        (b"\x00\x01garbage" * 100, "not an rnnmnist checkpoint"),
+        (b"PK\x03\x04truncated", "not an rnnmnist checkpoint"),
+    ],
+)
+def test_not_a_checkpoint(tmp_path: Path, content: bytes, fragment: str) -> None:
+    path = tmp_path / "x.pt"
+    path.write_bytes(content)
+    result = invoke("eval", str(path))
+    assert result.exit_code == 1
+    assert_one_line_error(result.stderr, fragment)
+
+
+def test_errors_as_a_real_process(tmp_path: Path) -> None:
+    """The same errors from the installed entry point: stderr is one line, never a traceback."""
+    bad = tmp_path / "c.toml"
+    bad.write_text("lr = -3\n")
+    for args, code in (
+        (("train", "--config", str(bad)), 2),
+        (("train", "--data-dir", str(tmp_path), "--no-download", "--out", str(tmp_path / "r")), 1),
+        (("eval", str(bad)), 1),
+    ):
+        done = run_subprocess(*args)
+        assert done.returncode == code, (args, done.stderr)
+        assert_one_line_error(done.stderr)

@@ -1,0 +1,126 @@
+from __future__ import annotations
+
+from dataclasses import fields
+from pathlib import Path
+
+import pytest
+import tomllib
+
+from rnnmnist import config
+from rnnmnist.config import Config, ConfigError
+
+CONFIGS = sorted((Path(__file__).parent.parent / "configs").glob("*.toml"))
+
+
+def test_notebook_step_count() -> None:
+    # The notebook: `while step * batch_size < 100000`, step from 1 -> 781 steps.
+    assert Config(iters=100_000, batch_size=128).training_steps(55_000) == 781
+    assert Config(iters=129, batch_size=128).training_steps(55_000) == 1
+    assert Config(iters=257, batch_size=128).training_steps(55_000) == 2
+
+
+def test_epochs_replace_iters() -> None:
+    # 55,000 // 128 = 429 full batches per epoch.
+    assert Config(epochs=2, batch_size=128).training_steps(55_000) == 858
+    assert Config(epochs=0.5, batch_size=128).training_steps(55_000) == 214
+
+
+def test_precedence_defaults_file_flags() -> None:
+    cfg = config.build(("file", {"lr": 0.001, "schedule": "constant"}), ("flags", {"lr": 0.005}))
+    assert cfg.lr == 0.005
+    assert cfg.schedule == "constant"
+    assert cfg.batch_size == config.DEFAULTS.batch_size
+
+
+def test_unknown_key_is_named_with_suggestion() -> None:
+    with pytest.raises(ConfigError, match=r"my.toml: unknown key 'lrr' \(did you mean 'lr'\?\)"):
+        config.build(("my.toml", {"lrr": 0.1}))
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "allowed"),
+    [
+        ("lr", -1.0, "> 0"),
+        ("lr", float("nan"), "> 0"),
+        ("batch_size", 0, ">= 1"),
+        ("batch_size", 12.5, "an integer"),
+        ("batch_size", True, "an integer"),
+        ("device", "tpu", "one of auto, cpu, cuda, mps"),
+        ("schedule", "linear", "one of constant, onecycle, cosine"),
+        ("bidirectional", 1, "true or false"),
+        ("hidden_size", "128", "an integer"),
+        ("dropout", 1.0, "< 1"),
+    ],
+)
+def test_bad_values_name_key_and_allowed(key: str, value: object, allowed: str) -> None:
+    with pytest.raises(ConfigError) as e:
+        config.build(("file.toml", {key: value}))
+    assert key in str(e.value)
+    assert allowed in str(e.value)
+
+
+def test_int_accepted_for_float_field() -> None:
+    assert config.build(("f", {"lr": 1})).lr == 1.0
+
+
+def test_iters_below_one_batch_is_rejected() -> None:
+    with pytest.raises(ConfigError, match="runs no step"):
+        config.build(("f", {"iters": 100, "batch_size": 128}))
+
+
+def test_toml_round_trip(tmp_path: Path) -> None:
+    cfg = Config(lr=0.003, schedule="cosine", init="tf", bidirectional=True, cell="gru")
+    path = tmp_path / "c.toml"
+    path.write_text(config.to_toml(cfg))
+    assert config.build(("c.toml", config.read_toml(path))) == cfg
+    # Every field is written, each with its documentation as a comment.
+    text = path.read_text()
+    for f in fields(Config):
+        assert f"\n{f.name} = " in text
+        assert f"# {f.metadata['help']}" in text
+
+
+def test_every_field_documented_with_allowed_values() -> None:
+    for f in fields(Config):
+        assert f.metadata["help"], f.name
+        assert f.type in ("int", "float", "bool", "str"), f.name
+        if f.type == "str":
+            assert f.metadata["choices"], f"{f.name}: free strings are not validated"
+        config.check_value(f.name, f.default)  # the defaults pass their own checks
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("lr = ", "not valid TOML"),
+        ("[model]\nhidden_size = 3", "tables are not used"),
+        ("lr = 'fast'", "lr must be a number"),
+    ],
+)
+def test_bad_files(tmp_path: Path, text: str, message: str) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=message):
+        config.build((str(path), config.read_toml(path)))
+
+
+def test_missing_file() -> None:
+    with pytest.raises(ConfigError, match="does not exist"):
+        config.read_toml("/nonexistent/x.toml")
+
+
+def test_seed_config_is_the_notebook() -> None:
+    seed = config.build(("seed.toml", config.read_toml(Path(__file__).parent.parent / "configs" / "seed.toml")))
+    assert (seed.cell, seed.mode, seed.hidden_size, seed.layers) == ("lstm", "rows", 128, 1)
+    assert (seed.init, seed.forget_bias) == ("tf", 1.0)
+    assert (seed.optimizer, seed.lr, seed.schedule, seed.weight_decay) == ("adam", 0.001, "constant", 0.0)
+    assert (seed.batch_size, seed.iters, seed.epochs, seed.log_every) == (128, 100_000, 0.0, 10)
+    assert seed.training_steps(55_000) == 781
+    assert seed.val_size == 5000  # TF's read_data_sets held out the first 5,000 training images
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=[p.name for p in CONFIGS])
+def test_config_files_are_valid(path: Path) -> None:
+    values = tomllib.loads(path.read_text())
+    assert values, f"{path.name} sets nothing"
+    config.build((path.name, values))

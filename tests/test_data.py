@@ -1,0 +1,121 @@
+from __future__ import annotations
+
+import gzip
+import shutil
+import struct
+from pathlib import Path
+
+import pytest
+import torch
+from tinymnist import TEST_FILES, TRAIN_FILES, idx_bytes, make_tiny_mnist, write_idx
+
+from rnnmnist.data import BatchStream, load_mnist, load_split, read_idx, read_pair, scale
+from rnnmnist.errors import DataError
+
+
+def test_load_splits_keep_uint8(tiny_data: Path) -> None:
+    data = load_mnist(tiny_data, val_size=100, download=False)
+    assert (len(data.train), len(data.val), len(data.test)) == (500, 100, 200)
+    assert data.train.images.dtype == torch.uint8
+    assert data.train.images.shape == (500, 28, 28)
+    assert data.train.labels.dtype == torch.int64
+
+
+def test_validation_is_the_first_training_images(tiny_data: Path) -> None:
+    full = read_pair(*(tiny_data / "MNIST" / "raw" / name for name in TRAIN_FILES))
+    data = load_mnist(tiny_data, val_size=100, download=False)
+    assert torch.equal(data.val.images, full.images[:100])
+    assert torch.equal(data.train.images, full.images[100:])
+    assert torch.equal(load_split(tiny_data, "val", 100, download=False).labels, full.labels[:100])
+
+
+def test_scale_to_unit_range() -> None:
+    x = scale(torch.tensor([[0, 255, 51]], dtype=torch.uint8))
+    assert x.dtype == torch.float32
+    assert torch.allclose(x, torch.tensor([[0.0, 1.0, 0.2]]))
+
+
+def test_gz_files_are_read(tmp_path: Path, tiny_data: Path) -> None:
+    raw = tmp_path / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    for name in TRAIN_FILES + TEST_FILES:
+        with (tiny_data / "MNIST" / "raw" / name).open("rb") as src, gzip.open(raw / (name + ".gz"), "wb") as dst:
+            shutil.copyfileobj(src, dst)
+    assert len(load_split(tmp_path, "test", 0, download=False)) == 200
+
+
+def test_missing_files_offline_names_folder_and_files(tmp_path: Path) -> None:
+    with pytest.raises(DataError) as e:
+        load_mnist(tmp_path, val_size=10, download=False)
+    message = str(e.value)
+    assert str(tmp_path / "MNIST" / "raw") in message
+    for name in TRAIN_FILES + TEST_FILES:
+        assert name in message
+    assert "\n" not in message
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"", "wrong magic number"),
+        (b"\x00\x00\x08\x01" + struct.pack(">I", 5) + bytes(5), "wrong magic number"),  # a labels file
+        (b"\x00\x00\x0d\x03" + struct.pack(">3I", 1, 28, 28) + bytes(784), "wrong magic number"),  # float type
+        (b"\x00\x00\x08\x03" + struct.pack(">3I", 2, 28, 28) + bytes(784), "truncated"),
+        (b"\x00\x00\x08\x03" + struct.pack(">I", 2), "truncated header"),
+    ],
+)
+def test_bad_image_files(tmp_path: Path, content: bytes, message: str) -> None:
+    path = tmp_path / "images"
+    path.write_bytes(content)
+    with pytest.raises(DataError, match=message) as e:
+        read_idx(path, 3)
+    assert str(path) in str(e.value)
+
+
+def test_count_mismatch_and_label_range(tmp_path: Path) -> None:
+    images = write_idx(tmp_path / "i", torch.zeros(3, 28, 28, dtype=torch.uint8))
+    labels = write_idx(tmp_path / "l", torch.tensor([1, 2], dtype=torch.uint8))
+    with pytest.raises(DataError, match=r"3 images but .* 2 labels"):
+        read_pair(images, labels)
+    labels.write_bytes(idx_bytes(torch.tensor([1, 2, 10], dtype=torch.uint8)))
+    with pytest.raises(DataError, match="label 10 is outside 0-9"):
+        read_pair(images, labels)
+    images.write_bytes(idx_bytes(torch.zeros(3, 28, 27, dtype=torch.uint8)))
+    with pytest.raises(DataError, match="28x27, expected 28x28"):
+        read_pair(images, labels)
+
+
+def test_val_size_too_large(tiny_data: Path) -> None:
+    with pytest.raises(DataError, match="val_size=600 leaves no training images"):
+        load_mnist(tiny_data, val_size=600, download=False)
+
+
+def test_batch_stream_covers_each_epoch_once() -> None:
+    stream = BatchStream(n=10, batch_size=3, seed=0, device=torch.device("cpu"))
+    epoch = torch.cat([stream.next() for _ in range(3)])  # 9 of 10; the incomplete last batch is skipped
+    assert len(set(epoch.tolist())) == 9
+    assert stream.epoch == 0
+    stream.next()
+    assert stream.epoch == 1
+
+
+def test_batch_stream_is_seeded_and_resumable() -> None:
+    a = BatchStream(n=50, batch_size=8, seed=3, device=torch.device("cpu"))
+    b = BatchStream(n=50, batch_size=8, seed=3, device=torch.device("cpu"))
+    for _ in range(9):
+        assert torch.equal(a.next(), b.next())
+    state = a.state_dict()
+    expected = [a.next() for _ in range(10)]
+    c = BatchStream(n=50, batch_size=8, seed=99, device=torch.device("cpu"))
+    c.load_state_dict(state)
+    assert all(torch.equal(x, c.next()) for x in expected)
+
+
+def test_batch_larger_than_split() -> None:
+    with pytest.raises(DataError, match="larger than the training split"):
+        BatchStream(n=10, batch_size=11, seed=0, device=torch.device("cpu"))
+
+
+def test_tiny_fixture_is_valid(tmp_path: Path) -> None:
+    root = make_tiny_mnist(tmp_path, n_train=30, n_test=10)
+    assert len(load_split(root, "test", 0, download=False)) == 10
