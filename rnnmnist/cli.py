@@ -222,7 +222,7 @@ def train(
     data = load_mnist(data_dir, cfg.val_size, download)
     out_dir = out if out is not None else _default_out_dir()
     training.prepare_out_dir(out_dir, force)
-    with ui.training(cfg) as display:
+    with ui.training() as display:
         summary = training.run(cfg, data, out_dir, device, display, started_at=started)
     if as_json:
         ui.emit_json({**summary.metrics(), "checkpoint": str(summary.checkpoint), "out_dir": str(out_dir)})
@@ -276,7 +276,7 @@ def eval_command(
     data = load_split(data_dir, split, ckpt.config.val_size, download)
     if limit is not None:
         data = data.head(limit)
-    result = evaluate(model, data.to(dev), batch_size)
+    result = evaluate(model, data.to(dev), batch_size, ckpt.config.precision)
     if as_json:
         ui.emit_json({**result.to_json(), "split": split, "checkpoint": str(checkpoint)})
     ui.evaluation(result, f"{checkpoint} on {split} ({result.n:,} images)")
@@ -323,8 +323,8 @@ def predict(
 
     ui = Ui(json_mode=as_json)
     dev = resolve_device(device)
-    model, _ = ckpt_io.load_model(checkpoint, dev)
-    rows = prediction.predict_test_images(model, data_dir, indices, download, dev)
+    model, ckpt = ckpt_io.load_model(checkpoint, dev)
+    rows = prediction.predict_test_images(model, ckpt.config.precision, data_dir, indices, download)
     if as_json:
         for row in rows:
             ui.emit_json(row)

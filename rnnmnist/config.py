@@ -21,6 +21,7 @@ INITS = ("torch", "tf")
 SCHEDULES = ("constant", "onecycle", "cosine")
 OPTIMIZERS = ("adam", "adamw")
 DEVICES = ("auto", "cpu", "cuda", "mps")
+PRECISIONS = ("auto", "fp32", "bf16")
 # Batch size of evaluation and prediction passes: fast, and small enough for any laptop.
 EVAL_BATCH_SIZE = 1000
 
@@ -65,8 +66,9 @@ class Config:
     forget_bias: float = _opt(1.0, "added to the LSTM forget-gate bias at initialisation", ge=-100, le=100)
     # --- length of training
     iters: int = _opt(
-        100_000,
-        "training examples to see, counted like the notebook: steps run while step * batch_size < iters",
+        150_000,
+        "training examples to see, counted like the notebook (which used 100000): "
+        "steps run while step * batch_size < iters",
         ge=1,
         le=10**10,
     )
@@ -89,6 +91,12 @@ class Config:
     # --- run
     seed: int = _opt(0, "seed for initialisation, data order and dropout", ge=0, le=2**63 - 1)
     device: str = _opt("auto", "auto (cuda, then mps, then cpu), cpu, cuda or mps", choices=DEVICES)
+    precision: str = _opt(
+        "auto",
+        "fp32, or bf16 autocast (weights stay fp32); auto picks bf16 where the device runs it fast "
+        "(CUDA with bf16, AVX-512 CPUs) and stores the choice",
+        choices=PRECISIONS,
+    )
     log_every: int = _opt(10, "steps between log lines", ge=1)
 
     def training_steps(self, n_train: int) -> int:

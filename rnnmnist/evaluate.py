@@ -10,6 +10,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from rnnmnist.data import NUM_CLASSES, Split, scale
+from rnnmnist.device import autocast
 
 
 @dataclass
@@ -50,8 +51,12 @@ class EvalResult:
 
 
 @torch.inference_mode()
-def evaluate(model: nn.Module, split: Split, batch_size: int) -> EvalResult:
-    """Run ``model`` over ``split`` (already on the model's device) in batches."""
+def evaluate(model: nn.Module, split: Split, batch_size: int, precision: str = "fp32") -> EvalResult:
+    """Run ``model`` over ``split`` (already on the model's device) in batches.
+
+    ``precision`` should be the one the model was trained with (its config's), so
+    that eval reproduces the accuracy training reported.
+    """
     was_training = model.training
     model.eval()
     loss_sum = torch.zeros((), dtype=torch.float64, device=split.labels.device)
@@ -59,7 +64,8 @@ def evaluate(model: nn.Module, split: Split, batch_size: int) -> EvalResult:
     for start in range(0, len(split), batch_size):
         images = scale(split.images[start : start + batch_size])  # (b, 28, 28)
         labels = split.labels[start : start + batch_size]  # (b,)
-        logits = model(images).float()  # (b, 10)
+        with autocast(images.device, precision):
+            logits = model(images).float()  # (b, 10)
         loss_sum += F.cross_entropy(logits, labels, reduction="sum").double()
         preds.append(logits.argmax(dim=1))
     model.train(was_training)

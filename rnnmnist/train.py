@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import IO, Any
 
@@ -20,6 +20,7 @@ from torch import nn
 from rnnmnist import checkpoint
 from rnnmnist.config import EVAL_BATCH_SIZE, Config, to_toml
 from rnnmnist.data import BatchStream, Mnist, Split, scale
+from rnnmnist.device import autocast, resolve_precision, tune_allocator
 from rnnmnist.errors import RnnmnistError
 from rnnmnist.evaluate import EvalResult, evaluate
 from rnnmnist.files import write_atomic
@@ -47,8 +48,8 @@ class LogRecord:
 class TrainCallbacks:
     """How a caller follows a run; every hook does nothing by default."""
 
-    def on_start(self, total_steps: int, device: torch.device, n_train: int) -> None:
-        pass
+    def on_start(self, cfg: Config, total_steps: int, device: torch.device, n_train: int) -> None:
+        """``cfg`` is the config as run (precision resolved)."""
 
     def on_log(self, record: LogRecord) -> None:
         pass
@@ -59,6 +60,7 @@ class TrainCallbacks:
 
 @dataclass
 class TrainSummary:
+    config: Config  # as run: precision resolved
     out_dir: Path
     checkpoint: Path
     steps: int
@@ -151,7 +153,8 @@ def fit(
         idx = stream.next()  # (B,)
         images = scale(train.images[idx])  # (B, 28, 28) float in [0, 1]
         labels = train.labels[idx]  # (B,)
-        logits = model(images)  # (B, 10)
+        with autocast(device, cfg.precision):
+            logits = model(images).float()  # (B, 10)
         loss = loss_fn(logits, labels)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -191,12 +194,16 @@ def run(
     """
     callbacks = callbacks or TrainCallbacks()
     started_at = time.perf_counter() if started_at is None else started_at
+    # "auto" is resolved here and stored, so eval and a rerun use what training used.
+    cfg = replace(cfg, precision=resolve_precision(cfg.precision, device))
+    if device.type == "cpu":
+        tune_allocator()
     write_atomic(out_dir / "config.toml", to_toml(cfg).encode("utf-8"))
     torch.manual_seed(cfg.seed)
     model = SequenceClassifier(cfg).to(device)
     train, val, test = data.train.to(device), data.val.to(device), data.test.to(device)
     total = cfg.training_steps(len(train))
-    callbacks.on_start(total, device, len(train))
+    callbacks.on_start(cfg, total, device, len(train))
 
     metrics_log = _MetricsLog(out_dir / "metrics.jsonl")
 
@@ -212,11 +219,12 @@ def run(
     train_seconds = time.perf_counter() - t0
 
     callbacks.on_phase("evaluating")
-    test_result = evaluate(model, test, EVAL_BATCH_SIZE)
-    val_result = evaluate(model, val, EVAL_BATCH_SIZE) if len(val) else None
+    test_result = evaluate(model, test, EVAL_BATCH_SIZE, cfg.precision)
+    val_result = evaluate(model, val, EVAL_BATCH_SIZE, cfg.precision) if len(val) else None
     callbacks.on_phase("saving")
     path = out_dir / "checkpoint.pt"
     summary = TrainSummary(
+        config=cfg,
         out_dir=out_dir,
         checkpoint=path,
         steps=steps,

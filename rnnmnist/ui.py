@@ -54,8 +54,8 @@ class Ui:
 
     # --- train
     @contextmanager
-    def training(self, cfg: Config) -> Iterator[TrainCallbacks]:
-        display = _TrainDisplay(self, cfg)
+    def training(self) -> Iterator[TrainCallbacks]:
+        display = _TrainDisplay(self)
         try:
             yield display
         finally:
@@ -122,17 +122,17 @@ class Ui:
 
 
 class _TrainDisplay(TrainCallbacks):
-    def __init__(self, ui: Ui, cfg: Config) -> None:
-        self.ui, self.cfg = ui, cfg
+    def __init__(self, ui: Ui) -> None:
+        self.ui = ui
         self.progress: Progress | None = None
         self.task = None
 
-    def on_start(self, total_steps: int, device: torch.device, n_train: int) -> None:
-        c = self.cfg
+    def on_start(self, cfg: Config, total_steps: int, device: torch.device, n_train: int) -> None:
+        c = cfg
         shape = f"{c.cell.upper()} {c.hidden_size}" + (f"x{c.layers}" if c.layers > 1 else "")
         self.ui.line(
             f"Training {shape} on {n_train:,} images ({c.mode}), {total_steps:,} steps of {c.batch_size} "
-            f"on {device}, lr {c.lr:g} {c.schedule}"
+            f"on {device} ({c.precision}), lr {c.lr:g} {c.schedule}"
         )
         if self.ui.fancy:
             self.progress = Progress(

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,7 @@ from rnnmnist import checkpoint, config
 from rnnmnist.config import Config
 from rnnmnist.data import load_mnist
 from rnnmnist.errors import RnnmnistError
+from rnnmnist.evaluate import evaluate
 from rnnmnist.train import LogRecord, TrainCallbacks, prepare_out_dir, run
 
 TINY = Config(hidden_size=16, batch_size=25, iters=501, val_size=100, log_every=5, device="cpu")
@@ -45,10 +47,12 @@ def test_run_writes_the_run_folder(tiny_data: Path, tmp_path: Path) -> None:
     lines = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(line)["step"] for line in lines] == [5, 10, 15, 20]
     assert set(json.loads(lines[0])) >= {"step", "examples", "loss", "accuracy", "lr", "examples_per_s"}
-    # config.toml is the resolved config and reads back to the same Config.
-    assert config.build(("c", config.read_toml(tmp_path / "run" / "config.toml"))) == TINY
+    # config.toml is the resolved config ("auto" precision made concrete) and reads back to it.
+    assert summary.config == replace(TINY, precision=summary.config.precision)
+    assert summary.config.precision in ("fp32", "bf16")
+    assert config.build(("c", config.read_toml(tmp_path / "run" / "config.toml"))) == summary.config
     ckpt = checkpoint.load(summary.checkpoint)
-    assert ckpt.config == TINY
+    assert ckpt.config == summary.config
     assert ckpt.metrics["test_accuracy"] == summary.test.accuracy
     assert ckpt.metrics["steps"] == 20
 
@@ -68,6 +72,18 @@ def test_same_seed_same_weights(tiny_data: Path, tmp_path: Path) -> None:
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
     assert not all(torch.equal(wa[k], wc[k]) for k in wa)
     assert a.test.loss == b.test.loss
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_precision_is_kept_and_eval_reproduces_it(tiny_data: Path, tmp_path: Path, precision: str) -> None:
+    cfg = replace(TINY, precision=precision)
+    summary = _run(tiny_data, tmp_path / "run", cfg)
+    model, ckpt = checkpoint.load_model(summary.checkpoint)
+    assert ckpt.config.precision == precision
+    test = load_mnist(tiny_data, 100, download=False).test
+    again = evaluate(model, test, 1000, ckpt.config.precision)
+    assert again.accuracy == summary.test.accuracy
+    assert torch.equal(again.predictions, summary.test.predictions)
 
 
 def test_out_dir_with_a_run_is_refused(tiny_data: Path, tmp_path: Path) -> None:

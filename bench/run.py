@@ -1,0 +1,292 @@
+"""rnnmnist's benchmarks: one command, one table, one JSON file per run.
+
+    make bench                                   # everything (about 6 minutes on 2 cores)
+    python bench/run.py --sections train,wall    # some sections
+    python bench/run.py --tiny                   # seconds, on synthetic data: a smoke test
+
+Machines are noisy, so throughput is quoted against a reference measured in the
+same run, alternately: a minimal hand-written PyTorch loop (bench/reference_loop.py).
+Results go to bench/results/<date>-<commit>.json for comparison across commits.
+Needs the real MNIST in --data-dir / RNNMNIST_DATA_DIR (except --tiny).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "bench"))
+sys.path.insert(0, str(ROOT / "tests"))
+
+import reference_loop  # noqa: E402
+import torch  # noqa: E402
+from rich.console import Console  # noqa: E402
+from rich.table import Table  # noqa: E402
+
+from rnnmnist import config  # noqa: E402
+from rnnmnist.data import Mnist, load_mnist  # noqa: E402
+from rnnmnist.device import resolve_precision, tune_allocator  # noqa: E402
+from rnnmnist.evaluate import evaluate  # noqa: E402
+from rnnmnist.model import SequenceClassifier  # noqa: E402
+from rnnmnist.train import fit  # noqa: E402
+
+console = Console()
+Row = dict  # {"section", "name", "value", "unit", "note"}
+
+
+class Bench:
+    def __init__(self, data_dir: Path, tiny: bool, rounds: int) -> None:
+        self.data_dir, self.tiny, self.rounds = data_dir, tiny, rounds
+        self.rows: list[Row] = []
+        self._data: Mnist | None = None
+
+    @property
+    def data(self) -> Mnist:
+        if self._data is None:
+            self._data = load_mnist(self.data_dir, 100 if self.tiny else 5000, download=False)
+        return self._data
+
+    def add(self, section: str, name: str, value: float, unit: str, note: str = "") -> None:
+        self.rows.append({"section": section, "name": name, "value": value, "unit": unit, "note": note})
+        console.print(f"  {name}: {fmt(value)} {unit} {note}", markup=False, soft_wrap=True)
+
+    def cli(self, *args: str) -> list[str]:
+        return [sys.executable, "-m", "rnnmnist", *args]
+
+    def timed_process(self, argv: list[str]) -> tuple[float, int, str]:
+        """Wall seconds, peak RSS (bytes) and stdout of a child process."""
+        with tempfile.TemporaryFile() as out:
+            start = time.perf_counter()
+            proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.DEVNULL, cwd=ROOT)
+            _, status, usage = os.wait4(proc.pid, 0)
+            seconds = time.perf_counter() - start
+            proc.returncode = os.waitstatus_to_exitcode(status)
+            out.seek(0)
+            text = out.read().decode()
+        if proc.returncode != 0:
+            raise SystemExit(f"benchmark command failed ({proc.returncode}): {' '.join(argv)}")
+        return seconds, usage.ru_maxrss * 1024, text
+
+
+def _steps_per_round(bench: Bench, full: int) -> int:
+    return 3 if bench.tiny else full
+
+
+def train_samples_per_s(cfg: config.Config, bench: Bench, steps: int) -> float:
+    cfg = replace(cfg, iters=steps * cfg.batch_size + 1, epochs=0.0)
+    cfg = replace(cfg, precision=resolve_precision(cfg.precision, torch.device("cpu")))
+    torch.manual_seed(0)
+    model = SequenceClassifier(cfg)
+    start = time.perf_counter()
+    fit(cfg, model, bench.data.train, torch.device("cpu"))
+    return steps * cfg.batch_size / (time.perf_counter() - start)
+
+
+def reference_samples_per_s(bench: Bench, steps: int, batch_size: int = 128) -> float:
+    torch.manual_seed(0)
+    model = reference_loop.Net(128)
+    seconds = reference_loop.train(model, bench.data.train.images, bench.data.train.labels, steps, batch_size, 0.01, 0)
+    return steps * batch_size / seconds
+
+
+# --- sections
+
+
+def section_help(bench: Bench) -> None:
+    """`rnnmnist --help` latency (whole process)."""
+    times = [bench.timed_process(bench.cli("--help"))[0] for _ in range(5)]
+    bench.add("help", "rnnmnist --help", statistics.median(times), "s", "median of 5 processes")
+
+
+def section_train(bench: Bench) -> None:
+    """Training samples/s: rnnmnist's loop and the reference loop, alternately, same settings."""
+    steps = _steps_per_round(bench, 150)
+    small = dict(hidden_size=16) if bench.tiny else {}
+    fp32 = config.build(("bench", {"precision": "fp32", **small}))
+    default = config.build(("bench", small))
+    ref, ours, ours_default = [], [], []
+    for _ in range(bench.rounds):
+        ref.append(reference_samples_per_s(bench, steps))
+        ours.append(train_samples_per_s(fp32, bench, steps))
+        ours_default.append(train_samples_per_s(default, bench, steps))
+    r, o, d = (statistics.median(x) for x in (ref, ours, ours_default))
+    note = f"LSTM 128, batch 128, median of {bench.rounds} alternating rounds of {steps} steps"
+    bench.add("train", "reference loop (fp32)", r, "samples/s", note)
+    bench.add("train", "rnnmnist loop, fp32", o, "samples/s")
+    bench.add("train", "rnnmnist loop, fp32 / reference", o / r, "x", "same settings")
+    bench.add("train", "rnnmnist loop, default precision", d, "samples/s", f"({default_precision()})")
+    bench.add("train", "rnnmnist default / reference", d / r, "x")
+
+
+def default_precision() -> str:
+    return resolve_precision(config.DEFAULTS.precision, torch.device("cpu"))
+
+
+def section_eval(bench: Bench) -> None:
+    """Eval samples/s on the 10,000 test images."""
+    test = bench.data.test
+    for precision in ("fp32", default_precision()):
+        model = SequenceClassifier(config.build(("bench", {"precision": precision})))
+        evaluate(model, test.head(1000), 1000, precision)  # warm up
+        times = []
+        for _ in range(bench.rounds):
+            start = time.perf_counter()
+            evaluate(model, test, config.EVAL_BATCH_SIZE, precision)
+            times.append(time.perf_counter() - start)
+        bench.add(
+            "eval", f"eval ({precision})", len(test) / statistics.median(times), "samples/s", f"{len(test):,} images"
+        )
+        if precision == "fp32" and default_precision() == "fp32":
+            break
+
+
+def section_wall(bench: Bench) -> None:
+    """Whole-process wall time: `rnnmnist train --iters 100000` against the reference script, alternately."""
+    iters = "1001" if bench.tiny else "100000"
+    with tempfile.TemporaryDirectory() as tmp:
+        ref_argv = [sys.executable, "bench/reference_loop.py", "--data-dir", str(bench.data_dir), "--iters", iters]
+        ref_argv += ["--out", f"{tmp}/ref.pt"]
+        base = ["train", "--data-dir", str(bench.data_dir), "--iters", iters, "--out", f"{tmp}/run", "--force"]
+        if bench.tiny:
+            ref_argv += ["--hidden-size", "16", "--val-size", "100"]
+            base += ["--hidden-size", "16", "--val-size", "100"]
+        runs: dict[str, list[float]] = {"reference": [], "default": [], "fp32": []}
+        for _ in range(bench.rounds):
+            runs["reference"].append(bench.timed_process(ref_argv)[0])
+            runs["default"].append(bench.timed_process(bench.cli(*base))[0])
+            runs["fp32"].append(bench.timed_process(bench.cli(*base, "--precision", "fp32"))[0])
+    ref = statistics.median(runs["reference"])
+    bench.add("wall", "reference script, 781 steps", ref, "s", "whole process, median")
+    for name in ("default", "fp32"):
+        seconds = statistics.median(runs[name])
+        label = f"rnnmnist train --iters {iters}" + (" --precision fp32" if name == "fp32" else "")
+        bench.add("wall", label, seconds, "s")
+        bench.add("wall", f"{label} / reference", seconds / ref, "x", "acceptance: <= 1.15")
+
+
+def section_tta(bench: Bench) -> None:
+    """Time from process start to a written checkpoint with >= 98.5% test accuracy, default recipe; peak RSS."""
+    tiny = ["--iters", "1001", "--hidden-size", "16", "--val-size", "100"] if bench.tiny else []
+    with tempfile.TemporaryDirectory() as tmp:
+        for seed in range(1 if bench.tiny else max(1, bench.rounds - 1)):
+            out = Path(tmp) / f"run{seed}"
+            argv = bench.cli("train", "--data-dir", str(bench.data_dir), "--out", str(out), "--json", *tiny)
+            seconds, rss, stdout = bench.timed_process([*argv, "--seed", str(seed)])
+            acc = json.loads(stdout)["test_accuracy"]
+            assert (out / "checkpoint.pt").is_file()
+            note = f"seed {seed}, test accuracy {acc:.4f}"
+            bench.add("tta", "rnnmnist train (default recipe)", seconds, "s", note)
+            bench.add("memory", "peak RSS, default training run", rss / 2**20, "MiB", f"seed {seed}")
+
+
+def section_scaling(bench: Bench) -> None:
+    """Samples/s against hidden size, batch size and sequence length (default precision)."""
+    tune_allocator()  # as `rnnmnist train` does on the CPU
+    steps = _steps_per_round(bench, 40)
+    hidden = (16,) if bench.tiny else (64, 128, 256, 512)
+    for h in hidden:
+        cfg = config.build(("bench", {"hidden_size": h}))
+        bench.add("scaling", f"hidden {h}", train_samples_per_s(cfg, bench, steps), "samples/s", "batch 128")
+    batches = (32, 64) if bench.tiny else (32, 64, 128, 256, 512, 1024)
+    for b in batches:
+        cfg = config.build(("bench", {"batch_size": b, "hidden_size": hidden[0] if bench.tiny else 128}))
+        n = max(2, steps * 128 // b) if not bench.tiny else 2
+        bench.add("scaling", f"batch {b}", train_samples_per_s(cfg, bench, n), "samples/s", "hidden 128")
+    for mode, n in (("rows", steps), ("pixels", 2 if bench.tiny else 4)):
+        cfg = config.build(("bench", {"mode": mode, "hidden_size": hidden[0] if bench.tiny else 128}))
+        note = "28 steps of 28" if mode == "rows" else "784 steps of 1"
+        bench.add("scaling", f"mode {mode}", train_samples_per_s(cfg, bench, n), "samples/s", note)
+
+
+SECTIONS: dict[str, Callable[[Bench], None]] = {
+    "help": section_help,
+    "train": section_train,
+    "eval": section_eval,
+    "wall": section_wall,
+    "tta": section_tta,
+    "scaling": section_scaling,
+}
+
+
+def fmt(value: float) -> str:
+    return f"{value:,.0f}" if abs(value) >= 100 else f"{value:.3g}"
+
+
+def machine() -> dict:
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "cpu": platform.processor() or platform.machine(),
+        "cpus": os.cpu_count(),
+        "threads": torch.get_num_threads(),
+        "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+    }
+
+
+def git_commit() -> str:
+    done = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT)
+    return done.stdout.strip() or "unknown"
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data-dir", type=Path, default=os.environ.get("RNNMNIST_DATA_DIR"))
+    p.add_argument("--sections", default=",".join(SECTIONS), help=f"comma-separated: {','.join(SECTIONS)}")
+    p.add_argument("--rounds", type=int, default=3, help="alternating repetitions per comparison")
+    p.add_argument("--tiny", action="store_true", help="seconds-long smoke run on synthetic data")
+    p.add_argument("--out", type=Path, help="JSON results file [default: bench/results/DATE-COMMIT.json]")
+    a = p.parse_args()
+    chosen = [s.strip() for s in a.sections.split(",") if s.strip()]
+    unknown = [s for s in chosen if s not in SECTIONS]
+    if unknown:
+        raise SystemExit(f"unknown section(s) {', '.join(unknown)}; choose from {', '.join(SECTIONS)}")
+    tmp = None
+    if a.tiny:
+        from tinymnist import make_tiny_mnist
+
+        tmp = tempfile.TemporaryDirectory()
+        a.data_dir = make_tiny_mnist(Path(tmp.name))
+        a.rounds = 1
+    elif a.data_dir is None or not (a.data_dir / "MNIST" / "raw").is_dir():
+        raise SystemExit("the benchmarks need the real MNIST: pass --data-dir or set RNNMNIST_DATA_DIR")
+    bench = Bench(a.data_dir.resolve(), a.tiny, a.rounds)
+    started = time.time()
+    for name in chosen:
+        console.print(f"[bold]{name}[/]: {SECTIONS[name].__doc__}")
+        SECTIONS[name](bench)
+    table = Table(title=f"rnnmnist benchmarks ({git_commit()}, {machine()['cpus']} CPUs, torch {torch.__version__})")
+    for col, justify in (("Section", "left"), ("Measure", "left"), ("Value", "right"), ("Unit", "left")):
+        table.add_column(col, justify=justify)
+    table.add_column("Note")
+    for r in bench.rows:
+        table.add_row(r["section"], r["name"], fmt(r["value"]), r["unit"], r["note"])
+    console.print(table)
+    out = a.out or ROOT / "bench" / "results" / f"{time.strftime('%Y%m%d-%H%M%S')}-{git_commit()}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    payload = {
+        "commit": git_commit(),
+        "date": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "tiny": a.tiny,
+        "machine": machine(),
+        "seconds": time.time() - started,
+        "rows": bench.rows,
+    }
+    out.write_text(json.dumps(payload, indent=2) + "\n")
+    console.print(f"results: {out}")
+    if tmp is not None:
+        tmp.cleanup()
+
+
+if __name__ == "__main__":
+    main()

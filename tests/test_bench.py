@@ -1,0 +1,27 @@
+"""The benchmark suite in its tiny mode, so it cannot rot. No timing is asserted."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_bench_tiny_runs_every_section(tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    done = subprocess.run(
+        [sys.executable, "bench/run.py", "--tiny", "--out", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(out.read_text())
+    sections = {row["section"] for row in result["rows"]}
+    assert sections == {"help", "train", "eval", "wall", "tta", "memory", "scaling"}
+    assert all(row["value"] > 0 for row in result["rows"])
+    assert result["machine"]["torch"]
