@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import difflib
 import math
+import tomllib
 from dataclasses import Field, asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
-
-import tomllib
 
 CELLS = ("lstm", "gru", "rnn")
 MODES = ("rows", "pixels", "permuted")

@@ -101,9 +101,12 @@ def prepare_out_dir(out_dir: Path, force: bool) -> None:
         raise RnnmnistError(f"cannot create run folder {out_dir}: {e.strerror or e}") from None
 
 
-def make_optimizer(cfg: Config, model: nn.Module) -> torch.optim.Optimizer:
+def make_optimizer(cfg: Config, model: nn.Module, device: torch.device) -> torch.optim.Optimizer:
     cls = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
-    return cls(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    # On the CPU torch defaults to a per-parameter loop; the foreach kernels measured ~10% faster
+    # per step there (fused was no better). Elsewhere torch's own choice (fused/foreach) stands.
+    foreach = True if device.type == "cpu" else None
+    return cls(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, foreach=foreach)
 
 
 class _MetricsLog:
@@ -136,7 +139,7 @@ def fit(
 ) -> int:
     """Train ``model`` in place on ``train`` (already on ``device``); return the steps run."""
     total = cfg.training_steps(len(train))
-    optimizer = make_optimizer(cfg, model)
+    optimizer = make_optimizer(cfg, model, device)
     stream = BatchStream(len(train), cfg.batch_size, cfg.seed, device)
     loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
     scheduled = cfg.schedule != "constant"

@@ -1,12 +1,15 @@
 from __future__ import annotations
 
+import json
+import tomllib
 from dataclasses import fields
 from pathlib import Path
 
 import pytest
-import tomllib
+from click.testing import CliRunner
 
 from rnnmnist import config
+from rnnmnist.cli import cli
 from rnnmnist.config import Config, ConfigError
 
 CONFIGS = sorted((Path(__file__).parent.parent / "configs").glob("*.toml"))
@@ -121,7 +124,14 @@ def test_seed_config_is_the_notebook() -> None:
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=[p.name for p in CONFIGS])
-def test_config_files_are_valid(path: Path) -> None:
+def test_config_files_load_and_train(path: Path, tiny_data: Path, tmp_path: Path) -> None:
     values = tomllib.loads(path.read_text())
     assert values, f"{path.name} sets nothing"
-    config.build((path.name, values))
+    cfg = config.build((path.name, values))
+    # Two steps of the file's own recipe on tiny data, through the real CLI.
+    iters = str(2 * cfg.batch_size + 1)
+    args = ["train", "--config", str(path), "--iters", iters, "--val-size", "100", "--device", "cpu"]
+    args += ["--data-dir", str(tiny_data), "--out", str(tmp_path / "run"), "--json"]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["steps"] == 2
