@@ -39,7 +39,7 @@ from rnnmnist.data import Mnist, load_mnist  # noqa: E402
 from rnnmnist.device import resolve_precision, tune_allocator  # noqa: E402
 from rnnmnist.evaluate import evaluate  # noqa: E402
 from rnnmnist.model import SequenceClassifier  # noqa: E402
-from rnnmnist.train import fit  # noqa: E402
+from rnnmnist.train import Trainer  # noqa: E402
 
 console = Console()
 Row = dict  # {"section", "name", "value", "unit", "note"}
@@ -88,8 +88,9 @@ def train_samples_per_s(cfg: config.Config, bench: Bench, steps: int) -> float:
     cfg = replace(cfg, precision=resolve_precision(cfg.precision, torch.device("cpu")))
     torch.manual_seed(0)
     model = SequenceClassifier(cfg)
+    trainer = Trainer(cfg, model, bench.data.train, torch.device("cpu"))
     start = time.perf_counter()
-    fit(cfg, model, bench.data.train, torch.device("cpu"))
+    trainer.run()
     return steps * cfg.batch_size / (time.perf_counter() - start)
 
 
@@ -260,6 +261,8 @@ def main() -> None:
         a.rounds = 1
     elif a.data_dir is None or not (a.data_dir / "MNIST" / "raw").is_dir():
         raise SystemExit("the benchmarks need the real MNIST: pass --data-dir or set RNNMNIST_DATA_DIR")
+    import torch._dynamo  # the first optimizer step imports it: keep that out of every timing
+
     bench = Bench(a.data_dir.resolve(), a.tiny, a.rounds)
     started = time.time()
     for name in chosen:

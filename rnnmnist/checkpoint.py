@@ -41,6 +41,11 @@ class Checkpoint:
     metrics: dict[str, Any] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)  # keys beyond the required ones
 
+    @property
+    def training(self) -> dict[str, Any] | None:
+        """The resumable training state, in checkpoints written during training; None in final ones."""
+        return self.extra.get("training")
+
     def build_model(self, device: torch.device | str = "cpu") -> SequenceClassifier:
         """The model, weights loaded, in eval mode, on ``device``."""
         model = SequenceClassifier(self.config)

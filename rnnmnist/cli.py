@@ -9,14 +9,20 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from rnnmnist import __version__, config
 from rnnmnist.config import CONFIG_FIELDS, DEFAULTS, EVAL_BATCH_SIZE, ConfigError
 from rnnmnist.errors import RnnmnistError
+from rnnmnist.signals import StoppedAtOnce
+
+if TYPE_CHECKING:  # the real imports are inside the commands, to keep --help free of torch
+    from rnnmnist.checkpoint import Checkpoint
+    from rnnmnist.rundir import RunDir
 
 DATA_ENV = "RNNMNIST_DATA_DIR"
 
@@ -47,6 +53,8 @@ class RnnmnistGroup(click.Group):
             _fail(e.format_message(), e.exit_code)
         except (click.Abort, KeyboardInterrupt):
             _fail("interrupted", 130)
+        except StoppedAtOnce as e:
+            _fail("stopped at once by a second signal; files already written are intact", 128 + e.signum)
         except BrokenPipeError:
             # The reader went away (`rnnmnist ... | head`); say nothing more.
             sys.stdout = None
@@ -192,13 +200,21 @@ Examples:
     type=click.Path(file_okay=False, path_type=Path),
     help="Run folder for checkpoint.pt, config.toml, metrics.jsonl. [default: runs/DATE-TIME]",
 )
-@click.option("--force", is_flag=True, help="Overwrite a run already in --out.")
+@click.option("--force", is_flag=True, help="Replace a run already in --out.")
+@click.option(
+    "--resume",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Continue the run in this folder from its last checkpoint, with its stored config.",
+)
+@click.option("--print-config", is_flag=True, help="Print the resolved config as TOML and exit.")
 @data_options
 @json_option
 def train(
     config_file: Path | None,
     out: Path | None,
     force: bool,
+    resume: Path | None,
+    print_config: bool,
     data_dir: Path,
     download: bool,
     as_json: bool,
@@ -208,24 +224,65 @@ def train(
 
     Training length counts examples like the notebook (--iters), or passes over
     the 55,000 training images (--epochs). At the end the model is evaluated on
-    all 10,000 test images.
+    all 10,000 test images. Ctrl-C (or SIGTERM) stops after the current step and
+    saves a checkpoint that --resume continues; a second Ctrl-C stops at once.
     """
     started = time.perf_counter()
+    if resume is not None:
+        if config_file or out or force or any(v is not None for v in flags.values()):
+            raise click.UsageError(
+                "--resume continues a run with its stored config; drop --config, --out, --force and config flags"
+            )
+        return _resume(resume, print_config, data_dir, download, as_json, started)
     cfg = resolve_config(config_file, flags)
+    if print_config:
+        click.echo(config.to_toml(cfg), nl=False)
+        return None
+    from rnnmnist.rundir import RunDir
+
+    run_dir = RunDir(out if out is not None else _default_out_dir())
+    return _train(cfg, run_dir, None, data_dir, download, as_json, started, lambda: run_dir.prepare_new(force))
+
+
+def _resume(folder: Path, print_config: bool, data_dir: Path, download: bool, as_json: bool, started: float) -> None:
+    from rnnmnist import checkpoint as ckpt_io
+    from rnnmnist.rundir import RunDir
+
+    run_dir = RunDir(folder)
+    run_dir.prepare_resume()
+    ckpt = ckpt_io.load(run_dir.checkpoint)
+    if ckpt.training is None:
+        raise RnnmnistError(f"{run_dir.checkpoint} holds a finished run; there is nothing to resume")
+    if print_config:
+        click.echo(config.to_toml(ckpt.config), nl=False)
+        return
+    _train(ckpt.config, run_dir, ckpt, data_dir, download, as_json, started, lambda: None)
+
+
+def _train(
+    cfg: config.Config,
+    run_dir: RunDir,
+    resume: Checkpoint | None,
+    data_dir: Path,
+    download: bool,
+    as_json: bool,
+    started: float,
+    prepare: Callable[[], None],
+) -> None:
     from rnnmnist import train as training
     from rnnmnist.data import load_mnist
     from rnnmnist.device import resolve_device
+    from rnnmnist.signals import GracefulStop
     from rnnmnist.ui import Ui
 
     ui = Ui(json_mode=as_json)
     device = resolve_device(cfg.device)
     data = load_mnist(data_dir, cfg.val_size, download)
-    out_dir = out if out is not None else _default_out_dir()
-    training.prepare_out_dir(out_dir, force)
-    with ui.training() as display:
-        summary = training.run(cfg, data, out_dir, device, display, started_at=started)
+    prepare()  # only once the data is there, so a failed start leaves no folder behind
+    with GracefulStop() as stop, ui.training() as display:
+        summary = training.run(cfg, data, run_dir, device, display, started, stop, resume)
     if as_json:
-        ui.emit_json({**summary.metrics(), "checkpoint": str(summary.checkpoint), "out_dir": str(out_dir)})
+        ui.emit_json({**summary.metrics(), "checkpoint": str(summary.checkpoint), "out_dir": str(run_dir.path)})
     ui.train_summary(summary)
 
 

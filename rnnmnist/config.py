@@ -97,6 +97,7 @@ class Config:
         choices=PRECISIONS,
     )
     log_every: int = _opt(10, "steps between log lines", ge=1)
+    save_every: int = _opt(0, "steps between resumable checkpoints (OUT/checkpoint.pt); 0: only at the end", ge=0)
 
     def training_steps(self, n_train: int) -> int:
         """Optimisation steps this config runs on a training split of ``n_train`` images."""

@@ -1,34 +1,36 @@
-"""The training run: the loop, the end-of-run evaluation, and what a run folder holds.
+"""Training: a resumable loop, and a run that ends in evaluation and a final checkpoint.
 
-A run folder (``--out``) holds ``config.toml`` (written first, so even a killed
-run says what it was), ``metrics.jsonl`` (a line per log step) and
-``checkpoint.pt`` (written last, atomically). Nothing here prints: progress is
-reported through :class:`TrainCallbacks`.
+Nothing here prints: progress is reported through :class:`TrainCallbacks`, and
+stopping early is asked for through ``should_stop`` (the CLI wires signals to it).
+A resumable checkpoint holds everything that decides the rest of the run (model,
+optimizer, step, data order, RNG states), so a resumed run ends bit for bit where
+an uninterrupted one would on the CPU.
 """
 
 from __future__ import annotations
 
-import json
+import math
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import torch
 from torch import nn
 
 from rnnmnist import checkpoint
-from rnnmnist.config import EVAL_BATCH_SIZE, Config, to_toml
+from rnnmnist.config import EVAL_BATCH_SIZE, Config
 from rnnmnist.data import BatchStream, Mnist, Split, scale
 from rnnmnist.device import autocast, resolve_precision, tune_allocator
-from rnnmnist.errors import RnnmnistError
+from rnnmnist.errors import CheckpointError, RnnmnistError
 from rnnmnist.evaluate import EvalResult, evaluate
-from rnnmnist.files import write_atomic
 from rnnmnist.model import SequenceClassifier
+from rnnmnist.rundir import RunDir
 from rnnmnist.schedule import lr_and_beta1
 
-RUN_FILES = ("checkpoint.pt", "config.toml", "metrics.jsonl")
 NOTEBOOK_TEST_IMAGES = 256  # the notebook's final print: accuracy on mnist.test.images[:256]
+SIGNAL_NAMES = {2: "SIGINT", 15: "SIGTERM"}
 
 
 @dataclass
@@ -42,14 +44,14 @@ class LogRecord:
     accuracy: float  # this batch's accuracy, before the step's update
     lr: float
     examples_per_s: float  # since the previous log step
-    elapsed: float  # seconds since training began
+    elapsed: float  # training seconds so far, across resumes
 
 
 class TrainCallbacks:
     """How a caller follows a run; every hook does nothing by default."""
 
-    def on_start(self, cfg: Config, total_steps: int, device: torch.device, n_train: int) -> None:
-        """``cfg`` is the config as run (precision resolved)."""
+    def on_start(self, cfg: Config, first_step: int, total_steps: int, device: torch.device, n_train: int) -> None:
+        """``cfg`` as run (precision resolved); ``first_step`` > 1 when resuming."""
 
     def on_log(self, record: LogRecord) -> None:
         pass
@@ -58,11 +60,162 @@ class TrainCallbacks:
         """``phase``: "evaluating" or "saving"."""
 
 
+class TrainingInterrupted(RnnmnistError):
+    """Stopped on request (a signal); a resumable checkpoint was written if any step ran."""
+
+    def __init__(self, message: str, signum: int) -> None:
+        super().__init__(message)
+        self.exit_code = 128 + signum
+
+
+class TrainingDiverged(RnnmnistError):
+    """The loss or the weights stopped being finite numbers."""
+
+
+class _NonFinite(Exception):
+    def __init__(self, step: int, what: str) -> None:
+        self.step, self.what = step, what
+
+
+def make_optimizer(cfg: Config, model: nn.Module, device: torch.device) -> torch.optim.Optimizer:
+    cls = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
+    # On the CPU torch defaults to a per-parameter loop; the foreach kernels measured ~10% faster
+    # per step there (fused was no better). Elsewhere torch's own choice (fused/foreach) stands.
+    foreach = True if device.type == "cpu" else None
+    return cls(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, foreach=foreach)
+
+
+def _rng_state(device: torch.device) -> dict[str, Any]:
+    state: dict[str, Any] = {"cpu": torch.get_rng_state()}
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any], device: torch.device) -> None:
+    torch.set_rng_state(state["cpu"])
+    if device.type == "cuda" and "cuda" in state:
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+class Trainer:
+    """The optimisation loop over one training split, with everything needed to resume it."""
+
+    def __init__(self, cfg: Config, model: nn.Module, train: Split, device: torch.device) -> None:
+        self.cfg, self.model, self.train, self.device = cfg, model, train, device
+        self.optimizer = make_optimizer(cfg, model, device)
+        self.stream = BatchStream(len(train), cfg.batch_size, cfg.seed, device)
+        self.loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+        self.total = cfg.training_steps(len(train))
+        self.step = 0  # steps completed
+        self.train_seconds = 0.0  # across resumes
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "step": self.step,
+            "examples": self.step * self.cfg.batch_size,
+            "optimizer": self.optimizer.state_dict(),
+            "data_order": self.stream.state_dict(),
+            "rng": _rng_state(self.device),
+            "train_seconds": self.train_seconds,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        try:
+            self.step = int(state["step"])
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.stream.load_state_dict(state["data_order"])
+            _set_rng_state(state["rng"], self.device)
+            self.train_seconds = float(state["train_seconds"])
+        except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as e:
+            detail = " ".join(str(e).split())[:200]
+            raise CheckpointError(
+                f"the checkpoint's training state is damaged ({type(e).__name__}: {detail})"
+            ) from None
+        if not 0 <= self.step <= self.total:
+            raise CheckpointError(f"the checkpoint's step {self.step} is outside this run's 0-{self.total} steps")
+
+    def weights_finite(self) -> bool:
+        return all(bool(torch.isfinite(p).all()) for p in self.model.parameters())
+
+    def _set_schedule(self) -> None:
+        lr, beta1 = lr_and_beta1(self.cfg, self.step, self.total)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+            if beta1 is not None:
+                group["betas"] = (beta1, group["betas"][1])
+
+    def _one_step(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One optimisation step; returns (loss, logits, labels) of the batch, still on the device."""
+        if self.cfg.schedule != "constant":
+            self._set_schedule()
+        idx = self.stream.next()  # (B,)
+        images = scale(self.train.images[idx])  # (B, 28, 28) float in [0, 1]
+        labels = self.train.labels[idx]  # (B,)
+        with autocast(self.device, self.cfg.precision):
+            logits = self.model(images).float()  # (B, 10)
+        loss = self.loss_fn(logits, labels)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.cfg.grad_clip > 0:
+            nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
+        self.optimizer.step()
+        self.step += 1
+        return loss, logits, labels
+
+    def run(
+        self,
+        on_log: Callable[[LogRecord], None] | None = None,
+        on_save: Callable[[], None] | None = None,
+        should_stop: Callable[[], int | None] | None = None,
+    ) -> None:
+        """Train from the current step to the end.
+
+        ``on_save`` is called every ``save_every`` steps with finite weights.
+        Raises :class:`_NonFinite` when a log or save step finds the loss or
+        weights not finite, and stops (returning early) when ``should_stop``
+        answers a signal number; the caller saves and reports.
+        """
+        cfg = self.cfg
+        self.model.train()
+        last_time, last_step = time.perf_counter(), self.step
+        while self.step < self.total:
+            if should_stop is not None and should_stop():
+                return
+            t0 = time.perf_counter()
+            loss, logits, labels = self._one_step()
+            self.train_seconds += time.perf_counter() - t0
+            step = self.step
+            # Reading numbers back synchronises with the device, so only log and save steps do it.
+            if step % cfg.log_every == 0 or step == self.total:
+                loss_value = loss.item()
+                if not math.isfinite(loss_value):
+                    raise _NonFinite(step, f"the loss is {loss_value}")
+                if on_log is not None:
+                    now = time.perf_counter()
+                    on_log(
+                        LogRecord(
+                            step=step,
+                            total_steps=self.total,
+                            examples=step * cfg.batch_size,
+                            loss=loss_value,
+                            accuracy=(logits.argmax(dim=1) == labels).float().mean().item(),
+                            lr=self.optimizer.param_groups[0]["lr"],
+                            examples_per_s=(step - last_step) * cfg.batch_size / max(now - last_time, 1e-9),
+                            elapsed=self.train_seconds,
+                        )
+                    )
+                    last_time, last_step = now, step
+            if cfg.save_every and step % cfg.save_every == 0 and step < self.total and on_save is not None:
+                if not math.isfinite(loss.item()) or not self.weights_finite():
+                    raise _NonFinite(step, "the weights or the loss are not finite")
+                on_save()
+
+
 @dataclass
 class TrainSummary:
     config: Config  # as run: precision resolved
-    out_dir: Path
-    checkpoint: Path
+    run_dir: RunDir
     steps: int
     examples: int
     train_seconds: float
@@ -70,6 +223,10 @@ class TrainSummary:
     test: EvalResult
     test_accuracy_first256: float
     val: EvalResult | None
+
+    @property
+    def checkpoint(self) -> Path:
+        return self.run_dir.checkpoint
 
     def metrics(self) -> dict[str, Any]:
         """The final figures, as plain numbers (stored in the checkpoint and printed by --json)."""
@@ -87,157 +244,100 @@ class TrainSummary:
         }
 
 
-def prepare_out_dir(out_dir: Path, force: bool) -> None:
-    """Create the run folder; refuse one that already holds a run unless ``force``."""
-    existing = [name for name in RUN_FILES if (out_dir / name).exists()]
-    if existing and not force:
-        raise RnnmnistError(
-            f"{out_dir} already holds a run ({', '.join(existing)}); pass --force to overwrite it "
-            f"or choose another --out"
-        )
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise RnnmnistError(f"cannot create run folder {out_dir}: {e.strerror or e}") from None
-
-
-def make_optimizer(cfg: Config, model: nn.Module, device: torch.device) -> torch.optim.Optimizer:
-    cls = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
-    # On the CPU torch defaults to a per-parameter loop; the foreach kernels measured ~10% faster
-    # per step there (fused was no better). Elsewhere torch's own choice (fused/foreach) stands.
-    foreach = True if device.type == "cpu" else None
-    return cls(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, foreach=foreach)
-
-
-class _MetricsLog:
-    """metrics.jsonl, a line per log step, flushed as written so a killed run keeps its curve."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        try:
-            self.file: IO[str] = path.open("w", encoding="utf-8")
-        except OSError as e:
-            raise RnnmnistError(f"cannot write {path}: {e.strerror or e}") from None
-
-    def write(self, record: LogRecord) -> None:
-        try:
-            self.file.write(json.dumps(asdict(record)) + "\n")
-            self.file.flush()
-        except OSError as e:
-            raise RnnmnistError(f"cannot write {self.path}: {e.strerror or e}") from None
-
-    def close(self) -> None:
-        self.file.close()
-
-
-def fit(
-    cfg: Config,
-    model: nn.Module,
-    train: Split,
-    device: torch.device,
-    on_log: Any = None,
-) -> int:
-    """Train ``model`` in place on ``train`` (already on ``device``); return the steps run."""
-    total = cfg.training_steps(len(train))
-    optimizer = make_optimizer(cfg, model, device)
-    stream = BatchStream(len(train), cfg.batch_size, cfg.seed, device)
-    loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
-    scheduled = cfg.schedule != "constant"
-    model.train()
-    start = last_time = time.perf_counter()
-    last_step = 0
-    for step in range(1, total + 1):
-        if scheduled:
-            lr, beta1 = lr_and_beta1(cfg, step - 1, total)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-                if beta1 is not None:
-                    group["betas"] = (beta1, group["betas"][1])
-        idx = stream.next()  # (B,)
-        images = scale(train.images[idx])  # (B, 28, 28) float in [0, 1]
-        labels = train.labels[idx]  # (B,)
-        with autocast(device, cfg.precision):
-            logits = model(images).float()  # (B, 10)
-        loss = loss_fn(logits, labels)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if cfg.grad_clip > 0:
-            nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        optimizer.step()
-        # Reading numbers back synchronises with the device, so only log steps do it.
-        if on_log is not None and (step % cfg.log_every == 0 or step == total):
-            now = time.perf_counter()
-            on_log(
-                LogRecord(
-                    step=step,
-                    total_steps=total,
-                    examples=step * cfg.batch_size,
-                    loss=loss.item(),
-                    accuracy=(logits.argmax(dim=1) == labels).float().mean().item(),
-                    lr=optimizer.param_groups[0]["lr"],
-                    examples_per_s=(step - last_step) * cfg.batch_size / max(now - last_time, 1e-9),
-                    elapsed=now - start,
-                )
-            )
-            last_time, last_step = now, step
-    return total
-
-
 def run(
     cfg: Config,
     data: Mnist,
-    out_dir: Path,
+    run_dir: RunDir,
     device: torch.device,
     callbacks: TrainCallbacks | None = None,
     started_at: float | None = None,
+    should_stop: Callable[[], int | None] | None = None,
+    resume: checkpoint.Checkpoint | None = None,
 ) -> TrainSummary:
-    """Train, evaluate on the test (and validation) split, write the run folder; return the figures.
+    """Train (or continue ``resume``), evaluate on the test and validation splits, write the run folder.
 
-    ``out_dir`` must have been prepared with :func:`prepare_out_dir`.
+    ``run_dir`` must have been prepared (:meth:`RunDir.prepare_new` or ``prepare_resume``).
     """
     callbacks = callbacks or TrainCallbacks()
     started_at = time.perf_counter() if started_at is None else started_at
-    # "auto" is resolved here and stored, so eval and a rerun use what training used.
+    # "auto" is resolved here and stored, so eval and a rerun compute as training did.
     cfg = replace(cfg, precision=resolve_precision(cfg.precision, device))
     if device.type == "cpu":
         tune_allocator()
-    write_atomic(out_dir / "config.toml", to_toml(cfg).encode("utf-8"))
-    torch.manual_seed(cfg.seed)
-    model = SequenceClassifier(cfg).to(device)
+    if resume is None:
+        run_dir.write_config(cfg)
+    if resume is None:
+        torch.manual_seed(cfg.seed)
+        model = SequenceClassifier(cfg).to(device)
+    else:
+        model = resume.build_model(device)
     train, val, test = data.train.to(device), data.val.to(device), data.test.to(device)
-    total = cfg.training_steps(len(train))
-    callbacks.on_start(cfg, total, device, len(train))
+    trainer = Trainer(cfg, model, train, device)
+    if resume is not None:
+        trainer.load_state_dict(resume.training)
+    callbacks.on_start(cfg, trainer.step + 1, trainer.total, device, len(train))
 
-    metrics_log = _MetricsLog(out_dir / "metrics.jsonl")
+    def save_resumable() -> None:
+        checkpoint.save(run_dir.checkpoint, cfg, model, {}, training=trainer.state_dict())
+
+    metrics_log = run_dir.open_metrics(keep_through_step=trainer.step)
 
     def on_log(record: LogRecord) -> None:
-        metrics_log.write(record)
+        metrics_log.write(asdict(record))
         callbacks.on_log(record)
 
-    t0 = time.perf_counter()
     try:
-        steps = fit(cfg, model, train, device, on_log)
+        trainer.run(on_log, save_resumable, should_stop)
+    except _NonFinite as e:
+        kept = _last_good(run_dir)
+        raise TrainingDiverged(
+            f"training diverged at step {e.step}: {e.what}; {kept}; "
+            f"try a lower --lr or --grad-clip (checked every {cfg.log_every} steps)"
+        ) from None
     finally:
         metrics_log.close()
-    train_seconds = time.perf_counter() - t0
+    if trainer.step < trainer.total:  # stopped on request
+        signum = should_stop() if should_stop else 2
+        _stop(trainer, run_dir, save_resumable, signum)
 
     callbacks.on_phase("evaluating")
     test_result = evaluate(model, test, EVAL_BATCH_SIZE, cfg.precision)
     val_result = evaluate(model, val, EVAL_BATCH_SIZE, cfg.precision) if len(val) else None
     callbacks.on_phase("saving")
-    path = out_dir / "checkpoint.pt"
     summary = TrainSummary(
         config=cfg,
-        out_dir=out_dir,
-        checkpoint=path,
-        steps=steps,
-        examples=steps * cfg.batch_size,
-        train_seconds=train_seconds,
+        run_dir=run_dir,
+        steps=trainer.step,
+        examples=trainer.step * cfg.batch_size,
+        train_seconds=trainer.train_seconds,
         wall_seconds=0.0,
         test=test_result,
         test_accuracy_first256=test_result.first_accuracy(test.labels, NOTEBOOK_TEST_IMAGES),
         val=val_result,
     )
     summary.wall_seconds = time.perf_counter() - started_at
-    checkpoint.save(path, cfg, model, summary.metrics())
+    checkpoint.save(run_dir.checkpoint, cfg, model, summary.metrics())
     return summary
+
+
+def _last_good(run_dir: RunDir) -> str:
+    if run_dir.checkpoint.exists():
+        return f"the last good checkpoint is kept in {run_dir.checkpoint}"
+    return "no checkpoint had been written (use --save-every to keep some)"
+
+
+def _stop(trainer: Trainer, run_dir: RunDir, save: Callable[[], None], signum: int) -> None:
+    name = SIGNAL_NAMES.get(signum, f"signal {signum}")
+    where = f"at step {trainer.step} of {trainer.total}"
+    if trainer.step == 0:
+        raise TrainingInterrupted(f"interrupted ({name}) before the first step; nothing to resume", signum)
+    if not trainer.weights_finite():
+        raise TrainingInterrupted(
+            f"interrupted ({name}) {where} with non-finite weights; {_last_good(run_dir)}", signum
+        )
+    save()
+    raise TrainingInterrupted(
+        f"interrupted ({name}) {where}; saved {run_dir.checkpoint}; "
+        f"resume with: rnnmnist train --resume {run_dir.path}",
+        signum,
+    )

@@ -127,12 +127,13 @@ class _TrainDisplay(TrainCallbacks):
         self.progress: Progress | None = None
         self.task = None
 
-    def on_start(self, cfg: Config, total_steps: int, device: torch.device, n_train: int) -> None:
+    def on_start(self, cfg: Config, first_step: int, total_steps: int, device: torch.device, n_train: int) -> None:
         c = cfg
         shape = f"{c.cell.upper()} {c.hidden_size}" + (f"x{c.layers}" if c.layers > 1 else "")
+        resuming = f", resuming at step {first_step:,}" if first_step > 1 else ""
         self.ui.line(
             f"Training {shape} on {n_train:,} images ({c.mode}), {total_steps:,} steps of {c.batch_size} "
-            f"on {device} ({c.precision}), lr {c.lr:g} {c.schedule}"
+            f"on {device} ({c.precision}), lr {c.lr:g} {c.schedule}{resuming}"
         )
         if self.ui.fancy:
             self.progress = Progress(
@@ -145,7 +146,7 @@ class _TrainDisplay(TrainCallbacks):
                 console=self.ui.console,
                 transient=True,
             )
-            self.task = self.progress.add_task("training", total=total_steps)
+            self.task = self.progress.add_task("training", total=total_steps, completed=first_step - 1)
             self.progress.start()
             self.progress.console.print(self._row(None))
 

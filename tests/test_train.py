@@ -12,7 +12,8 @@ from rnnmnist.config import Config
 from rnnmnist.data import load_mnist
 from rnnmnist.errors import RnnmnistError
 from rnnmnist.evaluate import evaluate
-from rnnmnist.train import LogRecord, TrainCallbacks, prepare_out_dir, run
+from rnnmnist.rundir import RunDir
+from rnnmnist.train import LogRecord, TrainCallbacks, run
 
 TINY = Config(hidden_size=16, batch_size=25, iters=501, val_size=100, log_every=5, device="cpu")
 
@@ -30,9 +31,10 @@ class Recorder(TrainCallbacks):
 
 
 def _run(tiny_data: Path, out: Path, cfg: Config = TINY, callbacks: TrainCallbacks | None = None):
-    prepare_out_dir(out, force=False)
+    run_dir = RunDir(out)
+    run_dir.prepare_new(force=False)
     data = load_mnist(tiny_data, cfg.val_size, download=False)
-    return run(cfg, data, out, torch.device("cpu"), callbacks)
+    return run(cfg, data, run_dir, torch.device("cpu"), callbacks)
 
 
 def test_run_writes_the_run_folder(tiny_data: Path, tmp_path: Path) -> None:
@@ -89,8 +91,9 @@ def test_precision_is_kept_and_eval_reproduces_it(tiny_data: Path, tmp_path: Pat
 def test_out_dir_with_a_run_is_refused(tiny_data: Path, tmp_path: Path) -> None:
     _run(tiny_data, tmp_path / "run")
     with pytest.raises(RnnmnistError, match="already holds a run"):
-        prepare_out_dir(tmp_path / "run", force=False)
-    prepare_out_dir(tmp_path / "run", force=True)
+        RunDir(tmp_path / "run").prepare_new(force=False)
+    RunDir(tmp_path / "run").prepare_new(force=True)
+    assert list((tmp_path / "run").iterdir()) == []  # the old run is gone, not mixed with the new one
 
 
 def test_first256_is_computed_on_the_first_images(tiny_data: Path, tmp_path: Path) -> None:
