@@ -1,3 +1,4 @@
 from rnnmnist.cli import main
 
-main()
+if __name__ == "__main__":  # guarded: worker processes re-import this module under another name
+    main()

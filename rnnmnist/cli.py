@@ -345,13 +345,17 @@ def eval_command(
 
 PREDICT_EXAMPLES = """\b
 Examples:
-  rnnmnist predict runs/five/checkpoint.pt --index 0 --index 7
-  rnnmnist predict runs/five/checkpoint.pt --index 42 --json
+  rnnmnist predict runs/five/checkpoint.pt my-digit.png photo.jpg
+  rnnmnist predict runs/five/checkpoint.pt scans/ --json > predictions.jsonl
+  rnnmnist predict runs/five/checkpoint.pt my-digit.png --show     # what the network sees
+  cat digit.png | rnnmnist predict runs/five/checkpoint.pt -
+  rnnmnist predict runs/five/checkpoint.pt --index 0 --index 7     # test-set images
 """
 
 
 @cli.command(epilog=PREDICT_EXAMPLES)
 @checkpoint_argument
+@click.argument("inputs", nargs=-1, metavar="[INPUT]...")
 @click.option(
     "--index",
     "indices",
@@ -359,20 +363,30 @@ Examples:
     multiple=True,
     help="Predict test-set image I (repeatable); its true label is shown beside.",
 )
+@click.option("--show", is_flag=True, help="Print each 28x28 image the network sees, as terminal art.")
 @device_option
 @data_options
 @json_option
 def predict(
     checkpoint: Path,
+    inputs: tuple[str, ...],
     indices: tuple[int, ...],
+    show: bool,
     device: str,
     data_dir: Path,
     download: bool,
     as_json: bool,
-) -> None:
-    """Predict digits with CHECKPOINT."""
-    if not indices:
-        raise click.UsageError("nothing to predict: give --index I")
+) -> int:
+    """Predict the digit in each INPUT with CHECKPOINT.
+
+    INPUT is an image file Pillow reads (PNG, JPEG, BMP, GIF, TIFF, WebP), a
+    folder (every image inside, by name) or - for one image on stdin. Each image
+    is made MNIST-like first: ink light on black, cropped, scaled to 20x20 and
+    centred by mass in 28x28. An input that fails gets a one-line error and the
+    others are still predicted; the exit code is then 1.
+    """
+    if not inputs and not indices:
+        raise click.UsageError("nothing to predict: give image files, folders, - (stdin) or --index I")
     from rnnmnist import checkpoint as ckpt_io
     from rnnmnist import predict as prediction
     from rnnmnist.device import resolve_device
@@ -381,12 +395,15 @@ def predict(
     ui = Ui(json_mode=as_json)
     dev = resolve_device(device)
     model, ckpt = ckpt_io.load_model(checkpoint, dev)
-    rows = prediction.predict_test_images(model, ckpt.config.precision, data_dir, indices, download)
+    precision = ckpt.config.precision
+    results = prediction.predict_images(model, precision, inputs, sys.stdin.buffer)
+    if indices:
+        results += prediction.predict_test_images(model, precision, data_dir, indices, download)
     if as_json:
-        for row in rows:
-            ui.emit_json(row)
-    else:
-        ui.predictions(rows)
+        for r in results:
+            ui.emit_json(r.to_json())
+    ui.predictions(results, show)
+    return 1 if any(r.error for r in results) else 0
 
 
 def main() -> None:

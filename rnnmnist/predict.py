@@ -1,11 +1,13 @@
-"""Class probabilities for images, and the per-input records the CLI prints."""
+"""Predictions for people's images and for test-set images: inputs, batched inference, records."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -13,6 +15,44 @@ from rnnmnist.config import EVAL_BATCH_SIZE
 from rnnmnist.data import load_split, scale
 from rnnmnist.device import autocast
 from rnnmnist.errors import BadValueError
+from rnnmnist.images import list_images, load_digits
+
+
+@dataclass
+class Prediction:
+    """One input's outcome: what the network saw and what it said, or why it could not."""
+
+    input: str  # as given: a path, "-", or test[I]
+    digit: np.ndarray | None = None  # (28, 28) float32 in [0, 1]: the network's input
+    probabilities: torch.Tensor | None = None  # (10,)
+    label: int | None = None  # the true digit, for test-set images
+    error: str | None = None
+
+    @property
+    def prediction(self) -> int:
+        return int(self.probabilities.argmax())
+
+    @property
+    def confidence(self) -> float:
+        return float(self.probabilities.max())
+
+    def top(self, k: int = 3) -> list[tuple[int, float]]:
+        values, indices = torch.topk(self.probabilities, k)
+        return [(int(d), float(p)) for d, p in zip(indices, values)]
+
+    def to_json(self) -> dict[str, Any]:
+        if self.error is not None:
+            return {"input": self.input, "error": self.error}
+        record: dict[str, Any] = {
+            "input": self.input,
+            "prediction": self.prediction,
+            "confidence": self.confidence,
+            "probabilities": [round(float(p), 6) for p in self.probabilities],
+            "top3": self.top(),
+        }
+        if self.label is not None:
+            record["label"] = self.label
+        return record
 
 
 @torch.inference_mode()
@@ -29,27 +69,65 @@ def probabilities(
     return torch.cat(out) if out else torch.zeros(0, 10)
 
 
-def describe(probs: torch.Tensor) -> dict[str, Any]:
-    """One input's record from its probabilities (10,)."""
-    top = torch.topk(probs, 3)
-    return {
-        "prediction": int(top.indices[0]),
-        "confidence": float(top.values[0]),
-        "probabilities": [round(float(p), 6) for p in probs],
-        "top3": [(int(d), float(p)) for d, p in zip(top.indices, top.values)],
-    }
+def expand_inputs(inputs: Sequence[str], stdin: BinaryIO) -> list[tuple[str, Path | bytes | str]]:
+    """(name, source) per image: a folder gives each image inside, ``-`` the bytes on stdin.
+
+    A source that is a ``str`` is already the reason it failed.
+    """
+    out: list[tuple[str, Path | bytes | str]] = []
+    stdin_used = False
+    for item in inputs:
+        if item == "-":
+            out.append((item, "standard input given twice" if stdin_used else stdin.read()))
+            stdin_used = True
+            continue
+        path = Path(item)
+        if path.is_dir():
+            try:
+                found = list_images(path)
+            except OSError as e:
+                out.append((item, f"cannot list folder: {e.strerror or e}"))
+                continue
+            if not found:
+                out.append((item, "no images in this folder"))
+            out.extend((str(p), p) for p in found)
+        else:
+            out.append((item, path))
+    return out
+
+
+def predict_images(
+    model: nn.Module, precision: str, inputs: Sequence[str], stdin: BinaryIO, workers: int | None = None
+) -> list[Prediction]:
+    """Preprocess every image input (in parallel when many) and predict them in batches."""
+    named = expand_inputs(inputs, stdin)
+    loadable = [(i, src) for i, (_, src) in enumerate(named) if not isinstance(src, str)]
+    loaded = load_digits([src for _, src in loadable], workers)
+    results = [Prediction(name, error=src if isinstance(src, str) else None) for name, src in named]
+    for (i, _), digit in zip(loadable, loaded):
+        if isinstance(digit, str):
+            results[i].error = digit
+        else:
+            results[i].digit = digit
+    ok = [r for r in results if r.digit is not None]
+    if ok:
+        probs = probabilities(model, torch.from_numpy(np.stack([r.digit for r in ok])), precision)  # (k, 10)
+        for r, p in zip(ok, probs):
+            r.probabilities = p
+    return results
 
 
 def predict_test_images(
     model: nn.Module, precision: str, data_dir: str | Path, indices: Sequence[int], download: bool
-) -> list[dict[str, Any]]:
-    """Records for test-set images by index, each with its true label."""
+) -> list[Prediction]:
+    """Predictions for test-set images by index, each with its true label."""
     test = load_split(data_dir, "test", 0, download)
     bad = [i for i in indices if not 0 <= i < len(test)]
     if bad:
         raise BadValueError(f"--index {bad[0]} is out of range: the test set holds images 0 to {len(test) - 1}")
-    picked = torch.tensor(list(indices), dtype=torch.long)
-    probs = probabilities(model, scale(test.images[picked]), precision)  # (k, 10)
+    images = scale(test.images[torch.tensor(list(indices), dtype=torch.long)])  # (k, 28, 28)
+    probs = probabilities(model, images, precision)  # (k, 10)
     return [
-        {"input": f"test[{i}]", "index": i, **describe(p), "label": int(test.labels[i])} for i, p in zip(indices, probs)
+        Prediction(f"test[{i}]", digit=images[j].numpy(), probabilities=probs[j], label=int(test.labels[i]))
+        for j, i in enumerate(indices)
     ]

@@ -13,9 +13,14 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
+import click
+import numpy as np
+from rich.color import Color
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.style import Style
 from rich.table import Table
+from rich.text import Text
 
 from rnnmnist.train import LogRecord, TrainCallbacks
 
@@ -24,8 +29,10 @@ if TYPE_CHECKING:
 
     from rnnmnist.config import Config
     from rnnmnist.evaluate import EvalResult
+    from rnnmnist.predict import Prediction
     from rnnmnist.train import TrainSummary
 
+ASCII_RAMP = " .:-=+*#%@"  # dark to light
 LOG_COLUMNS = (("Step", 7), ("Iteration", 10), ("Loss", 8), ("Accuracy", 8), ("LR", 9), ("Examples/s", 10))
 
 
@@ -104,21 +111,50 @@ class Ui:
         self.console.print(confusion)
 
     # --- predict
-    def predictions(self, rows: Sequence[dict[str, Any]]) -> None:
-        table = Table(title="Predictions", title_justify="left")
-        for name, justify in (("Input", "left"), ("Digit", "right"), ("Confidence", "right"), ("Top 3", "left")):
-            table.add_column(name, justify=justify)
-        with_labels = any("label" in r for r in rows)
-        if with_labels:
-            table.add_column("True", justify="right")
-        for r in rows:
-            top3 = "  ".join(f"{d}:{100 * p:.1f}%" for d, p in r["top3"])
-            cells = [str(r["input"]), str(r["prediction"]), _pct(r["confidence"]), top3]
+    def predictions(self, results: Sequence[Prediction], show: bool = False) -> None:
+        """A table of the predictions; a line on stderr per input that failed; ``show``: the digits as art."""
+        ok = [r for r in results if r.error is None]
+        if ok:
+            table = Table(title="Predictions", title_justify="left")
+            for name, justify in (("Input", "left"), ("Digit", "right"), ("Confidence", "right"), ("Top 3", "left")):
+                table.add_column(name, justify=justify, overflow="fold")
+            with_labels = any(r.label is not None for r in ok)
             if with_labels:
-                ok = r.get("label") == r["prediction"]
-                cells.append(f"[green]{r['label']}[/]" if ok else f"[red]{r['label']}[/]")
-            table.add_row(*cells)
-        self.console.print(table)
+                table.add_column("True", justify="right")
+            for r in ok:
+                cells = [
+                    r.input,
+                    str(r.prediction),
+                    _pct(r.confidence),
+                    "  ".join(f"{d}:{100 * p:.1f}%" for d, p in r.top()),
+                ]
+                if with_labels:
+                    color = "green" if r.label == r.prediction else "red"
+                    cells.append("" if r.label is None else f"[{color}]{r.label}[/]")
+                table.add_row(*cells, end_section=show)
+            self.console.print(table)
+        for r in results:
+            if r.error is not None:
+                click.echo(f"Error: {r.input}: {r.error}", err=True)
+        if show:
+            for r in ok:
+                self.console.print(f"{r.input}: {r.prediction} ({_pct(r.confidence)})", markup=False)
+                self.console.print(self.digit_art(r.digit))
+
+    def digit_art(self, digit: np.ndarray) -> Text:
+        """A 28x28 image in [0, 1] as terminal art: half blocks in shades of grey, or ASCII without colour."""
+        text = Text()
+        if self.console.no_color or self.console.color_system is None:
+            for row in digit:
+                text.append("".join(ASCII_RAMP[min(len(ASCII_RAMP) - 1, int(v * len(ASCII_RAMP)))] * 2 for v in row))
+                text.append("\n")
+            return text
+        for top, bottom in zip(digit[0::2], digit[1::2]):
+            for t, b in zip(top, bottom):
+                fg, bg = (round(255 * float(v)) for v in (t, b))
+                text.append("▀", Style(color=Color.from_rgb(fg, fg, fg), bgcolor=Color.from_rgb(bg, bg, bg)))
+            text.append("\n")
+        return text
 
 
 class _TrainDisplay(TrainCallbacks):

@@ -47,3 +47,39 @@ def test_predict_real_test_images(real_run: dict, real_data: Path) -> None:
     row = json.loads(done.stdout)
     assert row["label"] == 7  # the first MNIST test image is a 7
     assert row["prediction"] == 7
+
+
+def test_redrawn_test_digits_are_predicted_like_the_originals(real_run: dict, real_data: Path, tmp_path: Path) -> None:
+    """MNIST test digits redrawn as people's images (dark on light, any size, lit, blurred, noisy,
+    PNG/JPEG): accuracy stays close to the originals'."""
+    import numpy as np
+    from drawn import random_style, redraw
+
+    from rnnmnist.data import load_split
+
+    test = load_split(real_data, "test", 0, download=False)
+    rng = np.random.default_rng(2024)
+    n = 300
+    for i in range(n):
+        style = random_style(rng)
+        suffix = "jpg" if style.fmt == "JPEG" else "png"
+        (tmp_path / f"{i:04d}.{suffix}").write_bytes(redraw(test.images[i].numpy(), style, seed=i))
+    done = rnnmnist("predict", real_run["checkpoint"], str(tmp_path), "--json")
+    assert done.returncode == 0, done.stderr
+    predicted = [json.loads(line)["prediction"] for line in done.stdout.splitlines()]
+    redrawn = float(np.mean(np.array(predicted) == test.labels[:n].numpy()))
+    original = json.loads(
+        rnnmnist("eval", real_run["checkpoint"], "--data-dir", str(real_data), "--limit", str(n), "--json").stdout
+    )["accuracy"]
+    assert redrawn >= original - 0.05, (redrawn, original)
+
+
+def test_real_mnist_digits_pass_through_unchanged(real_data: Path) -> None:
+    import numpy as np
+
+    from rnnmnist.data import load_split
+    from rnnmnist.images import to_mnist
+
+    images = load_split(real_data, "test", 0, download=False).images[:500].float().numpy() / 255
+    for image in images:
+        assert np.abs(to_mnist(image) - image).max() < 0.05
