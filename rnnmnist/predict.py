@@ -26,6 +26,7 @@ class Prediction:
     digit: np.ndarray | None = None  # (28, 28) float32 in [0, 1]: the network's input
     probabilities: torch.Tensor | None = None  # (10,)
     label: int | None = None  # the true digit, for test-set images
+    index: int | None = None  # the test-set index, for test-set images
     error: str | None = None
 
     @property
@@ -50,6 +51,8 @@ class Prediction:
             "probabilities": [round(float(p), 6) for p in self.probabilities],
             "top3": self.top(),
         }
+        if self.index is not None:
+            record["index"] = self.index
         if self.label is not None:
             record["label"] = self.label
         return record
@@ -128,6 +131,6 @@ def predict_test_images(
     images = scale(test.images[torch.tensor(list(indices), dtype=torch.long)])  # (k, 28, 28)
     probs = probabilities(model, images, precision)  # (k, 10)
     return [
-        Prediction(f"test[{i}]", digit=images[j].numpy(), probabilities=probs[j], label=int(test.labels[i]))
+        Prediction(f"test[{i}]", images[j].numpy(), probs[j], label=int(test.labels[i]), index=i)
         for j, i in enumerate(indices)
     ]
