@@ -29,6 +29,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
 sys.path.insert(0, str(ROOT / "tests"))
 
+import numpy as np  # noqa: E402
 import reference_loop  # noqa: E402
 import torch  # noqa: E402
 from rich.console import Console  # noqa: E402
@@ -50,6 +51,19 @@ class Bench:
         self.data_dir, self.tiny, self.rounds = data_dir, tiny, rounds
         self.rows: list[Row] = []
         self._data: Mnist | None = None
+        self._checkpoint: Path | None = None
+
+    def checkpoint(self) -> Path:
+        """A model trained with the default recipe at the notebook's length (trained once, on first use)."""
+        if self._checkpoint is None:
+            self._tmp = tempfile.TemporaryDirectory()
+            out = Path(self._tmp.name) / "model"
+            args = ["train", "--data-dir", str(self.data_dir), "--out", str(out), "--iters", "100000"]
+            if self.tiny:
+                args += ["--iters", "1001", "--hidden-size", "16", "--val-size", "100"]
+            self.timed_process(self.cli(*args))
+            self._checkpoint = out / "checkpoint.pt"
+        return self._checkpoint
 
     @property
     def data(self) -> Mnist:
@@ -210,6 +224,84 @@ def section_scaling(bench: Bench) -> None:
         bench.add("scaling", f"mode {mode}", train_samples_per_s(cfg, bench, n), "samples/s", note)
 
 
+def _write_images(folder: Path, digits: torch.Tensor, seed: int, redrawn: bool, png_only: bool = True) -> None:
+    from drawn import random_style, redraw
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    for i, digit in enumerate(digits.numpy()):
+        if redrawn:
+            style = random_style(rng)
+            style.fmt = "PNG" if png_only else style.fmt
+            (folder / f"{i:05d}.{style.fmt.lower()}").write_bytes(redraw(digit, style, seed=seed + i))
+        else:
+            Image.fromarray(digit).save(folder / f"{i:05d}.png")
+
+
+def section_predict(bench: Bench) -> None:
+    """Predict images/s on a folder of PNGs, decoding included, against decoding alone."""
+    from PIL import Image
+
+    from rnnmnist.checkpoint import load_model
+    from rnnmnist.images import InputImages
+    from rnnmnist.predict import predict_images
+
+    n = 40 if bench.tiny else 1000
+    model, ckpt = load_model(bench.checkpoint())
+    for kind, redrawn in (("redrawn digits, 64-400 px", True), ("28x28 MNIST digits", False)):
+        with tempfile.TemporaryDirectory() as tmp:
+            folder = Path(tmp) / "images"
+            _write_images(folder, bench.data.test.images[:n], 7, redrawn)
+            files = sorted(folder.iterdir())
+            start = time.perf_counter()
+            for f in files:
+                with Image.open(f) as im:
+                    im.load()
+            decode = n / (time.perf_counter() - start)
+            start = time.perf_counter()
+            with InputImages([str(folder)], sys.stdin.buffer) as images:
+                results = predict_images(model, ckpt.config.precision, images)
+            rate = n / (time.perf_counter() - start)
+            assert len(results) == n and not any(r.error for r in results)
+            seconds = bench.timed_process(bench.cli("predict", str(bench.checkpoint()), str(folder), "--json"))[0]
+        bench.add("predict", f"predict, {kind}", rate, "images/s", f"{n} PNGs, in process, decoding included")
+        bench.add("predict", f"  / decoding alone ({decode:,.0f} images/s)", rate / decode, "x")
+        bench.add("predict", f"whole command, {kind}", n / seconds, "images/s", f"{seconds:.1f} s with start-up")
+
+
+def section_redrawn(bench: Bench) -> None:
+    """Accuracy on held-out MNIST test digits redrawn as people's images, against naive resizing."""
+    from PIL import Image
+
+    from rnnmnist.checkpoint import load_model
+    from rnnmnist.images import InputImages, open_image, to_gray
+    from rnnmnist.predict import predict_images, probabilities
+
+    n = 30 if bench.tiny else 2000
+    first = 0 if bench.tiny else 5000  # the tests use the first test digits; these are held out
+    model, ckpt = load_model(bench.checkpoint())
+    digits, labels = bench.data.test.images[first : first + n], bench.data.test.labels[first : first + n]
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp) / "images"
+        _write_images(folder, digits, 99, redrawn=True, png_only=False)
+        with InputImages([str(folder)], sys.stdin.buffer) as images:
+            results = predict_images(model, ckpt.config.precision, images)
+        naive = np.stack(
+            [
+                np.asarray(Image.fromarray(to_gray(open_image(p))).resize((28, 28)), dtype=np.float32)
+                for p in sorted(folder.iterdir())
+            ]
+        )
+    ours = np.mean([r.prediction == int(y) for r, y in zip(results, labels)])
+    plain = (probabilities(model, torch.from_numpy(naive), ckpt.config.precision).argmax(1) == labels).float().mean()
+    original = (probabilities(model, digits.float() / 255, ckpt.config.precision).argmax(1) == labels).float().mean()
+    note = f"{n} test digits from #{first}"
+    bench.add("redrawn", "accuracy, original test digits", float(original), "", note)
+    bench.add("redrawn", "accuracy, redrawn, rnnmnist preprocessing", float(ours), "", "PNG and JPEG, 64-400 px")
+    bench.add("redrawn", "accuracy, redrawn, naive resize to 28x28", float(plain), "")
+
+
 SECTIONS: dict[str, Callable[[Bench], None]] = {
     "help": section_help,
     "train": section_train,
@@ -217,6 +309,8 @@ SECTIONS: dict[str, Callable[[Bench], None]] = {
     "wall": section_wall,
     "tta": section_tta,
     "scaling": section_scaling,
+    "predict": section_predict,
+    "redrawn": section_redrawn,
 }
 
 

@@ -387,16 +387,21 @@ def predict(
     """
     if not inputs and not indices:
         raise click.UsageError("nothing to predict: give image files, folders, - (stdin) or --index I")
-    from rnnmnist import checkpoint as ckpt_io
-    from rnnmnist import predict as prediction
-    from rnnmnist.device import resolve_device
+    from rnnmnist.images import InputImages
+
+    # Images start decoding in worker processes now, while torch is imported and the model loaded.
+    with InputImages(inputs, sys.stdin.buffer) as images:
+        from rnnmnist import checkpoint as ckpt_io
+        from rnnmnist import predict as prediction
+        from rnnmnist.device import resolve_device
+
+        dev = resolve_device(device)
+        model, ckpt = ckpt_io.load_model(checkpoint, dev)
+        precision = ckpt.config.precision
+        results = prediction.predict_images(model, precision, images)
     from rnnmnist.ui import Ui
 
     ui = Ui(json_mode=as_json)
-    dev = resolve_device(device)
-    model, ckpt = ckpt_io.load_model(checkpoint, dev)
-    precision = ckpt.config.precision
-    results = prediction.predict_images(model, precision, inputs, sys.stdin.buffer)
     if indices:
         results += prediction.predict_test_images(model, precision, data_dir, indices, download)
     if as_json:

@@ -31,9 +31,12 @@ import io
 import math
 import multiprocessing
 import os
+import sys
 import warnings
-from concurrent.futures import ProcessPoolExecutor
+from collections.abc import Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 from PIL import Image, ImageFilter, ImageOps, UnidentifiedImageError
@@ -44,7 +47,7 @@ BOX, FIELD = 20, 28
 MNIST_CENTRE = 14.0  # MNIST's mean centre of mass, in pixel indices (measured on its test set)
 MNIST_STROKE = 2.9  # MNIST's median stroke width in pixels at the 20-pixel scale (measured)
 MIN_CONTRAST = 0.05  # ink fainter than this (on a 0-1 scale) is no ink
-PARALLEL_FROM = 200  # images; fewer are not worth starting worker processes for
+PARALLEL_FROM = 64  # images; fewer are not worth starting worker processes for
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 
 
@@ -334,19 +337,78 @@ def _load_or_reason(source: Path | bytes) -> np.ndarray | str:
         return str(e)
 
 
-def load_digits(sources: list[Path | bytes], workers: int | None = None) -> list[np.ndarray | str]:
-    """:func:`load_digit` for many sources, in order; a failure is its one-line reason instead.
+def _load_chunk(sources: list[Path | bytes]) -> list[np.ndarray | str]:
+    return [_load_or_reason(s) for s in sources]
 
-    Decoding and preprocessing are CPU work in Python, so many images are spread
-    over worker processes (one per core); they import only numpy and Pillow.
+
+class InputImages:
+    """The digits in a command line's image inputs, loading from the moment this is made.
+
+    Inputs are files, folders (each image inside, by name) or ``-`` (one image on
+    stdin). Decoding and preprocessing are CPU work in Python, so many images go
+    to worker processes, one per core. Workers are forked where that is safe
+    (Linux; they only run numpy and Pillow), so they start in milliseconds and
+    work while the caller goes on, e.g. importing torch and loading a model.
+    Use as a context manager so that workers stop if the caller fails.
     """
-    workers = workers if workers is not None else min(os.cpu_count() or 1, 8)
-    if workers <= 1 or len(sources) < PARALLEL_FROM:
-        return [_load_or_reason(s) for s in sources]
-    # spawn, not fork: the parent holds torch's thread pools, which do not survive a fork.
-    context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(workers, mp_context=context) as pool:
-        return list(pool.map(_load_or_reason, sources, chunksize=max(1, len(sources) // (8 * workers))))
+
+    def __init__(self, inputs: Sequence[str], stdin: BinaryIO, workers: int | None = None) -> None:
+        self.named = expand_inputs(inputs, stdin)
+        self.sources = [src for _, src in self.named if not isinstance(src, str)]
+        workers = workers if workers is not None else min(os.cpu_count() or 1, 8)
+        self.pool: ProcessPoolExecutor | None = None
+        self.futures: list[Future] = []
+        if workers > 1 and len(self.sources) >= PARALLEL_FROM:
+            method = "fork" if sys.platform.startswith("linux") else "spawn"
+            self.pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context(method))
+            size = max(1, math.ceil(len(self.sources) / (4 * workers)))
+            chunks = [self.sources[i : i + size] for i in range(0, len(self.sources), size)]
+            self.futures = [self.pool.submit(_load_chunk, chunk) for chunk in chunks]
+
+    def results(self) -> list[tuple[str, np.ndarray | str]]:
+        """(input name, digit or the one-line reason it failed), in input order."""
+        if self.pool is None:
+            loaded = _load_chunk(self.sources)
+        else:
+            loaded = [digit for future in self.futures for digit in future.result()]
+        out, it = [], iter(loaded)
+        for name, src in self.named:
+            out.append((name, src if isinstance(src, str) else next(it)))
+        return out
+
+    def __enter__(self) -> InputImages:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(cancel_futures=True)
+
+
+def expand_inputs(inputs: Sequence[str], stdin: BinaryIO) -> list[tuple[str, Path | bytes | str]]:
+    """(name, source) per image: a folder gives each image inside, ``-`` the bytes on stdin.
+
+    A source that is a ``str`` is already the reason it failed.
+    """
+    out: list[tuple[str, Path | bytes | str]] = []
+    stdin_used = False
+    for item in inputs:
+        if item == "-":
+            out.append((item, "standard input given twice" if stdin_used else stdin.read()))
+            stdin_used = True
+            continue
+        path = Path(item)
+        if path.is_dir():
+            try:
+                found = list_images(path)
+            except OSError as e:
+                out.append((item, f"cannot list folder: {e.strerror or e}"))
+                continue
+            if not found:
+                out.append((item, "no images in this folder"))
+            out.extend((str(p), p) for p in found)
+        else:
+            out.append((item, path))
+    return out
 
 
 def list_images(folder: Path) -> list[Path]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import numpy as np
 import torch
@@ -15,7 +15,7 @@ from rnnmnist.config import EVAL_BATCH_SIZE
 from rnnmnist.data import load_split, scale
 from rnnmnist.device import autocast
 from rnnmnist.errors import BadValueError
-from rnnmnist.images import list_images, load_digits
+from rnnmnist.images import InputImages
 
 
 @dataclass
@@ -72,46 +72,14 @@ def probabilities(
     return torch.cat(out) if out else torch.zeros(0, 10)
 
 
-def expand_inputs(inputs: Sequence[str], stdin: BinaryIO) -> list[tuple[str, Path | bytes | str]]:
-    """(name, source) per image: a folder gives each image inside, ``-`` the bytes on stdin.
-
-    A source that is a ``str`` is already the reason it failed.
-    """
-    out: list[tuple[str, Path | bytes | str]] = []
-    stdin_used = False
-    for item in inputs:
-        if item == "-":
-            out.append((item, "standard input given twice" if stdin_used else stdin.read()))
-            stdin_used = True
-            continue
-        path = Path(item)
-        if path.is_dir():
-            try:
-                found = list_images(path)
-            except OSError as e:
-                out.append((item, f"cannot list folder: {e.strerror or e}"))
-                continue
-            if not found:
-                out.append((item, "no images in this folder"))
-            out.extend((str(p), p) for p in found)
-        else:
-            out.append((item, path))
-    return out
-
-
-def predict_images(
-    model: nn.Module, precision: str, inputs: Sequence[str], stdin: BinaryIO, workers: int | None = None
-) -> list[Prediction]:
-    """Preprocess every image input (in parallel when many) and predict them in batches."""
-    named = expand_inputs(inputs, stdin)
-    loadable = [(i, src) for i, (_, src) in enumerate(named) if not isinstance(src, str)]
-    loaded = load_digits([src for _, src in loadable], workers)
-    results = [Prediction(name, error=src if isinstance(src, str) else None) for name, src in named]
-    for (i, _), digit in zip(loadable, loaded):
+def predict_images(model: nn.Module, precision: str, images: InputImages) -> list[Prediction]:
+    """Collect the preprocessed image inputs and predict them in batches."""
+    results = []
+    for name, digit in images.results():
         if isinstance(digit, str):
-            results[i].error = digit
+            results.append(Prediction(name, error=digit))
         else:
-            results[i].digit = digit
+            results.append(Prediction(name, digit))
     ok = [r for r in results if r.digit is not None]
     if ok:
         probs = probabilities(model, torch.from_numpy(np.stack([r.digit for r in ok])), precision)  # (k, 10)

@@ -112,9 +112,10 @@ class Ui:
 
     # --- predict
     def predictions(self, results: Sequence[Prediction], show: bool = False) -> None:
-        """A table of the predictions; a line on stderr per input that failed; ``show``: the digits as art."""
+        """A table of the predictions (not with --json: the JSON lines are the output), a line on
+        stderr per input that failed, and with ``show`` each digit as art."""
         ok = [r for r in results if r.error is None]
-        if ok:
+        if ok and not self.json_mode:
             table = Table(title="Predictions", title_justify="left")
             for name, justify in (("Input", "left"), ("Digit", "right"), ("Confidence", "right"), ("Top 3", "left")):
                 table.add_column(name, justify=justify, overflow="fold")

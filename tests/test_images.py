@@ -10,7 +10,7 @@ import pytest
 from drawn import Style, draw_shape, random_style, redraw
 from PIL import Image
 
-from rnnmnist.images import ImageError, load_digit, load_digits, open_image, to_gray, to_mnist
+from rnnmnist.images import ImageError, InputImages, load_digit, open_image, to_gray, to_mnist
 
 
 def similarity(a: np.ndarray, b: np.ndarray) -> float:
@@ -150,14 +150,15 @@ def test_oversized_image_is_refused_before_decoding() -> None:
 
 def test_many_images_in_parallel_match_one_by_one(tmp_path: Path) -> None:
     rng = np.random.default_rng(3)
-    sources: list[Path | bytes] = []
-    for i in range(210):  # enough to use worker processes
-        path = tmp_path / f"{i:03d}.png"
-        path.write_bytes(redraw(draw_shape("017"[i % 3]), random_style(rng), seed=i))
-        sources.append(path)
-    sources.append(tmp_path / "missing.png")
-    parallel = load_digits(sources, workers=2)
-    serial = load_digits(sources, workers=1)
-    assert parallel[-1] == serial[-1] == "no such file"
-    for a, b in zip(parallel[:-1], serial[:-1]):
+    for i in range(100):  # enough to use worker processes
+        (tmp_path / f"{i:03d}.png").write_bytes(redraw(draw_shape("017"[i % 3]), random_style(rng), seed=i))
+    inputs = [str(tmp_path), str(tmp_path / "missing.png")]
+    with InputImages(inputs, io.BytesIO(), workers=2) as images:
+        assert images.pool is not None
+        parallel = images.results()
+    serial = InputImages(inputs, io.BytesIO(), workers=1).results()
+    assert len(parallel) == 101
+    assert parallel[-1] == serial[-1] == (str(tmp_path / "missing.png"), "no such file")
+    for (name_a, a), (name_b, b) in zip(parallel[:-1], serial[:-1]):
+        assert name_a == name_b
         assert np.array_equal(a, b)
