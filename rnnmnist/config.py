@@ -85,6 +85,7 @@ class Config:
     weight_decay: float = _opt(0.0, "weight decay (L2 for adam, decoupled for adamw)", ge=0.0, le=10.0)
     label_smoothing: float = _opt(0.0, "cross-entropy label smoothing", ge=0.0, lt=1.0)
     grad_clip: float = _opt(0.0, "clip the gradient's global norm to this; 0 turns clipping off", ge=0.0)
+    augment: bool = _opt(False, "random shifts (2 px), rotations (10 degrees) and scalings (10%) of training images")
     # --- data
     val_size: int = _opt(5000, "training images held out for validation (the first ones, as the notebook)", ge=0)
     # --- run
@@ -97,6 +98,9 @@ class Config:
         choices=PRECISIONS,
     )
     log_every: int = _opt(10, "steps between log lines", ge=1)
+    eval_every: int = _opt(
+        0, "steps between validation passes; the best model so far is kept in OUT/best.pt; 0: none", ge=0
+    )
     save_every: int = _opt(0, "steps between resumable checkpoints (OUT/checkpoint.pt); 0: only at the end", ge=0)
 
     def training_steps(self, n_train: int) -> int:
@@ -176,6 +180,8 @@ def _check_keys(values: dict[str, Any], source: str) -> None:
 
 
 def _check_consistent(cfg: Config) -> None:
+    if cfg.eval_every and cfg.val_size == 0:
+        raise ConfigError("eval_every needs a validation split: val_size must be > 0")
     if cfg.epochs == 0 and cfg.training_steps(10**12) < 1:
         raise ConfigError(
             f"iters={cfg.iters} with batch_size={cfg.batch_size} runs no step "

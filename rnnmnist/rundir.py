@@ -1,9 +1,10 @@
 """The run folder (``--out``): what it holds, and the rules for starting, overwriting and resuming one.
 
 config.toml     the resolved config, written first: even a killed run says what it was
-metrics.jsonl   a line per log step, flushed as written
+metrics.jsonl   a line per log step (and per validation pass), flushed as written
 checkpoint.pt   resumable while training (--save-every, interrupts), final at the end;
                 always replaced atomically
+best.pt         with --eval-every: the model with the best validation accuracy
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from rnnmnist.config import Config, to_toml
 from rnnmnist.errors import RnnmnistError
 from rnnmnist.files import write_atomic
 
-RUN_FILES = ("checkpoint.pt", "config.toml", "metrics.jsonl")
+RUN_FILES = ("checkpoint.pt", "best.pt", "config.toml", "metrics.jsonl")
 
 
 class MetricsLog:

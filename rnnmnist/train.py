@@ -20,13 +20,14 @@ import torch
 from torch import nn
 
 from rnnmnist import checkpoint
+from rnnmnist.augment import random_affine
 from rnnmnist.config import EVAL_BATCH_SIZE, Config
 from rnnmnist.data import BatchStream, Mnist, Split, scale
 from rnnmnist.device import autocast, resolve_precision, tune_allocator
 from rnnmnist.errors import CheckpointError, RnnmnistError
 from rnnmnist.evaluate import EvalResult, evaluate
 from rnnmnist.model import SequenceClassifier
-from rnnmnist.rundir import RunDir
+from rnnmnist.rundir import MetricsLog, RunDir
 from rnnmnist.schedule import lr_and_beta1
 
 NOTEBOOK_TEST_IMAGES = 256  # the notebook's final print: accuracy on mnist.test.images[:256]
@@ -55,6 +56,9 @@ class TrainCallbacks:
 
     def on_log(self, record: LogRecord) -> None:
         pass
+
+    def on_validate(self, step: int, accuracy: float, loss: float, best: bool) -> None:
+        """A validation pass (--eval-every); ``best``: the best so far, now in best.pt."""
 
     def on_phase(self, phase: str) -> None:
         """``phase``: "evaluating" or "saving"."""
@@ -109,6 +113,8 @@ class Trainer:
         self.total = cfg.training_steps(len(train))
         self.step = 0  # steps completed
         self.train_seconds = 0.0  # across resumes
+        self.best_val_accuracy = -1.0  # of the model in best.pt (--eval-every)
+        self.best_step = 0
 
     def state_dict(self) -> dict[str, Any]:
         return {
@@ -118,6 +124,8 @@ class Trainer:
             "data_order": self.stream.state_dict(),
             "rng": _rng_state(self.device),
             "train_seconds": self.train_seconds,
+            "best_val_accuracy": self.best_val_accuracy,
+            "best_step": self.best_step,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -127,6 +135,8 @@ class Trainer:
             self.stream.load_state_dict(state["data_order"])
             _set_rng_state(state["rng"], self.device)
             self.train_seconds = float(state["train_seconds"])
+            self.best_val_accuracy = float(state["best_val_accuracy"])
+            self.best_step = int(state["best_step"])
         except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as e:
             detail = " ".join(str(e).split())[:200]
             raise CheckpointError(
@@ -151,6 +161,8 @@ class Trainer:
             self._set_schedule()
         idx = self.stream.next()  # (B,)
         images = scale(self.train.images[idx])  # (B, 28, 28) float in [0, 1]
+        if self.cfg.augment:
+            images = random_affine(images)
         labels = self.train.labels[idx]  # (B,)
         with autocast(self.device, self.cfg.precision):
             logits = self.model(images).float()  # (B, 10)
@@ -168,10 +180,12 @@ class Trainer:
         on_log: Callable[[LogRecord], None] | None = None,
         on_save: Callable[[], None] | None = None,
         should_stop: Callable[[], int | None] | None = None,
+        on_validate: Callable[[], None] | None = None,
     ) -> None:
         """Train from the current step to the end.
 
-        ``on_save`` is called every ``save_every`` steps with finite weights.
+        ``on_validate`` is called every ``eval_every`` steps (before the last),
+        then ``on_save`` every ``save_every`` steps, with finite weights.
         Raises :class:`_NonFinite` when a log or save step finds the loss or
         weights not finite, and stops (returning early) when ``should_stop``
         answers a signal number; the caller saves and reports.
@@ -206,10 +220,15 @@ class Trainer:
                         )
                     )
                     last_time, last_step = now, step
-            if cfg.save_every and step % cfg.save_every == 0 and step < self.total and on_save is not None:
+            validate = cfg.eval_every and step % cfg.eval_every == 0 and on_validate is not None
+            save = cfg.save_every and step % cfg.save_every == 0 and on_save is not None
+            if (validate or save) and step < self.total:
                 if not math.isfinite(loss.item()) or not self.weights_finite():
                     raise _NonFinite(step, "the weights or the loss are not finite")
-                on_save()
+                if validate:
+                    on_validate()
+                if save:
+                    on_save()
 
 
 @dataclass
@@ -223,6 +242,7 @@ class TrainSummary:
     test: EvalResult
     test_accuracy_first256: float
     val: EvalResult | None
+    best: dict[str, Any] | None = None  # best.pt's step and accuracies, with --eval-every
 
     @property
     def checkpoint(self) -> Path:
@@ -241,7 +261,124 @@ class TrainSummary:
             "examples": self.examples,
             "train_seconds": self.train_seconds,
             "wall_seconds": self.wall_seconds,
+            "best": self.best,
         }
+
+
+class _Run:
+    """One run's moving parts: the loop, its run folder and its reporting."""
+
+    def __init__(
+        self,
+        cfg: Config,
+        data: Mnist,
+        run_dir: RunDir,
+        device: torch.device,
+        callbacks: TrainCallbacks,
+        resume: checkpoint.Checkpoint | None,
+    ) -> None:
+        self.cfg, self.run_dir, self.callbacks = cfg, run_dir, callbacks
+        if resume is None:
+            run_dir.write_config(cfg)
+            torch.manual_seed(cfg.seed)
+            self.model = SequenceClassifier(cfg).to(device)
+        else:
+            self.model = resume.build_model(device)
+        self.train, self.val, self.test = data.train.to(device), data.val.to(device), data.test.to(device)
+        self.trainer = Trainer(cfg, self.model, self.train, device)
+        if resume is not None:
+            self.trainer.load_state_dict(resume.training)
+        self.best_path = run_dir.path / "best.pt"
+        self.metrics_log: MetricsLog | None = None
+
+    def _evaluate(self, split: Split) -> EvalResult:
+        return evaluate(self.model, split, EVAL_BATCH_SIZE, self.cfg.precision)
+
+    def save_resumable(self) -> None:
+        checkpoint.save(self.run_dir.checkpoint, self.cfg, self.model, {}, training=self.trainer.state_dict())
+
+    def log(self, record: LogRecord) -> None:
+        self.metrics_log.write(asdict(record))
+        self.callbacks.on_log(record)
+
+    def validate(self) -> EvalResult:
+        """A validation pass; a model better than best.pt's replaces it."""
+        step, result, t = self.trainer.step, self._evaluate(self.val), self.trainer
+        improved = result.accuracy > t.best_val_accuracy
+        if improved:
+            t.best_val_accuracy, t.best_step = result.accuracy, step
+            metrics = {"step": step, "val_accuracy": result.accuracy, "val_loss": result.loss}
+            checkpoint.save(self.best_path, self.cfg, self.model, metrics)
+        if self.metrics_log is not None:
+            self.metrics_log.write(
+                {
+                    "step": step,
+                    "examples": step * self.cfg.batch_size,
+                    "val_loss": result.loss,
+                    "val_accuracy": result.accuracy,
+                }
+            )
+        self.callbacks.on_validate(step, result.accuracy, result.loss, improved)
+        return result
+
+    def loop(self, should_stop: Callable[[], int | None] | None) -> None:
+        self.metrics_log = self.run_dir.open_metrics(keep_through_step=self.trainer.step)
+        try:
+            self.trainer.run(self.log, self.save_resumable, should_stop, self.validate)
+        except _NonFinite as e:
+            raise TrainingDiverged(
+                f"training diverged at step {e.step}: {e.what}; {_last_good(self.run_dir)}; "
+                f"try a lower --lr or --grad-clip (checked every {self.cfg.log_every} steps)"
+            ) from None
+        finally:
+            self.metrics_log.close()
+            self.metrics_log = None
+        if self.trainer.step < self.trainer.total:  # stopped on request
+            _stop(self.trainer, self.run_dir, self.save_resumable, (should_stop and should_stop()) or 2)
+
+    def finish(self, started_at: float) -> TrainSummary:
+        self.callbacks.on_phase("evaluating")
+        test = self._evaluate(self.test)
+        val = self._evaluate(self.val) if len(self.val) else None
+        best = self._best(test, val) if self.cfg.eval_every else None
+        self.callbacks.on_phase("saving")
+        t = self.trainer
+        summary = TrainSummary(
+            config=self.cfg,
+            run_dir=self.run_dir,
+            steps=t.step,
+            examples=t.step * self.cfg.batch_size,
+            train_seconds=t.train_seconds,
+            wall_seconds=0.0,
+            test=test,
+            test_accuracy_first256=test.first_accuracy(self.test.labels, NOTEBOOK_TEST_IMAGES),
+            val=val,
+            best=best,
+        )
+        summary.wall_seconds = time.perf_counter() - started_at
+        checkpoint.save(self.run_dir.checkpoint, self.cfg, self.model, summary.metrics())
+        return summary
+
+    def _best(self, test: EvalResult, val: EvalResult) -> dict[str, Any]:
+        """best.pt: the final model if its validation accuracy is the best seen, else the best earlier one,
+        with its test accuracy measured now (selection on validation, reporting on test)."""
+        t = self.trainer
+        if val.accuracy > t.best_val_accuracy:
+            t.best_val_accuracy, t.best_step = val.accuracy, t.step
+            best_test = test
+            model = self.model
+        else:
+            model, _ = checkpoint.load_model(self.best_path, self.test.labels.device)
+            best_test = evaluate(model, self.test, EVAL_BATCH_SIZE, self.cfg.precision)
+        best = {
+            "step": t.best_step,
+            "val_accuracy": t.best_val_accuracy,
+            "test_accuracy": best_test.accuracy,
+            "test_loss": best_test.loss,
+            "checkpoint": str(self.best_path),
+        }
+        checkpoint.save(self.best_path, self.cfg, model, best)
+        return best
 
 
 def run(
@@ -264,60 +401,10 @@ def run(
     cfg = replace(cfg, precision=resolve_precision(cfg.precision, device))
     if device.type == "cpu":
         tune_allocator()
-    if resume is None:
-        run_dir.write_config(cfg)
-    if resume is None:
-        torch.manual_seed(cfg.seed)
-        model = SequenceClassifier(cfg).to(device)
-    else:
-        model = resume.build_model(device)
-    train, val, test = data.train.to(device), data.val.to(device), data.test.to(device)
-    trainer = Trainer(cfg, model, train, device)
-    if resume is not None:
-        trainer.load_state_dict(resume.training)
-    callbacks.on_start(cfg, trainer.step + 1, trainer.total, device, len(train))
-
-    def save_resumable() -> None:
-        checkpoint.save(run_dir.checkpoint, cfg, model, {}, training=trainer.state_dict())
-
-    metrics_log = run_dir.open_metrics(keep_through_step=trainer.step)
-
-    def on_log(record: LogRecord) -> None:
-        metrics_log.write(asdict(record))
-        callbacks.on_log(record)
-
-    try:
-        trainer.run(on_log, save_resumable, should_stop)
-    except _NonFinite as e:
-        kept = _last_good(run_dir)
-        raise TrainingDiverged(
-            f"training diverged at step {e.step}: {e.what}; {kept}; "
-            f"try a lower --lr or --grad-clip (checked every {cfg.log_every} steps)"
-        ) from None
-    finally:
-        metrics_log.close()
-    if trainer.step < trainer.total:  # stopped on request
-        signum = should_stop() if should_stop else 2
-        _stop(trainer, run_dir, save_resumable, signum)
-
-    callbacks.on_phase("evaluating")
-    test_result = evaluate(model, test, EVAL_BATCH_SIZE, cfg.precision)
-    val_result = evaluate(model, val, EVAL_BATCH_SIZE, cfg.precision) if len(val) else None
-    callbacks.on_phase("saving")
-    summary = TrainSummary(
-        config=cfg,
-        run_dir=run_dir,
-        steps=trainer.step,
-        examples=trainer.step * cfg.batch_size,
-        train_seconds=trainer.train_seconds,
-        wall_seconds=0.0,
-        test=test_result,
-        test_accuracy_first256=test_result.first_accuracy(test.labels, NOTEBOOK_TEST_IMAGES),
-        val=val_result,
-    )
-    summary.wall_seconds = time.perf_counter() - started_at
-    checkpoint.save(run_dir.checkpoint, cfg, model, summary.metrics())
-    return summary
+    state = _Run(cfg, data, run_dir, device, callbacks, resume)
+    callbacks.on_start(cfg, state.trainer.step + 1, state.trainer.total, device, len(state.train))
+    state.loop(should_stop)
+    return state.finish(started_at)
 
 
 def _last_good(run_dir: RunDir) -> str:

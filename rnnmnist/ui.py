@@ -78,6 +78,12 @@ class Ui:
         table.add_row("Test accuracy, first 256 (the notebook's)", _pct(m["test_accuracy_first256"]))
         if summary.val is not None:
             table.add_row(f"Validation accuracy ({summary.val.n:,} images)", _pct(m["val_accuracy"]))
+        if summary.best:
+            b = summary.best
+            table.add_row(
+                f"Best on validation (step {b['step']:,}, best.pt)",
+                f"val {_pct(b['val_accuracy'])}, test {_pct(b['test_accuracy'])}",
+            )
         table.add_row("Steps / examples seen", f"{m['steps']:,} / {m['examples']:,}")
         table.add_row("Training time", f"{m['train_seconds']:.1f} s")
         table.add_row("Wall time", f"{m['wall_seconds']:.1f} s")
@@ -212,6 +218,14 @@ class _TrainDisplay(TrainCallbacks):
                 f"step {r.step}/{r.total_steps}  Iteration: {r.examples}  loss: {r.loss:.4f}  "
                 f"accuracy: {r.accuracy:.4f}  lr: {r.lr:.2e}  examples/s: {r.examples_per_s:.0f}"
             )
+
+    def on_validate(self, step: int, accuracy: float, loss: float, best: bool) -> None:
+        note = "  (best so far: best.pt)" if best else ""
+        text = f"validation at step {step:,}: accuracy {_pct(accuracy)}, loss {loss:.4f}{note}"
+        if self.progress is not None:
+            self.progress.console.print(text, markup=False)
+        else:
+            self.ui.line(text)
 
     def on_phase(self, phase: str) -> None:
         if self.progress is not None:
