@@ -11,11 +11,11 @@ ARGS   ?=
 help: ## List the targets
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-8s %s\n", $$1, $$2}'
 
-install: $(STAMP) ## Create .venv/ and install rnnmnist (editable) with its dev extra
+install: $(STAMP) ## Create .venv/ and install rnnmnist (editable) with its dev tools and every extra
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -e '.[dev,plot,export,tensorboard]'
 	touch $@
 
 test: install ## Run the test suite (real-data tests run when RNNMNIST_DATA_DIR is set)

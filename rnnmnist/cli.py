@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -23,6 +22,7 @@ from rnnmnist.signals import StoppedAtOnce
 if TYPE_CHECKING:  # the real imports are inside the commands, to keep --help free of torch
     from rnnmnist.checkpoint import Checkpoint
     from rnnmnist.rundir import RunDir
+    from rnnmnist.ui import Ui
 
 DATA_ENV = "RNNMNIST_DATA_DIR"
 
@@ -64,7 +64,8 @@ class RnnmnistGroup(click.Group):
         sys.exit(rv if isinstance(rv, int) else 0)
 
 
-CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+# Every option can also come from the environment: RNNMNIST_<COMMAND>_<OPTION>, e.g. RNNMNIST_TRAIN_LR.
+CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100, "auto_envvar_prefix": "RNNMNIST"}
 
 
 @click.group(cls=RnnmnistGroup, context_settings=CONTEXT)
@@ -133,9 +134,22 @@ def data_options(func: Any) -> Any:
 
 
 def json_option(func: Any) -> Any:
+    func = click.option("-v", "--verbose", "verbose", is_flag=True, help="Also show settings and details.")(func)
+    func = click.option("-q", "--quiet", "quiet", is_flag=True, help="Show results only: no progress or logs.")(func)
     return click.option(
-        "--json", "as_json", is_flag=True, help="Print one JSON object on stdout; human output goes to stderr."
+        "--json",
+        "as_json",
+        is_flag=True,
+        help="Print JSON on stdout (a stable schema, see README); human output goes to stderr.",
     )(func)
+
+
+def _ui(as_json: bool, quiet: bool, verbose: bool) -> Any:
+    from rnnmnist.ui import Ui
+
+    if quiet and verbose:
+        raise click.UsageError("--quiet and --verbose contradict each other")
+    return Ui(json_mode=as_json, verbosity=-1 if quiet else 1 if verbose else 0)
 
 
 def device_option(func: Any) -> Any:
@@ -207,6 +221,7 @@ Examples:
     help="Continue the run in this folder from its last checkpoint, with its stored config.",
 )
 @click.option("--print-config", is_flag=True, help="Print the resolved config as TOML and exit.")
+@click.option("--tensorboard", is_flag=True, help="Also log to OUT/tensorboard/ (needs rnnmnist[tensorboard]).")
 @data_options
 @json_option
 def train(
@@ -215,9 +230,12 @@ def train(
     force: bool,
     resume: Path | None,
     print_config: bool,
+    tensorboard: bool,
     data_dir: Path,
     download: bool,
     as_json: bool,
+    quiet: bool,
+    verbose: bool,
     **flags: Any,
 ) -> None:
     """Train a model on MNIST and write a run folder.
@@ -228,23 +246,30 @@ def train(
     saves a checkpoint that --resume continues; a second Ctrl-C stops at once.
     """
     started = time.perf_counter()
+    ui = _ui(as_json, quiet, verbose)
     if resume is not None:
         if config_file or out or force or any(v is not None for v in flags.values()):
             raise click.UsageError(
                 "--resume continues a run with its stored config; drop --config, --out, --force and config flags"
             )
-        return _resume(resume, print_config, data_dir, download, as_json, started)
-    cfg = resolve_config(config_file, flags)
+        run_dir, ckpt = _resumable(resume)
+        cfg = ckpt.config
+    else:
+        from rnnmnist.rundir import RunDir
+
+        cfg, ckpt = resolve_config(config_file, flags), None
+        run_dir = RunDir(out if out is not None else _default_out_dir())
     if print_config:
         click.echo(config.to_toml(cfg), nl=False)
-        return None
-    from rnnmnist.rundir import RunDir
+        return
+    if tensorboard:
+        from rnnmnist.tensorboard import require_tensorboard
 
-    run_dir = RunDir(out if out is not None else _default_out_dir())
-    return _train(cfg, run_dir, None, data_dir, download, as_json, started, lambda: run_dir.prepare_new(force))
+        require_tensorboard()  # before any work is done
+    _train(cfg, run_dir, ckpt, force, data_dir, download, ui, started, tensorboard)
 
 
-def _resume(folder: Path, print_config: bool, data_dir: Path, download: bool, as_json: bool, started: float) -> None:
+def _resumable(folder: Path) -> tuple[RunDir, Checkpoint]:
     from rnnmnist import checkpoint as ckpt_io
     from rnnmnist.rundir import RunDir
 
@@ -253,35 +278,46 @@ def _resume(folder: Path, print_config: bool, data_dir: Path, download: bool, as
     ckpt = ckpt_io.load(run_dir.checkpoint)
     if ckpt.training is None:
         raise RnnmnistError(f"{run_dir.checkpoint} holds a finished run; there is nothing to resume")
-    if print_config:
-        click.echo(config.to_toml(ckpt.config), nl=False)
-        return
-    _train(ckpt.config, run_dir, ckpt, data_dir, download, as_json, started, lambda: None)
+    return run_dir, ckpt
 
 
 def _train(
     cfg: config.Config,
     run_dir: RunDir,
     resume: Checkpoint | None,
+    force: bool,
     data_dir: Path,
     download: bool,
-    as_json: bool,
+    ui: Ui,
     started: float,
-    prepare: Callable[[], None],
+    tensorboard: bool,
 ) -> None:
     from rnnmnist import train as training
     from rnnmnist.data import load_mnist
     from rnnmnist.device import resolve_device
     from rnnmnist.signals import GracefulStop
-    from rnnmnist.ui import Ui
 
-    ui = Ui(json_mode=as_json)
     device = resolve_device(cfg.device)
     data = load_mnist(data_dir, cfg.val_size, download)
-    prepare()  # only once the data is there, so a failed start leaves no folder behind
-    with GracefulStop() as stop, ui.training() as display:
-        summary = training.run(cfg, data, run_dir, device, display, started, stop, resume)
-    if as_json:
+    ui.detail(
+        f"MNIST from {data_dir}: {len(data.train):,} training, {len(data.val):,} validation and "
+        f"{len(data.test):,} test images; device {device}"
+    )
+    if resume is None:  # only once the data is there, so a failed start leaves no folder behind
+        run_dir.prepare_new(force)
+    board = None
+    if tensorboard:
+        from rnnmnist.tensorboard import TensorBoardLogger
+
+        board = TensorBoardLogger(run_dir.path / "tensorboard")
+    try:
+        with GracefulStop() as stop, ui.training() as display:
+            callbacks = training.CallbackList(display, board) if board else display
+            summary = training.run(cfg, data, run_dir, device, callbacks, started, stop, resume)
+    finally:
+        if board is not None:
+            board.close()
+    if ui.json_mode:
         ui.emit_json({**summary.metrics(), "checkpoint": str(summary.checkpoint), "out_dir": str(run_dir.path)})
     ui.train_summary(summary)
 
@@ -319,15 +355,16 @@ def eval_command(
     data_dir: Path,
     download: bool,
     as_json: bool,
+    quiet: bool,
+    verbose: bool,
 ) -> None:
     """Evaluate CHECKPOINT: accuracy, loss, per-class accuracy and the confusion matrix."""
     from rnnmnist import checkpoint as ckpt_io
     from rnnmnist.data import load_split
     from rnnmnist.device import resolve_device
     from rnnmnist.evaluate import evaluate
-    from rnnmnist.ui import Ui
 
-    ui = Ui(json_mode=as_json)
+    ui = _ui(as_json, quiet, verbose)
     dev = resolve_device(device)
     model, ckpt = ckpt_io.load_model(checkpoint, dev)
     data = load_split(data_dir, split, ckpt.config.val_size, download)
@@ -376,6 +413,8 @@ def predict(
     data_dir: Path,
     download: bool,
     as_json: bool,
+    quiet: bool,
+    verbose: bool,
 ) -> int:
     """Predict the digit in each INPUT with CHECKPOINT.
 
@@ -399,9 +438,7 @@ def predict(
         model, ckpt = ckpt_io.load_model(checkpoint, dev)
         precision = ckpt.config.precision
         results = prediction.predict_images(model, precision, images)
-    from rnnmnist.ui import Ui
-
-    ui = Ui(json_mode=as_json)
+    ui = _ui(as_json, quiet, verbose)
     if indices:
         results += prediction.predict_test_images(model, precision, data_dir, indices, download)
     if as_json:
@@ -409,6 +446,92 @@ def predict(
             ui.emit_json(r.to_json())
     ui.predictions(results, show)
     return 1 if any(r.error for r in results) else 0
+
+
+# --- plot
+
+PLOT_EXAMPLES = """\b
+Examples:
+  rnnmnist plot runs/five                    # writes runs/five/curves.png, confusion.png, mistakes.png
+  rnnmnist plot runs/five --out figures/
+"""
+
+
+@cli.command(epilog=PLOT_EXAMPLES)
+@click.argument("run", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), help="Folder for the PNGs. [default: RUN]")
+@data_options
+@json_option
+def plot(
+    run: Path, out: Path | None, data_dir: Path, download: bool, as_json: bool, quiet: bool, verbose: bool
+) -> None:
+    """Draw a run: training curves, the test confusion matrix, the most confident mistakes (PNG).
+
+    Needs matplotlib: pip install 'rnnmnist[plot]'. The confusion matrix and the
+    mistakes need the run's checkpoint.pt and the MNIST test set.
+    """
+    from rnnmnist.plot import plot_run
+
+    ui = _ui(as_json, quiet, verbose)
+    paths = plot_run(run, out, data_dir, download)
+    if as_json:
+        ui.emit_json({"files": [str(p) for p in paths]})
+    ui.written(paths)
+
+
+# --- export
+
+EXPORT_EXAMPLES = """\b
+Examples:
+  rnnmnist export runs/five/checkpoint.pt --format onnx            # runs/five/checkpoint.onnx
+  rnnmnist export runs/five/checkpoint.pt --format torchscript --out model.ts
+"""
+
+
+@cli.command(epilog=EXPORT_EXAMPLES)
+@checkpoint_argument
+@click.option("--format", "fmt", type=click.Choice(["onnx", "torchscript"]), required=True, help="File format.")
+@click.option(
+    "--out", type=click.Path(dir_okay=False, path_type=Path), help="Model file. [default: CHECKPOINT with .onnx/.ts]"
+)
+@data_options
+@json_option
+def export(
+    checkpoint: Path,
+    fmt: str,
+    out: Path | None,
+    data_dir: Path,
+    download: bool,
+    as_json: bool,
+    quiet: bool,
+    verbose: bool,
+) -> None:
+    """Write CHECKPOINT's model as ONNX or TorchScript, and check it reproduces PyTorch.
+
+    The exported model takes "images": float32 (N, 28, 28), pixels scaled to
+    [0, 1], light digit on black; it returns "logits": float32 (N, 10). The
+    sequence layout (rows, pixels, permutation) is inside. It is run on test
+    images (random ones if MNIST is not at hand) and must match PyTorch within
+    1e-4. ONNX needs rnnmnist[export] (onnx, onnxscript, onnxruntime).
+    """
+    from rnnmnist.export import export as export_model
+
+    ui = _ui(as_json, quiet, verbose)
+    report = export_model(checkpoint, fmt, out, data_dir, download)
+    if as_json:
+        ui.emit_json(
+            {
+                "file": str(report.path),
+                "format": report.format,
+                "checked_images": report.checked,
+                "checked_on": report.inputs,
+                "max_abs_diff": report.max_abs_diff,
+            }
+        )
+    ui.line(
+        f"wrote {report.path} ({report.format}); checked on {report.checked} {report.inputs}: "
+        f"max logit difference from PyTorch {report.max_abs_diff:.1e}, same predictions"
+    )
 
 
 def main() -> None:

@@ -13,6 +13,12 @@ from rnnmnist.data import NUM_CLASSES, Split, scale
 from rnnmnist.device import autocast
 
 
+def confusion_matrix(labels: torch.Tensor, predictions: torch.Tensor) -> torch.Tensor:
+    """(10, 10) int64 counts: rows are true digits, columns predicted ones."""
+    counts = torch.bincount(labels.cpu() * NUM_CLASSES + predictions.cpu(), minlength=NUM_CLASSES**2)
+    return counts.view(NUM_CLASSES, NUM_CLASSES)
+
+
 @dataclass
 class EvalResult:
     n: int
@@ -70,12 +76,10 @@ def evaluate(model: nn.Module, split: Split, batch_size: int, precision: str = "
         preds.append(logits.argmax(dim=1))
     model.train(was_training)
     predictions = torch.cat(preds).cpu() if preds else torch.zeros(0, dtype=torch.long)
-    labels = split.labels.cpu()
-    confusion = torch.bincount(labels * NUM_CLASSES + predictions, minlength=NUM_CLASSES**2)
     n = len(split)
     return EvalResult(
         n=n,
         loss=loss_sum.item() / n if n else 0.0,
-        confusion=confusion.view(NUM_CLASSES, NUM_CLASSES),
+        confusion=confusion_matrix(split.labels, predictions),
         predictions=predictions,
     )

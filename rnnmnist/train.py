@@ -64,6 +64,29 @@ class TrainCallbacks:
         """``phase``: "evaluating" or "saving"."""
 
 
+class CallbackList(TrainCallbacks):
+    """Several followers of one run, called in order."""
+
+    def __init__(self, *callbacks: TrainCallbacks) -> None:
+        self.callbacks = callbacks
+
+    def on_start(self, *args: Any) -> None:
+        for c in self.callbacks:
+            c.on_start(*args)
+
+    def on_log(self, record: LogRecord) -> None:
+        for c in self.callbacks:
+            c.on_log(record)
+
+    def on_validate(self, *args: Any) -> None:
+        for c in self.callbacks:
+            c.on_validate(*args)
+
+    def on_phase(self, phase: str) -> None:
+        for c in self.callbacks:
+            c.on_phase(phase)
+
+
 class TrainingInterrupted(RnnmnistError):
     """Stopped on request (a signal); a resumable checkpoint was written if any step ran."""
 

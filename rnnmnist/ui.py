@@ -11,6 +11,7 @@ import json
 import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -22,6 +23,7 @@ from rich.style import Style
 from rich.table import Table
 from rich.text import Text
 
+from rnnmnist.config import to_toml
 from rnnmnist.train import LogRecord, TrainCallbacks
 
 if TYPE_CHECKING:
@@ -43,8 +45,9 @@ def _pct(x: float | None) -> str:
 class Ui:
     """Owns the Console; every command renders through one of these."""
 
-    def __init__(self, json_mode: bool = False) -> None:
+    def __init__(self, json_mode: bool = False, verbosity: int = 0) -> None:
         self.json_mode = json_mode
+        self.verbosity = verbosity  # -1 --quiet: results only; 1 --verbose: also settings and details
         self.console = Console(stderr=json_mode, highlight=False)
 
     @property
@@ -58,6 +61,15 @@ class Ui:
 
     def line(self, text: str) -> None:
         self.console.print(text, markup=False, soft_wrap=True)
+
+    def detail(self, text: str) -> None:
+        """A line shown only with --verbose."""
+        if self.verbosity > 0:
+            self.line(text)
+
+    def written(self, paths: Sequence[Path]) -> None:
+        for path in paths:
+            self.line(f"wrote {path}")
 
     # --- train
     @contextmanager
@@ -98,6 +110,8 @@ class Ui:
         head.add_row("Accuracy", f"{_pct(result.accuracy)} ({result.correct:,} of {result.n:,})")
         head.add_row("Loss", f"{result.loss:.4f}")
         self.console.print(head)
+        if self.verbosity < 0:
+            return
 
         per_class = Table(title="Per-class accuracy", title_justify="left")
         for name in ("Digit", "Images", "Correct", "Accuracy"):
@@ -171,6 +185,9 @@ class _TrainDisplay(TrainCallbacks):
         self.task = None
 
     def on_start(self, cfg: Config, first_step: int, total_steps: int, device: torch.device, n_train: int) -> None:
+        if self.ui.verbosity < 0:
+            return
+        self.ui.detail("Configuration (as run):\n" + to_toml(cfg))
         c = cfg
         shape = f"{c.cell.upper()} {c.hidden_size}" + (f"x{c.layers}" if c.layers > 1 else "")
         resuming = f", resuming at step {first_step:,}" if first_step > 1 else ""
@@ -202,6 +219,8 @@ class _TrainDisplay(TrainCallbacks):
         return table
 
     def on_log(self, r: LogRecord) -> None:
+        if self.ui.verbosity < 0:
+            return
         if self.progress is not None:
             cells = (
                 f"{r.step:,}",
@@ -220,6 +239,8 @@ class _TrainDisplay(TrainCallbacks):
             )
 
     def on_validate(self, step: int, accuracy: float, loss: float, best: bool) -> None:
+        if self.ui.verbosity < 0:
+            return
         note = "  (best so far: best.pt)" if best else ""
         text = f"validation at step {step:,}: accuracy {_pct(accuracy)}, loss {loss:.4f}{note}"
         if self.progress is not None:
@@ -228,6 +249,8 @@ class _TrainDisplay(TrainCallbacks):
             self.ui.line(text)
 
     def on_phase(self, phase: str) -> None:
+        if self.ui.verbosity < 0:
+            return
         if self.progress is not None:
             self.progress.update(self.task, description=phase)
         else:

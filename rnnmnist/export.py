@@ -1,0 +1,154 @@
+"""Exporting a checkpoint's model for use outside rnnmnist, verified against PyTorch.
+
+Contract of an exported model: input ``images``, float32 (N, 28, 28), pixels
+scaled to [0, 1] (light digit on black, as MNIST); output ``logits``, float32
+(N, 10) (apply softmax for probabilities). The sequence layout (rows, pixels,
+the stored permutation) happens inside, so a caller only decodes and scales.
+Exported models compute in fp32.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import tempfile
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from rnnmnist import checkpoint
+from rnnmnist.data import load_split, scale
+from rnnmnist.errors import DataError, RnnmnistError
+
+FORMATS = ("onnx", "torchscript")
+SUFFIXES = {"onnx": ".onnx", "torchscript": ".ts"}
+TOLERANCE = 1e-4  # max |logit difference| accepted between the export and PyTorch (fp32 both)
+CHECK_IMAGES = 256
+
+
+@dataclass
+class ExportReport:
+    path: Path
+    format: str
+    checked: int  # images the export was run on
+    inputs: str  # "test images" or "random images"
+    max_abs_diff: float
+    same_predictions: bool
+
+
+def _missing(package: str) -> RnnmnistError:
+    return RnnmnistError(f"export needs {package}: pip install 'rnnmnist[export]'")
+
+
+def _write_via(path: Path, write: Callable[[str], None]) -> None:
+    """Let ``write`` produce the file at a temporary path beside ``path``, then rename it in place."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def _quietly() -> contextlib.ExitStack:
+    """torch's exporters print progress and deprecation notes; the CLI reports for them."""
+    stack = contextlib.ExitStack()
+    stack.enter_context(warnings.catch_warnings())
+    warnings.simplefilter("ignore")
+    stack.enter_context(contextlib.redirect_stdout(io.StringIO()))
+    stack.enter_context(contextlib.redirect_stderr(io.StringIO()))
+    return stack
+
+
+def _to_onnx(model: torch.nn.Module, example: torch.Tensor, path: Path) -> None:
+    for package in ("onnx", "onnxscript"):
+        try:
+            __import__(package)
+        except ImportError:
+            raise _missing(package) from None
+
+    def write(tmp: str) -> None:
+        with _quietly():
+            torch.onnx.export(
+                model,
+                (example,),
+                tmp,
+                dynamo=True,
+                input_names=["images"],
+                output_names=["logits"],
+                dynamic_shapes={"images": {0: "batch"}},
+                external_data=False,
+            )
+
+    _write_via(path, write)
+
+
+def _run_onnx(path: Path, images: torch.Tensor) -> torch.Tensor:
+    try:
+        import onnxruntime
+    except ImportError:
+        raise _missing("onnxruntime") from None
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return torch.from_numpy(session.run(["logits"], {"images": images.numpy()})[0])
+
+
+def _to_torchscript(model: torch.nn.Module, example: torch.Tensor, path: Path) -> None:
+    def write(tmp: str) -> None:
+        with _quietly():
+            torch.jit.trace(model, example).save(tmp)
+
+    _write_via(path, write)
+
+
+def _run_torchscript(path: Path, images: torch.Tensor) -> torch.Tensor:
+    with _quietly():
+        loaded = torch.jit.load(str(path), map_location="cpu")
+    with torch.inference_mode():
+        return loaded(images)
+
+
+def _check_images(data_dir: Path, download: bool) -> tuple[torch.Tensor, str]:
+    try:
+        test = load_split(data_dir, "test", 0, download)
+        return scale(test.images[:CHECK_IMAGES]), "test images"
+    except DataError:
+        return torch.rand(64, 28, 28, generator=torch.Generator().manual_seed(0)), "random images"
+
+
+def export(source: Path, fmt: str, out: Path | None, data_dir: Path, download: bool) -> ExportReport:
+    """Write ``source``'s model in ``fmt`` (default path: beside it) and check it reproduces PyTorch."""
+    if fmt not in FORMATS:
+        raise RnnmnistError(f"unknown format {fmt!r}: choose {', '.join(FORMATS)}")
+    model, _ = checkpoint.load_model(source)  # fp32, eval mode, on the CPU
+    path = out if out is not None else source.with_suffix(SUFFIXES[fmt])
+    if path.parent and not path.parent.is_dir():
+        raise RnnmnistError(f"cannot write {path}: folder {path.parent} does not exist")
+    example = torch.rand(2, 28, 28)
+    try:
+        (_to_onnx if fmt == "onnx" else _to_torchscript)(model, example, path)
+    except RnnmnistError:
+        raise
+    except OSError as e:
+        raise RnnmnistError(f"cannot write {path}: {e.strerror or e}") from None
+    except Exception as e:  # the exporters fail in many ways; one line is enough
+        raise RnnmnistError(f"exporting to {fmt} failed: {' '.join(str(e).split())[:200]}") from None
+    images, kind = _check_images(data_dir, download)
+    with torch.inference_mode():
+        expected = model(images)
+    got = (_run_onnx if fmt == "onnx" else _run_torchscript)(path, images)
+    diff = float((got - expected).abs().max())
+    report = ExportReport(path, fmt, len(images), kind, diff, bool((got.argmax(1) == expected.argmax(1)).all()))
+    if diff > TOLERANCE or not report.same_predictions:
+        path.unlink()  # a model that computes something else must not be left for someone to use
+        raise RnnmnistError(
+            f"the {fmt} export of {source} does not reproduce PyTorch (max logit difference {diff:.2e} > "
+            f"{TOLERANCE:.0e}); nothing was kept"
+        )
+    return report

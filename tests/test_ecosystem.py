@@ -1,0 +1,209 @@
+"""plot, export, TensorBoard, and the CLI conventions: environment variables, completion, verbosity, colour."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from click.testing import CliRunner
+from PIL import Image
+from tinymnist import tiny_train_args
+
+from rnnmnist.checkpoint import load_model
+from rnnmnist.cli import cli
+from rnnmnist.model import SequenceClassifier
+
+
+def invoke(*args: str, env: dict[str, str] | None = None):
+    return CliRunner().invoke(cli, list(args), env=env)
+
+
+@pytest.fixture(scope="module")
+def run(tiny_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("eco") / "run"
+    result = invoke(*tiny_train_args(tiny_data, out, "--eval-every", "10"))
+    assert result.exit_code == 0, result.output
+    return out
+
+
+# --- plot
+
+
+def test_plot_writes_pngs(run: Path, tiny_data: Path, tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib", reason="the plot extra (matplotlib) is not installed")
+    result = invoke("plot", str(run), "--data-dir", str(tiny_data), "--out", str(tmp_path / "figs"), "--json")
+    assert result.exit_code == 0, result.output
+    files = [Path(f) for f in json.loads(result.stdout)["files"]]
+    assert [f.name for f in files] == ["curves.png", "confusion.png", "mistakes.png"]
+    for f in files:
+        assert f.stat().st_size > 5_000
+        with Image.open(f) as im:
+            im.verify()
+            assert im.format == "PNG"
+    with Image.open(files[0]) as im:
+        assert im.width > 1000  # three panels side by side
+
+
+def test_plot_of_a_folder_that_is_not_a_run(tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib", reason="the plot extra (matplotlib) is not installed")
+    result = invoke("plot", str(tmp_path))
+    assert result.exit_code == 1
+    assert "holds no metrics.jsonl" in result.stderr
+
+
+# --- export
+
+
+def _onnx_outputs(path: Path, images: torch.Tensor) -> torch.Tensor:
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    assert [i.name for i in session.get_inputs()] == ["images"]
+    return torch.from_numpy(session.run(["logits"], {"images": images.numpy()})[0])
+
+
+@pytest.mark.parametrize("mode", ["rows", "permuted"])
+def test_export_onnx_reproduces_pytorch(mode: str, tiny_data: Path, tmp_path: Path) -> None:
+    pytest.importorskip("onnxruntime", reason="the export extra (onnxruntime) is not installed")
+    pytest.importorskip("onnxscript", reason="the export extra (onnxscript) is not installed")
+    out = tmp_path / "run"
+    args = tiny_train_args(tiny_data, out, "--mode", mode, "--iters", "51")
+    assert invoke(*args).exit_code == 0
+    result = invoke("export", str(out / "checkpoint.pt"), "--format", "onnx", "--data-dir", str(tiny_data), "--json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["file"] == str(out / "checkpoint.onnx")
+    assert report["checked_on"] == "test images" and report["max_abs_diff"] < 1e-4
+    # Checked again here, independently, on other inputs and another batch size.
+    model, _ = load_model(out / "checkpoint.pt")
+    images = torch.rand(5, 28, 28)
+    with torch.inference_mode():
+        assert torch.allclose(_onnx_outputs(out / "checkpoint.onnx", images), model(images), atol=1e-4)
+
+
+def test_export_torchscript_reproduces_pytorch(run: Path, tmp_path: Path) -> None:
+    target = tmp_path / "model.ts"
+    result = invoke("export", str(run / "checkpoint.pt"), "--format", "torchscript", "--out", str(target))
+    assert result.exit_code == 0, result.output
+    assert "checked on" in result.stdout
+    loaded = torch.jit.load(str(target))
+    model, _ = load_model(run / "checkpoint.pt")
+    images = torch.rand(3, 28, 28)
+    with torch.inference_mode():
+        assert torch.allclose(loaded(images), model(images), atol=1e-5)
+
+
+def test_export_without_data_checks_on_random_images(run: Path, tmp_path: Path) -> None:
+    result = invoke(
+        "export", str(run / "checkpoint.pt"), "--format", "torchscript", "--out", str(tmp_path / "m.ts"),
+        "--data-dir", str(tmp_path / "none"), "--no-download", "--json",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["checked_on"] == "random images"
+
+
+def test_export_errors(run: Path, tmp_path: Path) -> None:
+    result = invoke("export", str(run / "checkpoint.pt"), "--format", "onnx", "--out", str(tmp_path / "no" / "m.onnx"))
+    assert result.exit_code == 1
+    assert "folder" in result.stderr and "does not exist" in result.stderr
+    assert invoke("export", str(run / "checkpoint.pt"), "--format", "tflite").exit_code == 2
+
+
+# --- TensorBoard
+
+
+def test_tensorboard_logs_scalars(tiny_data: Path, tmp_path: Path) -> None:
+    pytest.importorskip("tensorboard", reason="the tensorboard extra is not installed")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    out = tmp_path / "run"
+    result = invoke(*tiny_train_args(tiny_data, out, "--tensorboard", "--eval-every", "10"))
+    assert result.exit_code == 0, result.output
+    events = EventAccumulator(str(out / "tensorboard"))
+    events.Reload()
+    tags = events.Tags()["scalars"]
+    assert {"train/loss", "train/accuracy", "train/lr", "val/accuracy"} <= set(tags)
+    assert [e.step for e in events.Scalars("train/loss")] == [125, 250, 375, 500]
+
+
+# --- CLI conventions
+
+
+def test_environment_variables_set_options(tiny_data: Path) -> None:
+    result = invoke("train", "--print-config", env={"RNNMNIST_TRAIN_LR": "0.003", "RNNMNIST_TRAIN_CELL": "gru"})
+    assert result.exit_code == 0
+    assert "lr = 0.003" in result.stdout and 'cell = "gru"' in result.stdout
+    flag = invoke("train", "--print-config", "--lr", "0.004", env={"RNNMNIST_TRAIN_LR": "0.003"})
+    assert "lr = 0.004" in flag.stdout  # a flag on the command line wins
+    bad = invoke("train", "--print-config", env={"RNNMNIST_TRAIN_LR": "-1"})
+    assert bad.exit_code == 2 and "--lr" in bad.stderr
+
+
+def test_shell_completion_script() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "rnnmnist"],
+        env={**os.environ, "_RNNMNIST_COMPLETE": "bash_source"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0
+    assert "_RNNMNIST_COMPLETE" in done.stdout and "complete" in done.stdout
+
+
+def test_quiet_and_verbose(tiny_data: Path, tmp_path: Path) -> None:
+    quiet = invoke(*tiny_train_args(tiny_data, tmp_path / "q", "--quiet"))
+    assert quiet.exit_code == 0
+    assert "Iteration:" not in quiet.stdout and "Training LSTM" not in quiet.stdout
+    assert "Test accuracy" in quiet.stdout
+    verbose = invoke(*tiny_train_args(tiny_data, tmp_path / "v", "--verbose"))
+    assert "hidden_size = 16" in verbose.stdout and "MNIST from" in verbose.stdout
+    both = invoke(*tiny_train_args(tiny_data, tmp_path / "b", "--quiet", "--verbose"))
+    assert both.exit_code == 2
+
+
+@pytest.mark.parametrize(
+    ("extra_env", "colour"), [({"FORCE_COLOR": "1"}, True), ({"FORCE_COLOR": "1", "NO_COLOR": "1"}, False)]
+)
+def test_no_color_is_honoured(run: Path, tiny_data: Path, extra_env: dict[str, str], colour: bool) -> None:
+    env = {k: v for k, v in os.environ.items() if k not in ("NO_COLOR", "FORCE_COLOR")}
+    done = subprocess.run(
+        [sys.executable, "-m", "rnnmnist", "eval", str(run / "checkpoint.pt"), "--data-dir", str(tiny_data)],
+        env={**env, **extra_env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0
+    # Colour is an SGR code 30-37, 90-97 (foreground), 40-47, 100-107 (background) or 38/48 (extended);
+    # NO_COLOR allows bold and italic.
+    colour_codes = re.findall(r"\x1b\[(?:[0-9;]*;)?(3[0-8]|4[0-8]|9[0-7]|10[0-7])(?:;[0-9;]*)?m", done.stdout)
+    assert bool(colour_codes) == colour
+
+
+def test_json_schemas_are_stable(run: Path, tiny_data: Path, tmp_path: Path) -> None:
+    """The keys CI scripts rely on (README, "JSON output"); changing them is a breaking change."""
+    trained = json.loads(invoke(*tiny_train_args(tiny_data, tmp_path / "r", "--json")).stdout)
+    assert set(trained) == {
+        "test_accuracy", "test_loss", "test_accuracy_first256", "test_n", "val_accuracy", "val_loss", "steps",
+        "examples", "train_seconds", "wall_seconds", "best", "checkpoint", "out_dir",
+    }  # fmt: skip
+    report = json.loads(invoke("eval", str(run / "checkpoint.pt"), "--data-dir", str(tiny_data), "--json").stdout)
+    assert set(report) == {"accuracy", "loss", "n", "correct", "per_class_accuracy", "confusion", "split", "checkpoint"}
+    row = json.loads(
+        invoke("predict", str(run / "checkpoint.pt"), "--index", "1", "--data-dir", str(tiny_data), "--json").stdout
+    )
+    assert set(row) == {"input", "prediction", "confidence", "probabilities", "top3", "index", "label"}
+
+
+def test_exported_model_is_the_model(run: Path) -> None:
+    # The export contract: (N, 28, 28) in [0, 1] in, (N, 10) logits out, whatever the mode.
+    model, _ = load_model(run / "checkpoint.pt")
+    assert isinstance(model, SequenceClassifier)
+    assert model(torch.rand(4, 28, 28)).shape == (4, 10)
