@@ -7,6 +7,8 @@ met); 2 a usage error (bad flag, bad config file); 130/143 interrupted.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import sys
 import time
 from pathlib import Path
@@ -32,23 +34,33 @@ def _one_line(message: str) -> str:
 
 
 def _fail(message: str, code: int) -> None:
-    click.echo(f"Error: {_one_line(message)}", err=True)
+    if message:
+        click.echo(f"Error: {_one_line(message)}", err=True)
     sys.exit(code)
+
+
+def _other_rank() -> bool:
+    """In a distributed run, ranks other than 0 leave errors they share with rank 0 to rank 0."""
+    import os
+
+    return os.environ.get("RANK", "0") != "0" and os.environ.get("WORLD_SIZE", "1") != "1"
 
 
 class RnnmnistGroup(click.Group):
     """Turns every error a user can cause into one line on stderr and an exit code."""
 
-    def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
+    def main(self, args: Any = None, *rest: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
+        self.invocation = list(sys.argv[1:] if args is None else args)  # for train --nproc to relaunch
         try:
-            rv = super().main(*args, standalone_mode=False, **kwargs)
+            rv = super().main(args, *rest, standalone_mode=False, **kwargs)
         except click.UsageError as e:
             path = e.ctx.command_path if e.ctx else "rnnmnist"
             _fail(f"{e.format_message()} (see '{path} --help')", 2)
         except ConfigError as e:
             _fail(str(e), 2)
         except RnnmnistError as e:
-            _fail(str(e), e.exit_code)
+            from_peer = type(e).__name__ != "DistributedError" and _other_rank()
+            _fail("" if from_peer else str(e), e.exit_code)
         except click.ClickException as e:
             _fail(e.format_message(), e.exit_code)
         except (click.Abort, KeyboardInterrupt):
@@ -222,6 +234,11 @@ Examples:
 )
 @click.option("--print-config", is_flag=True, help="Print the resolved config as TOML and exit.")
 @click.option("--tensorboard", is_flag=True, help="Also log to OUT/tensorboard/ (needs rnnmnist[tensorboard]).")
+@click.option(
+    "--nproc",
+    type=click.IntRange(min=1),
+    help="Train with N processes on this machine (DistributedDataParallel via torchrun's launcher).",
+)
 @data_options
 @json_option
 def train(
@@ -231,6 +248,7 @@ def train(
     resume: Path | None,
     print_config: bool,
     tensorboard: bool,
+    nproc: int | None,
     data_dir: Path,
     download: bool,
     as_json: bool,
@@ -262,11 +280,35 @@ def train(
     if print_config:
         click.echo(config.to_toml(cfg), nl=False)
         return
+    if nproc and nproc > 1 and "WORLD_SIZE" not in os.environ:
+        from rnnmnist.distributed import launch
+
+        if cfg.batch_size % nproc:
+            raise click.UsageError(
+                f"--batch-size {cfg.batch_size} (the global batch) does not divide among {nproc} processes"
+            )
+
+        argv = _without_nproc(click.get_current_context().find_root().command.invocation)
+        if out is None and resume is None:  # every process must write to the same folder
+            argv += ["--out", str(run_dir.path)]
+        sys.exit(launch(nproc, argv))
     if tensorboard:
         from rnnmnist.tensorboard import require_tensorboard
 
         require_tensorboard()  # before any work is done
     _train(cfg, run_dir, ckpt, force, data_dir, download, ui, started, tensorboard)
+
+
+def _without_nproc(argv: list[str]) -> list[str]:
+    out, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--nproc":
+            skip = True
+        elif not arg.startswith("--nproc="):
+            out.append(arg)
+    return out
 
 
 def _resumable(folder: Path) -> tuple[RunDir, Checkpoint]:
@@ -292,34 +334,63 @@ def _train(
     started: float,
     tensorboard: bool,
 ) -> None:
+    from rnnmnist import distributed
     from rnnmnist import train as training
     from rnnmnist.data import load_mnist
     from rnnmnist.device import resolve_device
+    from rnnmnist.rundir import RunDir
     from rnnmnist.signals import GracefulStop
 
+    rank = distributed.from_environment()
     device = resolve_device(cfg.device)
-    data = load_mnist(data_dir, cfg.val_size, download)
-    ui.detail(
-        f"MNIST from {data_dir}: {len(data.train):,} training, {len(data.val):,} validation and "
-        f"{len(data.test):,} test images; device {device}"
-    )
-    if resume is None:  # only once the data is there, so a failed start leaves no folder behind
-        run_dir.prepare_new(force)
-    board = None
-    if tensorboard:
-        from rnnmnist.tensorboard import TensorBoardLogger
-
-        board = TensorBoardLogger(run_dir.path / "tensorboard")
+    if rank.distributed:
+        device = distributed.join(rank, device)
+        run_dir = RunDir(distributed.broadcast(str(run_dir.path)))  # rank 0's folder for every rank
     try:
-        with GracefulStop() as stop, ui.training() as display:
-            callbacks = training.CallbackList(display, board) if board else display
-            summary = training.run(cfg, data, run_dir, device, callbacks, started, stop, resume)
+        data = load_mnist(data_dir, cfg.val_size, download)
+        ui.detail(
+            f"MNIST from {data_dir}: {len(data.train):,} training, {len(data.val):,} validation and "
+            f"{len(data.test):,} test images; device {device}"
+            + (f", {rank.world_size} processes" if rank.distributed else "")
+        )
+        _prepare_folder(run_dir, resume, force, rank)  # once the data is there: a failed start leaves no folder
+        board = None
+        if tensorboard and rank.main:
+            from rnnmnist.tensorboard import TensorBoardLogger
+
+            board = TensorBoardLogger(run_dir.path / "tensorboard")
+        try:
+            display_context = ui.training() if rank.main else contextlib.nullcontext(training.TrainCallbacks())
+            with GracefulStop() as stop, display_context as display:
+                callbacks = training.CallbackList(display, board) if board else display
+                summary = training.run(cfg, data, run_dir, device, callbacks, started, stop, resume, rank)
+        finally:
+            if board is not None:
+                board.close()
     finally:
-        if board is not None:
-            board.close()
+        distributed.leave()
+    if not rank.main:
+        return
     if ui.json_mode:
         ui.emit_json({**summary.metrics(), "checkpoint": str(summary.checkpoint), "out_dir": str(run_dir.path)})
     ui.train_summary(summary)
+
+
+def _prepare_folder(run_dir: RunDir, resume: Checkpoint | None, force: bool, rank: Any) -> None:
+    """Rank 0 creates (or checks) the run folder; in a distributed run the others learn how that went."""
+    from rnnmnist import distributed
+
+    problem = None
+    if rank.main:
+        try:
+            if resume is None:
+                run_dir.prepare_new(force)
+        except RnnmnistError as e:
+            problem = str(e)
+    if rank.distributed:
+        problem = distributed.broadcast(problem)
+    if problem:
+        raise RnnmnistError(problem)
 
 
 # --- eval

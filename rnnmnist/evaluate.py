@@ -11,6 +11,7 @@ from torch.nn import functional as F
 
 from rnnmnist.data import NUM_CLASSES, Split, scale
 from rnnmnist.device import autocast
+from rnnmnist.distributed import SINGLE, Rank, all_gather, all_reduce
 
 
 def confusion_matrix(labels: torch.Tensor, predictions: torch.Tensor) -> torch.Tensor:
@@ -57,26 +58,35 @@ class EvalResult:
 
 
 @torch.inference_mode()
-def evaluate(model: nn.Module, split: Split, batch_size: int, precision: str = "fp32") -> EvalResult:
+def evaluate(
+    model: nn.Module, split: Split, batch_size: int, precision: str = "fp32", rank: Rank = SINGLE
+) -> EvalResult:
     """Run ``model`` over ``split`` (already on the model's device) in batches.
 
     ``precision`` should be the one the model was trained with (its config's), so
-    that eval reproduces the accuracy training reported.
+    that eval reproduces the accuracy training reported. In a distributed run each
+    rank evaluates a contiguous share and the results are combined, so every rank
+    returns the result over the whole split.
     """
+    n = len(split)
+    first, last = n * rank.rank // rank.world_size, n * (rank.rank + 1) // rank.world_size
     was_training = model.training
     model.eval()
     loss_sum = torch.zeros((), dtype=torch.float64, device=split.labels.device)
     preds = []
-    for start in range(0, len(split), batch_size):
-        images = scale(split.images[start : start + batch_size])  # (b, 28, 28)
-        labels = split.labels[start : start + batch_size]  # (b,)
+    for start in range(first, last, batch_size):
+        stop = min(start + batch_size, last)
+        images = scale(split.images[start:stop])  # (b, 28, 28)
+        labels = split.labels[start:stop]  # (b,)
         with autocast(images.device, precision):
             logits = model(images).float()  # (b, 10)
         loss_sum += F.cross_entropy(logits, labels, reduction="sum").double()
         preds.append(logits.argmax(dim=1))
     model.train(was_training)
     predictions = torch.cat(preds).cpu() if preds else torch.zeros(0, dtype=torch.long)
-    n = len(split)
+    if rank.distributed:
+        all_reduce(loss_sum)
+        predictions = torch.cat(all_gather(predictions))  # in rank order: the split's order
     return EvalResult(
         n=n,
         loss=loss_sum.item() / n if n else 0.0,

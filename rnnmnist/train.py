@@ -9,6 +9,7 @@ an uninterrupted one would on the CPU.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from collections.abc import Callable
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.distributed as dist
 from torch import nn
 
 from rnnmnist import checkpoint
@@ -24,6 +26,7 @@ from rnnmnist.augment import random_affine
 from rnnmnist.config import EVAL_BATCH_SIZE, Config
 from rnnmnist.data import BatchStream, Mnist, Split, scale
 from rnnmnist.device import autocast, resolve_precision, tune_allocator
+from rnnmnist.distributed import SINGLE, Rank, all_gather, all_reduce, collective
 from rnnmnist.errors import CheckpointError, RnnmnistError
 from rnnmnist.evaluate import EvalResult, evaluate
 from rnnmnist.model import SequenceClassifier
@@ -126,10 +129,25 @@ def _set_rng_state(state: dict[str, Any], device: torch.device) -> None:
 
 
 class Trainer:
-    """The optimisation loop over one training split, with everything needed to resume it."""
+    """The optimisation loop over one training split, with everything needed to resume it.
 
-    def __init__(self, cfg: Config, model: nn.Module, train: Split, device: torch.device) -> None:
-        self.cfg, self.model, self.train, self.device = cfg, model, train, device
+    In a distributed run every rank draws the same global batches and trains on
+    its own slice of each; DistributedDataParallel averages the gradients, so the
+    steps are those of one process with the same global batch.
+    """
+
+    def __init__(self, cfg: Config, model: nn.Module, train: Split, device: torch.device, rank: Rank = SINGLE) -> None:
+        self.cfg, self.model, self.train, self.device, self.rank = cfg, model, train, device, rank
+        if cfg.batch_size % rank.world_size:
+            raise RnnmnistError(
+                f"batch_size={cfg.batch_size} (the global batch) does not divide among {rank.world_size} processes"
+            )
+        self.local_batch = cfg.batch_size // rank.world_size
+        self.net = model
+        if rank.distributed:
+            from torch.nn.parallel import DistributedDataParallel
+
+            self.net = DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
         self.optimizer = make_optimizer(cfg, model, device)
         self.stream = BatchStream(len(train), cfg.batch_size, cfg.seed, device)
         self.loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
@@ -138,14 +156,17 @@ class Trainer:
         self.train_seconds = 0.0  # across resumes
         self.best_val_accuracy = -1.0  # of the model in best.pt (--eval-every)
         self.best_step = 0
+        self.stopped_by = 0  # the signal that stopped the loop early, if one did
 
     def state_dict(self) -> dict[str, Any]:
+        """The resumable state; in a distributed run every rank must call this (RNG states are gathered)."""
+        rng = _rng_state(self.device)
         return {
             "step": self.step,
             "examples": self.step * self.cfg.batch_size,
             "optimizer": self.optimizer.state_dict(),
             "data_order": self.stream.state_dict(),
-            "rng": _rng_state(self.device),
+            "rng": all_gather(rng) if self.rank.distributed else [rng],  # one per rank
             "train_seconds": self.train_seconds,
             "best_val_accuracy": self.best_val_accuracy,
             "best_step": self.best_step,
@@ -153,10 +174,16 @@ class Trainer:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         try:
+            rng = state["rng"]
+            if len(rng) != self.rank.world_size:
+                raise CheckpointError(
+                    f"this checkpoint was written by a run of {len(rng)} process(es); resume it with as many "
+                    f"(--nproc {len(rng)})"
+                )
             self.step = int(state["step"])
             self.optimizer.load_state_dict(state["optimizer"])
             self.stream.load_state_dict(state["data_order"])
-            _set_rng_state(state["rng"], self.device)
+            _set_rng_state(rng[self.rank.rank], self.device)
             self.train_seconds = float(state["train_seconds"])
             self.best_val_accuracy = float(state["best_val_accuracy"])
             self.best_step = int(state["best_step"])
@@ -179,16 +206,17 @@ class Trainer:
                 group["betas"] = (beta1, group["betas"][1])
 
     def _one_step(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """One optimisation step; returns (loss, logits, labels) of the batch, still on the device."""
+        """One optimisation step; returns (loss, logits, labels) of this rank's batch, still on the device."""
         if self.cfg.schedule != "constant":
             self._set_schedule()
-        idx = self.stream.next()  # (B,)
-        images = scale(self.train.images[idx])  # (B, 28, 28) float in [0, 1]
+        first = self.rank.rank * self.local_batch
+        idx = self.stream.next()[first : first + self.local_batch]  # (b,): this rank's slice of the batch
+        images = scale(self.train.images[idx])  # (b, 28, 28) float in [0, 1]
         if self.cfg.augment:
             images = random_affine(images)
-        labels = self.train.labels[idx]  # (B,)
+        labels = self.train.labels[idx]  # (b,)
         with autocast(self.device, self.cfg.precision):
-            logits = self.model(images).float()  # (B, 10)
+            logits = self.net(images).float()  # (b, 10)
         loss = self.loss_fn(logits, labels)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -197,6 +225,26 @@ class Trainer:
         self.optimizer.step()
         self.step += 1
         return loss, logits, labels
+
+    def _batch_numbers(self, loss: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor) -> tuple[float, float]:
+        """(loss, accuracy) of the global batch: every rank's slice is the same size, so means average."""
+        numbers = torch.stack([loss.detach().float(), (logits.argmax(dim=1) == labels).float().mean()])
+        if self.rank.distributed:
+            all_reduce(numbers)
+            numbers /= self.rank.world_size
+        loss_value, accuracy = numbers.tolist()
+        return loss_value, accuracy
+
+    def _stop_requested(self, should_stop: Callable[[], int | None] | None) -> int:
+        """The signal number asking to stop, agreed by all ranks (at log steps when distributed), else 0."""
+        if should_stop is None:
+            return 0
+        if not self.rank.distributed:
+            return should_stop() or 0
+        if self.step % self.cfg.log_every:
+            return 0
+        flag = torch.tensor([should_stop() or 0], device=self.device)
+        return int(all_reduce(flag, dist.ReduceOp.MAX))
 
     def run(
         self,
@@ -210,14 +258,26 @@ class Trainer:
         ``on_validate`` is called every ``eval_every`` steps (before the last),
         then ``on_save`` every ``save_every`` steps, with finite weights.
         Raises :class:`_NonFinite` when a log or save step finds the loss or
-        weights not finite, and stops (returning early) when ``should_stop``
-        answers a signal number; the caller saves and reports.
+        weights not finite, and stops (returning early, ``stopped_by`` set) when
+        ``should_stop`` answers a signal number; the caller saves and reports.
         """
+        # DDP exchanges gradients inside backward(): a peer lost there must end in one clear line too.
+        with collective("training") if self.rank.distributed else contextlib.nullcontext():
+            self._run(on_log, on_save, should_stop, on_validate)
+
+    def _run(
+        self,
+        on_log: Callable[[LogRecord], None] | None,
+        on_save: Callable[[], None] | None,
+        should_stop: Callable[[], int | None] | None,
+        on_validate: Callable[[], None] | None,
+    ) -> None:
         cfg = self.cfg
-        self.model.train()
+        self.net.train()
         last_time, last_step = time.perf_counter(), self.step
         while self.step < self.total:
-            if should_stop is not None and should_stop():
+            self.stopped_by = self._stop_requested(should_stop)
+            if self.stopped_by:
                 return
             t0 = time.perf_counter()
             loss, logits, labels = self._one_step()
@@ -225,7 +285,7 @@ class Trainer:
             step = self.step
             # Reading numbers back synchronises with the device, so only log and save steps do it.
             if step % cfg.log_every == 0 or step == self.total:
-                loss_value = loss.item()
+                loss_value, accuracy = self._batch_numbers(loss, logits, labels)
                 if not math.isfinite(loss_value):
                     raise _NonFinite(step, f"the loss is {loss_value}")
                 if on_log is not None:
@@ -236,7 +296,7 @@ class Trainer:
                             total_steps=self.total,
                             examples=step * cfg.batch_size,
                             loss=loss_value,
-                            accuracy=(logits.argmax(dim=1) == labels).float().mean().item(),
+                            accuracy=accuracy,
                             lr=self.optimizer.param_groups[0]["lr"],
                             examples_per_s=(step - last_step) * cfg.batch_size / max(now - last_time, 1e-9),
                             elapsed=self.train_seconds,
@@ -289,7 +349,11 @@ class TrainSummary:
 
 
 class _Run:
-    """One run's moving parts: the loop, its run folder and its reporting."""
+    """One run's moving parts: the loop, its run folder and its reporting.
+
+    In a distributed run every rank runs all of this (the collectives need them
+    all), but only rank 0 writes files and reports.
+    """
 
     def __init__(
         self,
@@ -299,29 +363,37 @@ class _Run:
         device: torch.device,
         callbacks: TrainCallbacks,
         resume: checkpoint.Checkpoint | None,
+        rank: Rank,
     ) -> None:
-        self.cfg, self.run_dir, self.callbacks = cfg, run_dir, callbacks
+        self.cfg, self.run_dir, self.rank = cfg, run_dir, rank
+        self.callbacks = callbacks if rank.main else TrainCallbacks()
         if resume is None:
-            run_dir.write_config(cfg)
-            torch.manual_seed(cfg.seed)
+            if rank.main:
+                run_dir.write_config(cfg)
+            torch.manual_seed(cfg.seed)  # the same initial weights on every rank
             self.model = SequenceClassifier(cfg).to(device)
+            if rank.distributed:
+                torch.manual_seed(cfg.seed + rank.rank)  # but each rank its own dropout and augmentation
         else:
             self.model = resume.build_model(device)
         self.train, self.val, self.test = data.train.to(device), data.val.to(device), data.test.to(device)
-        self.trainer = Trainer(cfg, self.model, self.train, device)
+        self.trainer = Trainer(cfg, self.model, self.train, device, rank)
         if resume is not None:
             self.trainer.load_state_dict(resume.training)
         self.best_path = run_dir.path / "best.pt"
         self.metrics_log: MetricsLog | None = None
 
     def _evaluate(self, split: Split) -> EvalResult:
-        return evaluate(self.model, split, EVAL_BATCH_SIZE, self.cfg.precision)
+        return evaluate(self.model, split, EVAL_BATCH_SIZE, self.cfg.precision, self.rank)
 
     def save_resumable(self) -> None:
-        checkpoint.save(self.run_dir.checkpoint, self.cfg, self.model, {}, training=self.trainer.state_dict())
+        state = self.trainer.state_dict()  # a collective: every rank takes part
+        if self.rank.main:
+            checkpoint.save(self.run_dir.checkpoint, self.cfg, self.model, {}, training=state)
 
     def log(self, record: LogRecord) -> None:
-        self.metrics_log.write(asdict(record))
+        if self.metrics_log is not None:
+            self.metrics_log.write(asdict(record))
         self.callbacks.on_log(record)
 
     def validate(self) -> EvalResult:
@@ -330,8 +402,9 @@ class _Run:
         improved = result.accuracy > t.best_val_accuracy
         if improved:
             t.best_val_accuracy, t.best_step = result.accuracy, step
-            metrics = {"step": step, "val_accuracy": result.accuracy, "val_loss": result.loss}
-            checkpoint.save(self.best_path, self.cfg, self.model, metrics)
+            if self.rank.main:
+                metrics = {"step": step, "val_accuracy": result.accuracy, "val_loss": result.loss}
+                checkpoint.save(self.best_path, self.cfg, self.model, metrics)
         if self.metrics_log is not None:
             self.metrics_log.write(
                 {
@@ -345,7 +418,8 @@ class _Run:
         return result
 
     def loop(self, should_stop: Callable[[], int | None] | None) -> None:
-        self.metrics_log = self.run_dir.open_metrics(keep_through_step=self.trainer.step)
+        if self.rank.main:
+            self.metrics_log = self.run_dir.open_metrics(keep_through_step=self.trainer.step)
         try:
             self.trainer.run(self.log, self.save_resumable, should_stop, self.validate)
         except _NonFinite as e:
@@ -354,10 +428,11 @@ class _Run:
                 f"try a lower --lr or --grad-clip (checked every {self.cfg.log_every} steps)"
             ) from None
         finally:
-            self.metrics_log.close()
-            self.metrics_log = None
+            if self.metrics_log is not None:
+                self.metrics_log.close()
+                self.metrics_log = None
         if self.trainer.step < self.trainer.total:  # stopped on request
-            _stop(self.trainer, self.run_dir, self.save_resumable, (should_stop and should_stop()) or 2)
+            _stop(self.trainer, self.run_dir, self.save_resumable, self.trainer.stopped_by or 2)
 
     def finish(self, started_at: float) -> TrainSummary:
         self.callbacks.on_phase("evaluating")
@@ -379,20 +454,23 @@ class _Run:
             best=best,
         )
         summary.wall_seconds = time.perf_counter() - started_at
-        checkpoint.save(self.run_dir.checkpoint, self.cfg, self.model, summary.metrics())
+        if self.rank.main:
+            checkpoint.save(self.run_dir.checkpoint, self.cfg, self.model, summary.metrics())
         return summary
 
-    def _best(self, test: EvalResult, val: EvalResult) -> dict[str, Any]:
+    def _best(self, test: EvalResult, val: EvalResult) -> dict[str, Any] | None:
         """best.pt: the final model if its validation accuracy is the best seen, else the best earlier one,
-        with its test accuracy measured now (selection on validation, reporting on test)."""
+        with its test accuracy measured now (selection on validation, reporting on test). Rank 0's work."""
         t = self.trainer
+        if not self.rank.main:
+            return None
         if val.accuracy > t.best_val_accuracy:
             t.best_val_accuracy, t.best_step = val.accuracy, t.step
             best_test = test
             model = self.model
         else:
             model, _ = checkpoint.load_model(self.best_path, self.test.labels.device)
-            best_test = evaluate(model, self.test, EVAL_BATCH_SIZE, self.cfg.precision)
+            best_test = evaluate(model, self.test, EVAL_BATCH_SIZE, self.cfg.precision)  # rank 0 alone
         best = {
             "step": t.best_step,
             "val_accuracy": t.best_val_accuracy,
@@ -413,10 +491,12 @@ def run(
     started_at: float | None = None,
     should_stop: Callable[[], int | None] | None = None,
     resume: checkpoint.Checkpoint | None = None,
+    rank: Rank = SINGLE,
 ) -> TrainSummary:
     """Train (or continue ``resume``), evaluate on the test and validation splits, write the run folder.
 
     ``run_dir`` must have been prepared (:meth:`RunDir.prepare_new` or ``prepare_resume``).
+    In a distributed run every rank calls this, after joining the process group.
     """
     callbacks = callbacks or TrainCallbacks()
     started_at = time.perf_counter() if started_at is None else started_at
@@ -424,7 +504,7 @@ def run(
     cfg = replace(cfg, precision=resolve_precision(cfg.precision, device))
     if device.type == "cpu":
         tune_allocator()
-    state = _Run(cfg, data, run_dir, device, callbacks, resume)
+    state = _Run(cfg, data, run_dir, device, callbacks, resume, rank)
     callbacks.on_start(cfg, state.trainer.step + 1, state.trainer.total, device, len(state.train))
     state.loop(should_stop)
     return state.finish(started_at)
@@ -446,8 +526,9 @@ def _stop(trainer: Trainer, run_dir: RunDir, save: Callable[[], None], signum: i
             f"interrupted ({name}) {where} with non-finite weights; {_last_good(run_dir)}", signum
         )
     save()
+    nproc = f" --nproc {trainer.rank.world_size}" if trainer.rank.distributed else ""
     raise TrainingInterrupted(
         f"interrupted ({name}) {where}; saved {run_dir.checkpoint}; "
-        f"resume with: rnnmnist train --resume {run_dir.path}",
+        f"resume with: rnnmnist train --resume {run_dir.path}{nproc}",
         signum,
     )
