@@ -22,6 +22,10 @@ def test_bench_tiny_runs_every_section(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr[-2000:]
     result = json.loads(out.read_text())
     sections = {row["section"] for row in result["rows"]}
-    assert sections == {"help", "train", "eval", "wall", "tta", "memory", "scaling"}
-    assert all(row["value"] > 0 for row in result["rows"])
+    assert sections == {"help", "train", "eval", "wall", "tta", "memory", "scaling", "predict", "redrawn"}
+    for row in result["rows"]:
+        if row["unit"]:  # rates, times, sizes, ratios
+            assert row["value"] > 0, row
+        else:  # accuracies
+            assert 0 <= row["value"] <= 1, row
     assert result["machine"]["torch"]

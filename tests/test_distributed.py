@@ -74,9 +74,10 @@ def test_a_dead_rank_ends_the_run_with_an_error(tiny_data: Path, tmp_path: Path)
 
 
 def test_distributed_resume(tiny_data: Path, tmp_path: Path) -> None:
-    whole = train(tiny_data, tmp_path / "whole", "--iters", "2001", "--save-every", "10", nproc=2)
+    long = ("--iters", "10001", "--save-every", "10", "--hidden-size", "48")  # 200 steps
+    whole = train(tiny_data, tmp_path / "whole", *long, nproc=2)
     out = tmp_path / "run"
-    args = ["train", "--data-dir", str(tiny_data), "--out", str(out), *BASE, "--iters", "2001", "--save-every", "10"]
+    args = ["train", "--data-dir", str(tiny_data), "--out", str(out), *BASE, *long]
     proc = subprocess.Popen(
         [sys.executable, "-m", "rnnmnist", *args, "--nproc", "2"], stderr=subprocess.PIPE, text=True
     )
@@ -84,9 +85,9 @@ def test_distributed_resume(tiny_data: Path, tmp_path: Path) -> None:
     while not (out / "checkpoint.pt").exists():
         assert time.monotonic() < deadline and proc.poll() is None, "no checkpoint was written"
         time.sleep(0.05)
-    proc.kill()
-    for rank in _ranks(proc.pid):
+    for rank in _ranks(proc.pid):  # the ranks first: killing the launcher first would orphan them
         os.kill(rank, signal.SIGKILL)
+    proc.kill()
     proc.wait()
     state = checkpoint.load(out / "checkpoint.pt").training
     assert state is not None and len(state["rng"]) == 2  # one RNG state per rank
