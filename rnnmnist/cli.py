@@ -41,8 +41,6 @@ def _fail(message: str, code: int) -> None:
 
 def _other_rank() -> bool:
     """In a distributed run, ranks other than 0 leave errors they share with rank 0 to rank 0."""
-    import os
-
     return os.environ.get("RANK", "0") != "0" and os.environ.get("WORLD_SIZE", "1") != "1"
 
 
@@ -68,8 +66,9 @@ class RnnmnistGroup(click.Group):
         except StoppedAtOnce as e:
             _fail("stopped at once by a second signal; files already written are intact", 128 + e.signum)
         except BrokenPipeError:
-            # The reader went away (`rnnmnist ... | head`); say nothing more.
-            sys.stdout = None
+            # The reader went away (`rnnmnist ... | head`): say nothing more, and let the
+            # interpreter's final flush go nowhere instead of failing again.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
             sys.exit(1)
         if not standalone_mode:
             return rv

@@ -54,6 +54,12 @@ def test_atomic_save_leaves_no_temporary_files(saved: Path) -> None:
     assert [p.name for p in saved.parent.iterdir()] == ["ok.pt"]
 
 
+def test_written_files_get_ordinary_permissions(saved: Path, tmp_path: Path) -> None:
+    plain = tmp_path / "plain"
+    plain.write_text("x")  # what open() gives under this umask
+    assert saved.stat().st_mode & 0o777 == plain.stat().st_mode & 0o777
+
+
 def test_crafted_pickle_is_refused_and_runs_nothing(tmp_path: Path) -> None:
     marker = tmp_path / "pwned"
 

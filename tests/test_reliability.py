@@ -169,14 +169,19 @@ def test_resume_rules(tiny_data: Path, tmp_path: Path, uninterrupted) -> None:
     assert "already holds a run" in line and "--resume" in line and "--force" in line
 
 
+def interrupted(data: Path, out: Path, step: int, sig: int = signal.SIGINT) -> dict:
+    """Run, stop with ``sig`` after ``step``, and return the saved checkpoint's payload."""
+    proc = start(*train_args(data, out))
+    wait_for_step(proc, out / "metrics.jsonl", step)
+    proc.send_signal(sig)
+    proc.communicate(timeout=60)
+    return torch.load(out / "checkpoint.pt", weights_only=True)
+
+
 def test_divergence_stops_naming_the_step_and_keeps_the_checkpoint(tiny_data: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"
-    proc = start(*train_args(tiny_data, out))
-    wait_for_step(proc, out / "metrics.jsonl", 60)
-    proc.send_signal(signal.SIGINT)
-    proc.communicate(timeout=60)
+    payload = interrupted(tiny_data, out, 60)
     # The weights blow up, as they do when a learning rate is far too high.
-    payload = torch.load(out / "checkpoint.pt", weights_only=True)
     payload["model"]["head.weight"].fill_(float("inf"))
     torch.save(payload, out / "checkpoint.pt")
     before = (out / "checkpoint.pt").read_bytes()
@@ -264,11 +269,7 @@ def test_corrupt_data_files_through_the_cli(tiny_data: Path, tmp_path: Path, nam
 
 def test_resume_checks_the_training_state(tiny_data: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"
-    proc = start(*train_args(tiny_data, out))
-    wait_for_step(proc, out / "metrics.jsonl", 30)
-    proc.send_signal(signal.SIGTERM)
-    proc.communicate(timeout=60)
-    payload = torch.load(out / "checkpoint.pt", weights_only=True)
+    payload = interrupted(tiny_data, out, 30, signal.SIGTERM)
     del payload["training"]["optimizer"]
     torch.save(payload, out / "checkpoint.pt")
     done = rnnmnist("train", "--resume", str(out), "--data-dir", str(tiny_data))
