@@ -162,3 +162,11 @@ def test_many_images_in_parallel_match_one_by_one(tmp_path: Path) -> None:
     for (name_a, a), (name_b, b) in zip(parallel[:-1], serial[:-1]):
         assert name_a == name_b
         assert np.array_equal(a, b)
+
+
+@pytest.mark.parametrize("fmt", ["BMP", "GIF", "TIFF", "WEBP"])
+def test_other_formats_pillow_reads(fmt: str) -> None:
+    page = Image.fromarray(((1 - np.kron(draw_shape("7"), np.ones((5, 5)))) * 235 + 10).astype(np.uint8)).convert("RGB")
+    buffer = io.BytesIO()
+    page.save(buffer, fmt, **({"lossless": True} if fmt == "WEBP" else {}))
+    assert similarity(load_digit(buffer.getvalue()), mnist_style(draw_shape("7"))) > 0.9
