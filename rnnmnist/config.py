@@ -118,10 +118,6 @@ CONFIG_FIELDS: dict[str, Field] = {f.name: f for f in fields(Config)}
 DEFAULTS = Config()
 
 
-def field_help(name: str) -> str:
-    return CONFIG_FIELDS[name].metadata["help"]
-
-
 def _describe_allowed(f: Field) -> str:
     m = f.metadata
     if m["choices"]:

@@ -6,11 +6,11 @@ or drawing is nothing like that: dark ink on light paper, any size, off-centre,
 unevenly lit. :func:`to_mnist` undoes the differences, step by step:
 
 1. a working copy no larger than ``WORK_SIZE`` on its longer side (area-averaged);
-2. the paper level and uneven lighting: a smooth surface (constant, plane or
-   quadratic) fitted to block medians, with outlier blocks (ink) rejected, is
-   subtracted; medians do not care which way round the ink is;
-3. polarity: ink is the heavier tail of what remains, so dark ink on light
-   paper is inverted to light on dark;
+2. polarity: the paper is what the image's edges mostly show and the ink is the
+   extreme farther from it, so dark ink on light paper is inverted to light on dark;
+3. the paper level and uneven lighting: a smooth surface (quadratic; a plane or a
+   constant for tiny images) is fitted to the pixels that are not ink, found by
+   refitting without what stands above the surface, and subtracted;
 4. noise: what is within a few noise widths of the paper (estimated robustly)
    becomes 0; the ink level becomes 1;
 5. crop to the ink (isolated specks ignored); a digit that is small in a large

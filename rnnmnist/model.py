@@ -97,7 +97,3 @@ def init_weights(model: SequenceClassifier, cfg: Config) -> None:
         if cfg.init == "tf":
             nn.init.normal_(model.head.weight)
             nn.init.normal_(model.head.bias)
-
-
-def count_parameters(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
