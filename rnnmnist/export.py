@@ -11,10 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import io
-import os
-import tempfile
 import warnings
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +20,7 @@ import torch
 from rnnmnist import checkpoint
 from rnnmnist.data import load_split, scale
 from rnnmnist.errors import DataError, RnnmnistError
+from rnnmnist.files import atomic_path
 
 FORMATS = ("onnx", "torchscript")
 SUFFIXES = {"onnx": ".onnx", "torchscript": ".ts"}
@@ -44,19 +42,6 @@ def _missing(package: str) -> RnnmnistError:
     return RnnmnistError(f"export needs {package}: pip install 'rnnmnist[export]'")
 
 
-def _write_via(path: Path, write: Callable[[str], None]) -> None:
-    """Let ``write`` produce the file at a temporary path beside ``path``, then rename it in place."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-
-
 def _quietly() -> contextlib.ExitStack:
     """torch's exporters print progress and deprecation notes; the CLI reports for them."""
     stack = contextlib.ExitStack()
@@ -74,20 +59,17 @@ def _to_onnx(model: torch.nn.Module, example: torch.Tensor, path: Path) -> None:
         except ImportError:
             raise _missing(package) from None
 
-    def write(tmp: str) -> None:
-        with _quietly():
-            torch.onnx.export(
-                model,
-                (example,),
-                tmp,
-                dynamo=True,
-                input_names=["images"],
-                output_names=["logits"],
-                dynamic_shapes={"images": {0: "batch"}},
-                external_data=False,
-            )
-
-    _write_via(path, write)
+    with atomic_path(path) as tmp, _quietly():
+        torch.onnx.export(
+            model,
+            (example,),
+            tmp,
+            dynamo=True,
+            input_names=["images"],
+            output_names=["logits"],
+            dynamic_shapes={"images": {0: "batch"}},
+            external_data=False,
+        )
 
 
 def _run_onnx(path: Path, images: torch.Tensor) -> torch.Tensor:
@@ -100,11 +82,8 @@ def _run_onnx(path: Path, images: torch.Tensor) -> torch.Tensor:
 
 
 def _to_torchscript(model: torch.nn.Module, example: torch.Tensor, path: Path) -> None:
-    def write(tmp: str) -> None:
-        with _quietly():
-            torch.jit.trace(model, example).save(tmp)
-
-    _write_via(path, write)
+    with atomic_path(path) as tmp, _quietly():
+        torch.jit.trace(model, example).save(tmp)
 
 
 def _run_torchscript(path: Path, images: torch.Tensor) -> torch.Tensor:

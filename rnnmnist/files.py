@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 from rnnmnist.errors import RnnmnistError
@@ -29,21 +30,26 @@ def _fsync_dir(folder: Path) -> None:
             os.close(fd)
 
 
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to a temporary file beside ``path``, fsync it, then rename it over ``path``.
+@contextlib.contextmanager
+def atomic_path(path: Path) -> Iterator[str]:
+    """A temporary path beside ``path`` to write; when the block ends, the file there is fsynced
+    and renamed over ``path``.
 
-    On any failure (disk full, no permission) the temporary file is removed and
-    the previous ``path``, if any, is left as it was.
+    On any failure (disk full, no permission, an error in the block) the temporary
+    file is removed and the previous ``path``, if any, is left as it was.
     """
     path = Path(path)
     tmp = None
     try:
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         os.fchmod(fd, FILE_MODE)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
+        os.close(fd)
+        yield tmp
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
         os.replace(tmp, path)
     except BaseException as e:
         if tmp is not None:
@@ -53,3 +59,9 @@ def write_atomic(path: Path, data: bytes) -> None:
             raise RnnmnistError(f"cannot write {path}: {e.strerror or e}") from None
         raise
     _fsync_dir(path.parent)
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through :func:`atomic_path`."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        f.write(data)
