@@ -155,12 +155,16 @@ def json_option(func: Any) -> Any:
     )(func)
 
 
+def _verbosity(quiet: bool, verbose: bool) -> int:
+    if quiet and verbose:
+        raise click.UsageError("--quiet and --verbose contradict each other")
+    return -1 if quiet else 1 if verbose else 0
+
+
 def _ui(as_json: bool, quiet: bool, verbose: bool) -> Any:
     from rnnmnist.ui import Ui
 
-    if quiet and verbose:
-        raise click.UsageError("--quiet and --verbose contradict each other")
-    return Ui(json_mode=as_json, verbosity=-1 if quiet else 1 if verbose else 0)
+    return Ui(json_mode=as_json, verbosity=_verbosity(quiet, verbose))
 
 
 def device_option(func: Any) -> Any:
@@ -496,6 +500,7 @@ def predict(
     """
     if not inputs and not indices:
         raise click.UsageError("nothing to predict: give image files, folders, - (stdin) or --index I")
+    _verbosity(quiet, verbose)  # a usage error is found before any image is read
     from rnnmnist.images import InputImages
 
     # Images start decoding in worker processes now, while torch is imported and the model loaded.
