@@ -6,10 +6,10 @@ STAMP  := $(VENV)/.installed
 ARGS   ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install test lint format train bench clean
+.PHONY: help install test test-nobf16 test-slow lint format train bench clean
 
 help: ## List the targets
-	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-8s %s\n", $$1, $$2}'
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-12s %s\n", $$1, $$2}'
 
 install: $(STAMP) ## Create .venv/ and install rnnmnist (editable) with its dev tools and every extra
 
@@ -18,8 +18,15 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev,plot,export,tensorboard]'
 	touch $@
 
-test: install ## Run the test suite (real-data tests run when RNNMNIST_DATA_DIR is set)
-	$(BIN)/pytest
+test: install ## Run the test suite, then its precision tests as on a CPU without bf16 (real-data tests need RNNMNIST_DATA_DIR)
+	$(BIN)/pytest -m "not slow"
+	RNNMNIST_DISABLE_BF16=1 $(BIN)/pytest -m "precision and not slow" -q
+
+test-nobf16: install ## The whole suite as on a CPU without AVX-512 BF16 (bf16 forced off)
+	RNNMNIST_DISABLE_BF16=1 $(BIN)/pytest -m "not slow"
+
+test-slow: install ## The slow tests (hostile-input and signal matrices at full size); CI runs them too
+	$(BIN)/pytest -m slow; rc=$$?; [ $$rc -eq 0 ] || [ $$rc -eq 5 ]  # 5: no test is marked slow
 
 lint: install ## ruff check and ruff format --check
 	$(BIN)/ruff check .

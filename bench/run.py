@@ -27,7 +27,6 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
-sys.path.insert(0, str(ROOT / "tests"))
 
 import numpy as np  # noqa: E402
 import reference_loop  # noqa: E402
@@ -37,10 +36,12 @@ from rich.table import Table  # noqa: E402
 
 from rnnmnist import config  # noqa: E402
 from rnnmnist.data import Mnist, load_mnist  # noqa: E402
-from rnnmnist.device import resolve_precision, tune_allocator  # noqa: E402
+from rnnmnist.device import training_precision  # noqa: E402
 from rnnmnist.evaluate import evaluate  # noqa: E402
 from rnnmnist.model import SequenceClassifier  # noqa: E402
-from rnnmnist.train import Trainer  # noqa: E402
+from rnnmnist.process import tune_allocator  # noqa: E402
+from rnnmnist.rundir import RunDir  # noqa: E402
+from rnnmnist.train import Run, TrainState, fit  # noqa: E402
 
 console = Console()
 Row = dict  # {"section", "name", "value", "unit", "note"}
@@ -99,13 +100,16 @@ def _steps_per_round(bench: Bench, full: int) -> int:
 
 def train_samples_per_s(cfg: config.Config, bench: Bench, steps: int) -> float:
     cfg = replace(cfg, iters=steps * cfg.batch_size + 1, epochs=0.0)
-    cfg = replace(cfg, precision=resolve_precision(cfg.precision, torch.device("cpu")))
+    cfg = replace(cfg, precision=training_precision(cfg.precision, torch.device("cpu")))
     torch.manual_seed(0)
-    model = SequenceClassifier(cfg)
-    trainer = Trainer(cfg, model, bench.data.train, torch.device("cpu"))
-    start = time.perf_counter()
-    trainer.run()
-    return steps * cfg.batch_size / (time.perf_counter() - start)
+    model = SequenceClassifier(cfg.model)
+    data = bench.data
+    state = TrainState(cfg, model, len(data.train), torch.device("cpu"))
+    with tempfile.TemporaryDirectory() as tmp:
+        run = Run(cfg, model, data, state, RunDir(Path(tmp)))
+        start = time.perf_counter()
+        fit(run)
+        return steps * cfg.batch_size / (time.perf_counter() - start)
 
 
 def reference_samples_per_s(bench: Bench, steps: int, batch_size: int = 128) -> float:
@@ -145,14 +149,14 @@ def section_train(bench: Bench) -> None:
 
 
 def default_precision() -> str:
-    return resolve_precision(config.DEFAULTS.precision, torch.device("cpu"))
+    return training_precision(config.DEFAULTS.precision, torch.device("cpu"))
 
 
 def section_eval(bench: Bench) -> None:
     """Eval samples/s on the 10,000 test images."""
     test = bench.data.test
     for precision in ("fp32", default_precision()):
-        model = SequenceClassifier(config.build(("bench", {"precision": precision})))
+        model = SequenceClassifier(config.DEFAULTS.model)
         evaluate(model, test.head(1000), 1000, precision)  # warm up
         times = []
         for _ in range(bench.rounds):
@@ -225,8 +229,9 @@ def section_scaling(bench: Bench) -> None:
 
 
 def _write_images(folder: Path, digits: torch.Tensor, seed: int, redrawn: bool, png_only: bool = True) -> None:
-    from drawn import random_style, redraw
     from PIL import Image
+
+    from rnnmnist.redraw import random_style, redraw
 
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
@@ -348,7 +353,7 @@ def main() -> None:
         raise SystemExit(f"unknown section(s) {', '.join(unknown)}; choose from {', '.join(SECTIONS)}")
     tmp = None
     if a.tiny:
-        from tinymnist import make_tiny_mnist
+        from rnnmnist.synthetic import make_tiny_mnist
 
         tmp = tempfile.TemporaryDirectory()
         a.data_dir = make_tiny_mnist(Path(tmp.name))

@@ -9,14 +9,24 @@ from the stored config alone. Layout (format version 1)::
     config          dict of Config fields
     model           state dict (CPU tensors)
     metrics         dict of plain numbers (final test/val metrics, steps, ...)
+    training        (resumable checkpoints only) the TrainState: step, optimizer, data order, RNG
+
+Only the model's part of the stored config must be valid to use the weights: a
+training setting this version does not know (a newer rnnmnist's, or a damaged
+one) is set aside with a note, so eval and predict work across versions;
+resuming needs the whole config. Files over :data:`MAX_BYTES` are refused unread.
 """
 
 from __future__ import annotations
 
 import io
+import os
 import pickle
 import re
+import stat
+import struct
 import warnings
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,14 +34,32 @@ from typing import Any
 import torch
 
 from rnnmnist import __version__
-from rnnmnist.config import Config, ConfigError, from_dict
-from rnnmnist.errors import CheckpointError
+from rnnmnist.config import Config, ConfigError, from_stored
+from rnnmnist.errors import CheckpointError, one_line
 from rnnmnist.files import write_atomic
 from rnnmnist.model import SequenceClassifier
 
 FORMAT = "rnnmnist-checkpoint"
 FORMAT_VERSION = 1
 REQUIRED_KEYS = ("format", "format_version", "config", "model", "metrics")
+# Larger files are refused before reading: the largest model the config allows to train on a laptop,
+# with its optimizer state, is far smaller, and a device or a pipe (/dev/zero) must not fill memory.
+MAX_BYTES = 2 << 30
+# What torch.load raises for empty, truncated, foreign or damaged files (besides UnpicklingError).
+_LOAD_ERRORS = (
+    RuntimeError,
+    EOFError,
+    ValueError,
+    TypeError,
+    KeyError,
+    AttributeError,
+    IndexError,
+    OverflowError,
+    UnicodeDecodeError,
+    struct.error,
+    zipfile.BadZipFile,
+    ImportError,
+)
 
 
 @dataclass
@@ -40,6 +68,7 @@ class Checkpoint:
     model_state: dict[str, torch.Tensor]
     metrics: dict[str, Any] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)  # keys beyond the required ones
+    notes: list[str] = field(default_factory=list)  # stored training settings set aside on loading
 
     @property
     def training(self) -> dict[str, Any] | None:
@@ -48,12 +77,11 @@ class Checkpoint:
 
     def build_model(self, device: torch.device | str = "cpu") -> SequenceClassifier:
         """The model, weights loaded, in eval mode, on ``device``."""
-        model = SequenceClassifier(self.config)
+        model = SequenceClassifier(self.config.model)
         try:
             model.load_state_dict(self.model_state, strict=True)
         except RuntimeError as e:
-            detail = " ".join(str(e).split())[:300]
-            raise CheckpointError(f"the weights do not fit the stored config: {detail}") from None
+            raise CheckpointError(f"the weights do not fit the stored config: {one_line(e, 300)}") from None
         return model.to(device).eval()
 
 
@@ -84,15 +112,27 @@ def _forbidden_global(message: str) -> str | None:
     return found.group(1) if found else None
 
 
-def load(path: str | Path) -> Checkpoint:
-    """Read and check a checkpoint; any problem is a one-line :class:`CheckpointError`."""
-    path = Path(path)
+def _read(path: Path) -> bytes:
+    """The file's bytes, at most :data:`MAX_BYTES` (refused beyond, without reading it all)."""
     try:
-        data = path.read_bytes()  # small; reading first separates I/O errors from bad content
+        with path.open("rb") as f:
+            info = os.fstat(f.fileno())
+            if stat.S_ISREG(info.st_mode) and info.st_size > MAX_BYTES:
+                raise CheckpointError(f"{path} is {info.st_size / 2**30:.1f} GiB, over the {MAX_BYTES >> 30} GiB limit")
+            data = f.read(MAX_BYTES + 1)
     except IsADirectoryError:
         raise CheckpointError(f"{path} is a directory, not a checkpoint file") from None
     except OSError as e:
         raise CheckpointError(f"cannot read {path}: {e.strerror or e}") from None
+    if len(data) > MAX_BYTES:
+        raise CheckpointError(f"{path} is over the {MAX_BYTES >> 30} GiB limit of a checkpoint")
+    return data
+
+
+def load(path: str | Path) -> Checkpoint:
+    """Read and check a checkpoint; any problem is a one-line :class:`CheckpointError`."""
+    path = Path(path)
+    data = _read(path)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # torch warns about foreign pickle protocols; we report below
@@ -105,10 +145,9 @@ def load(path: str | Path) -> Checkpoint:
                 f"(it may be malicious); nothing was executed"
             ) from None
         raise CheckpointError(f"{path} is not an rnnmnist checkpoint (not a PyTorch weights file)") from None
-    except Exception as e:  # torch reports empty, truncated or foreign files in many exception types
-        detail = " ".join(str(e).split())[:120] or type(e).__name__
+    except _LOAD_ERRORS as e:
         raise CheckpointError(
-            f"{path} is not an rnnmnist checkpoint (damaged, truncated or foreign: {detail})"
+            f"{path} is not an rnnmnist checkpoint (damaged, truncated or foreign: {one_line(e, 120)})"
         ) from None
     return _check(path, raw)
 
@@ -130,15 +169,24 @@ def _check(path: Path, raw: Any) -> Checkpoint:
     if not isinstance(raw["config"], dict):
         raise CheckpointError(f"{path}: damaged checkpoint, config is not a table")
     try:
-        cfg = from_dict(raw["config"], source="stored config")
+        cfg, notes = from_stored(raw["config"])
     except ConfigError as e:
-        raise CheckpointError(f"{path}: {e}") from None
+        raise CheckpointError(f"{path}: the stored model settings are unusable: {e}") from None
     state = raw["model"]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise CheckpointError(f"{path}: damaged checkpoint, model weights are not a state dict")
+    for name, tensor in state.items():
+        if name == "permutation":
+            if tensor.dtype != torch.int64 or not torch.equal(torch.sort(tensor.flatten()).values, torch.arange(784)):
+                raise CheckpointError(f"{path}: damaged checkpoint, the stored pixel permutation is not one of 784")
+            continue
+        if tensor.dtype not in (torch.float32, torch.float16, torch.bfloat16, torch.float64):
+            raise CheckpointError(f"{path}: damaged checkpoint, weight {name} is {tensor.dtype}, not floating-point")
+        if not bool(torch.isfinite(tensor).all()):
+            raise CheckpointError(f"{path}: damaged checkpoint, weight {name} holds NaN or infinite values")
     metrics = raw["metrics"] if isinstance(raw["metrics"], dict) else {}
     extra = {k: v for k, v in raw.items() if k not in REQUIRED_KEYS}
-    return Checkpoint(config=cfg, model_state=state, metrics=metrics, extra=extra)
+    return Checkpoint(config=cfg, model_state=state, metrics=metrics, extra=extra, notes=notes)
 
 
 def load_model(path: str | Path, device: torch.device | str = "cpu") -> tuple[SequenceClassifier, Checkpoint]:

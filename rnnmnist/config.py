@@ -12,15 +12,18 @@ import math
 import tomllib
 from dataclasses import Field, asdict, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args, get_origin, get_type_hints
 
-CELLS = ("lstm", "gru", "rnn")
-MODES = ("rows", "pixels", "permuted")
-INITS = ("torch", "tf")
-SCHEDULES = ("constant", "onecycle", "cosine")
-OPTIMIZERS = ("adam", "adamw")
-DEVICES = ("auto", "cpu", "cuda", "mps")
-PRECISIONS = ("auto", "fp32", "bf16")
+Cell = Literal["lstm", "gru", "rnn"]
+Mode = Literal["rows", "pixels", "permuted"]
+Init = Literal["torch", "tf"]
+Schedule = Literal["constant", "onecycle", "cosine"]
+Optimizer = Literal["adam", "adamw"]
+Device = Literal["auto", "cpu", "cuda", "mps"]
+Precision = Literal["auto", "fp32", "bf16"]
+CELLS, MODES, INITS = get_args(Cell), get_args(Mode), get_args(Init)
+SCHEDULES, OPTIMIZERS = get_args(Schedule), get_args(Optimizer)
+DEVICES, PRECISIONS = get_args(Device), get_args(Precision)
 # Batch size of evaluation and prediction passes: fast, and small enough for any laptop.
 EVAL_BATCH_SIZE = 1000
 
@@ -29,40 +32,42 @@ class ConfigError(ValueError):
     """A configuration key or value that cannot be used; the message names it."""
 
 
-def _opt(default: Any, help: str, *, choices: tuple[str, ...] | None = None, **bounds: float) -> Any:
-    """A config field with its documentation and its allowed values.
+def _opt(default: Any, help: str, **bounds: float) -> Any:
+    """A config field with its documentation; bounds (``ge``/``gt``/``le``/``lt``) are checked by ``build``.
 
-    bounds: ``ge``/``gt``/``le``/``lt`` limits checked by :func:`validate`.
+    Allowed words of a string field come from its ``Literal`` type.
     """
-    return field(default=default, metadata={"help": help, "choices": choices, **bounds})
+    return field(default=default, metadata={"help": help, **bounds})
 
 
 @dataclass(frozen=True)
-class Config:
-    """Everything that defines a training run (and the model it produces).
+class ModelConfig:
+    """What the network is: everything needed to rebuild it from a checkpoint's weights."""
 
-    The defaults are rnnmnist's recommended recipe; ``configs/seed.toml`` is the
-    original notebook, setting for setting.
-    """
-
-    # --- model
-    cell: str = _opt("lstm", "recurrent cell: lstm, gru, or rnn (tanh)", choices=CELLS)
-    mode: str = _opt(
+    cell: Cell = _opt("lstm", "recurrent cell: lstm, gru, or rnn (tanh)")
+    mode: Mode = _opt(
         "rows",
         "how an image becomes a sequence: rows (28 steps of 28 pixels), pixels (784 steps of 1), "
         "permuted (784 steps under a fixed random permutation)",
-        choices=MODES,
     )
     hidden_size: int = _opt(128, "hidden units per layer and direction", ge=1, le=4096)
     layers: int = _opt(1, "stacked recurrent layers", ge=1, le=16)
     bidirectional: bool = _opt(False, "also read each sequence backwards")
     dropout: float = _opt(0.0, "dropout between layers and before the head", ge=0.0, lt=1.0)
-    init: str = _opt(
+    init: Init = _opt(
         "torch",
         "weight initialisation: torch (PyTorch's) or tf (the notebook's TF1 glorot kernel, N(0,1) head)",
-        choices=INITS,
     )
     forget_bias: float = _opt(1.0, "added to the LSTM forget-gate bias at initialisation", ge=-100, le=100)
+    permutation_seed: int = _opt(
+        1234, "seed of the fixed pixel order of --mode permuted (one order for every run, so results compare)", ge=0
+    )
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    """How a model is trained: length, optimisation, data, and how the run computes."""
+
     # --- length of training
     iters: int = _opt(
         150_000,
@@ -74,12 +79,11 @@ class Config:
     epochs: float = _opt(0.0, "passes over the training split; when > 0 it replaces iters", ge=0.0, le=10_000)
     batch_size: int = _opt(128, "examples per optimisation step", ge=1, le=65_536)
     # --- optimisation
-    optimizer: str = _opt("adam", "adam, or adamw (decoupled weight decay)", choices=OPTIMIZERS)
+    optimizer: Optimizer = _opt("adam", "adam, or adamw (decoupled weight decay)")
     lr: float = _opt(0.01, "learning rate (the peak of onecycle and cosine schedules)", gt=0.0, le=10.0)
-    schedule: str = _opt(
+    schedule: Schedule = _opt(
         "onecycle",
         "learning-rate schedule: constant (the notebook), onecycle, or cosine (linear warm-up, cosine decay)",
-        choices=SCHEDULES,
     )
     warmup: float = _opt(0.25, "fraction of the steps spent warming up (onecycle and cosine)", ge=0.0, lt=1.0)
     weight_decay: float = _opt(0.0, "weight decay (L2 for adam, decoupled for adamw)", ge=0.0, le=10.0)
@@ -90,18 +94,26 @@ class Config:
     val_size: int = _opt(5000, "training images held out for validation (the first ones, as the notebook)", ge=0)
     # --- run
     seed: int = _opt(0, "seed for initialisation, data order and dropout", ge=0, le=2**63 - 1)
-    device: str = _opt("auto", "auto (cuda, then mps, then cpu), cpu, cuda or mps", choices=DEVICES)
-    precision: str = _opt(
+    device: Device = _opt("auto", "auto (cuda, then mps, then cpu), cpu, cuda or mps")
+    precision: Precision = _opt(
         "auto",
         "fp32, or bf16 autocast (weights stay fp32); auto picks bf16 where the device runs it fast "
-        "(CUDA with bf16, AVX-512 CPUs) and stores the choice",
-        choices=PRECISIONS,
+        "(CUDA with bf16, CPUs with AVX-512 BF16 or AMX) and stores the choice",
     )
     log_every: int = _opt(10, "steps between log lines", ge=1)
     eval_every: int = _opt(
         0, "steps between validation passes; the best model so far is kept in OUT/best.pt; 0: none", ge=0
     )
     save_every: int = _opt(0, "steps between resumable checkpoints (OUT/checkpoint.pt); 0: only at the end", ge=0)
+
+
+@dataclass(frozen=True)
+class Config(TrainingConfig, ModelConfig):
+    """A whole run, flat as users write it (TOML keys and flags): the model's fields, then training's.
+
+    The defaults are rnnmnist's recommended recipe; ``configs/seed.toml`` is the
+    original notebook, setting for setting.
+    """
 
     def training_steps(self, n_train: int) -> int:
         """Optimisation steps this config runs on a training split of ``n_train`` images."""
@@ -110,51 +122,63 @@ class Config:
         # The notebook's loop: `while step * batch_size < training_iterations`, step from 1.
         return (self.iters - 1) // self.batch_size
 
+    @property
+    def model(self) -> ModelConfig:
+        return ModelConfig(**{name: getattr(self, name) for name in MODEL_FIELDS})
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
 CONFIG_FIELDS: dict[str, Field] = {f.name: f for f in fields(Config)}
+MODEL_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(ModelConfig))
+# Field name -> its resolved type (bool, int, float, or a Literal of allowed words).
+FIELD_TYPES: dict[str, Any] = get_type_hints(Config)
 DEFAULTS = Config()
 
 
+def choices(name: str) -> tuple[str, ...] | None:
+    """The allowed words of a string field, None for other fields."""
+    hint = FIELD_TYPES[name]
+    return get_args(hint) if get_origin(hint) is Literal else None
+
+
 def _describe_allowed(f: Field) -> str:
-    m = f.metadata
-    if m["choices"]:
-        return "one of " + ", ".join(m["choices"])
+    m, allowed = f.metadata, choices(f.name)
+    if allowed:
+        return "one of " + ", ".join(allowed)
     parts = []
     for key, sym in (("ge", ">="), ("gt", ">"), ("le", "<="), ("lt", "<")):
         if key in m:
             parts.append(f"{sym} {m[key]:g}" if isinstance(m[key], float) else f"{sym} {m[key]}")
-    kind = {"int": "an integer", "float": "a number", "bool": "true or false", "str": "a string"}[f.type]
+    kind = {int: "an integer", float: "a number", bool: "true or false"}[FIELD_TYPES[f.name]]
     return kind + (" " + " and ".join(parts) if parts else "")
 
 
 def _coerce(f: Field, value: Any) -> Any:
     """Check one value's type and range; return it in the field's type."""
-    name, kind = f.name, f.type
-    bad = ConfigError(f"{name} must be {_describe_allowed(f)}, got {value!r}")
+    kind, allowed = FIELD_TYPES[f.name], choices(f.name)
+    bad = ConfigError(f"{f.name} must be {_describe_allowed(f)}, got {value!r}")
     # bool is an int in Python; a config must not silently take `true` as 1.
-    if kind == "bool":
+    if kind is bool:
         if not isinstance(value, bool):
             raise bad
         return value
-    if kind == "str":
-        if not isinstance(value, str):
+    if allowed:
+        if not isinstance(value, str) or value not in allowed:
             raise bad
-    elif kind == "int":
+        return value
+    if kind is int:
         if isinstance(value, bool) or not isinstance(value, int):
             raise bad
-    elif kind == "float":
+    elif kind is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise bad
         value = float(value)
         if not math.isfinite(value):
             raise bad
     m = f.metadata
-    if m["choices"] and value not in m["choices"]:
-        raise bad
-    if kind in ("int", "float"):
+    if kind in (int, float):
         if ("ge" in m and value < m["ge"]) or ("gt" in m and value <= m["gt"]):
             raise bad
         if ("le" in m and value > m["le"]) or ("lt" in m and value >= m["lt"]):
@@ -207,6 +231,41 @@ def build(*sources: tuple[str, dict[str, Any]]) -> Config:
 
 def from_dict(values: dict[str, Any], source: str = "config") -> Config:
     return build((source, values))
+
+
+def length_override(values: dict[str, Any]) -> dict[str, Any]:
+    """``values`` from one source where giving ``iters`` means: not the ``epochs`` of a lower source."""
+    if "iters" in values and "epochs" in values:
+        raise ConfigError("give iters or epochs, not both")
+    return {**values, "epochs": 0.0} if "iters" in values else values
+
+
+def from_stored(values: dict[str, Any]) -> tuple[Config, list[str]]:
+    """The config stored in a checkpoint, for using its model: model fields must be valid (the weights
+    depend on them); a training field that this version does not know or accept is set aside.
+
+    Returns the config and one note per field set aside, so a checkpoint written by
+    another rnnmnist version (or with a damaged training setting) still evaluates.
+    """
+    notes, usable = [], {}
+    for key, value in values.items():
+        if key not in CONFIG_FIELDS:
+            if key in MODEL_FIELDS:  # pragma: no cover - every model field is a config field
+                raise ConfigError(f"unknown model key {key!r}")
+            notes.append(f"unknown key {key!r} ignored")
+            continue
+        try:
+            usable[key] = _coerce(CONFIG_FIELDS[key], value)
+        except ConfigError as e:
+            if key in MODEL_FIELDS:
+                raise
+            notes.append(f"{e}; the default {getattr(DEFAULTS, key)!r} is used")
+    cfg = replace(DEFAULTS, **usable)
+    try:
+        _check_consistent(cfg)
+    except ConfigError as e:
+        notes.append(str(e))
+    return cfg, notes
 
 
 def read_toml(path: str | Path) -> dict[str, Any]:

@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import contextlib
 import gzip
+import io
 import math
-import socket
 import struct
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,7 +27,19 @@ FILES = {
     "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
 }
 ALL_FILES = FILES["train"] + FILES["test"]
-DOWNLOAD_TIMEOUT = 30.0  # seconds without an answer before a download attempt gives up
+# What a failed download's messages say, in a few words (torchvision prints each mirror's error).
+DOWNLOAD_PROBLEMS = (
+    ("name or service not known", "no network: name resolution failed"),
+    ("temporary failure in name resolution", "no network: name resolution failed"),
+    ("nodename nor servname", "no network: name resolution failed"),
+    ("no address associated", "no network: name resolution failed"),
+    ("network is unreachable", "no network: unreachable"),
+    ("timed out", "no network: timed out"),
+    ("connection refused", "connection refused"),
+    ("certificate verify failed", "TLS certificate verification failed"),
+    ("not found", "file not found on the server"),
+    ("md5", "downloaded file failed its checksum"),
+)
 
 
 @dataclass
@@ -95,6 +106,8 @@ def read_idx(path: Path, ndim: int) -> torch.Tensor:
         raise DataError(f"{path}: truncated header ({len(data)} bytes)")
     dims = struct.unpack(f">{ndim}I", bytes(data[4:header]))
     expected = math.prod(dims)
+    if dims[0] == 0:
+        raise DataError(f"{path}: holds no {'images' if ndim == 3 else 'labels'} (its header says 0)")
     if len(data) - header != expected:
         raise DataError(
             f"{path}: holds {len(data) - header} bytes of data but its header promises "
@@ -123,18 +136,34 @@ def _missing(raw: Path, names: tuple[str, ...]) -> list[str]:
 
 
 def _download(data_dir: Path) -> None:
-    """Fetch MNIST with torchvision into ``data_dir/MNIST/raw``."""
+    """Fetch MNIST with torchvision into ``data_dir/MNIST/raw``.
+
+    Raises :class:`DataError` with the reason in a few words. Network waits are
+    bounded by the CLI (socket default timeout), not here: that is process-wide.
+    """
     from torchvision.datasets import MNIST
 
-    previous_timeout = socket.getdefaulttimeout()
-    socket.setdefaulttimeout(DOWNLOAD_TIMEOUT)  # a dead network must fail, not hang
+    # torchvision prints progress and each failed mirror on stdout, which belongs to --json output.
+    said = io.StringIO()
     try:
-        # torchvision prints download progress on stdout, which belongs to --json output.
-        with contextlib.redirect_stdout(sys.stderr):
+        with contextlib.redirect_stdout(said):
             for train in (True, False):
                 MNIST(str(data_dir), train=train, download=True)
-    finally:
-        socket.setdefaulttimeout(previous_timeout)
+    except PermissionError:
+        raise DataError(f"download failed: cannot write into {data_dir} (permission denied)") from None
+    except (OSError, RuntimeError, ValueError) as e:  # URLError is an OSError; torchvision raises RuntimeError
+        raise DataError("download failed: " + _download_problem(f"{said.getvalue()} {e}")) from None
+
+
+def _download_problem(text: str) -> str:
+    """The reason a download failed, in a few whole words."""
+    lowered = " ".join(text.split()).lower()
+    for needle, reason in DOWNLOAD_PROBLEMS:
+        if needle in lowered:
+            return reason
+    if "no space left" in lowered:
+        return "the disk is full"
+    return "no MNIST mirror could be reached"
 
 
 def ensure_files(data_dir: str | Path, names: tuple[str, ...], download: bool) -> Path:
@@ -150,14 +179,14 @@ def ensure_files(data_dir: str | Path, names: tuple[str, ...], download: bool) -
     if download:
         try:
             _download(Path(data_dir))
-        except Exception as e:  # any failure (network, permissions, checksum) means: no data
-            reason = "download failed: " + " ".join(str(e).split())[:200]
+        except DataError as e:
+            reason = str(e)
         missing = _missing(raw, names)
         if not missing:
             return raw
     raise DataError(
-        f"MNIST not found: {raw} lacks {', '.join(missing)} (it needs {', '.join(ALL_FILES)}; "
-        f".gz copies also work); {reason}. Point --data-dir or RNNMNIST_DATA_DIR at a folder holding MNIST/raw/"
+        f"MNIST not found in {raw} ({reason}): it needs {', '.join(ALL_FILES)} (or .gz copies); "
+        f"point --data-dir or RNNMNIST_DATA_DIR at a folder holding MNIST/raw/"
     )
 
 
@@ -233,7 +262,17 @@ class BatchStream:
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.generator.set_state(state["generator"])
-        self.permutation = state["permutation"].to(self.device)
-        self.epoch = int(state["epoch"])
-        self.position = int(state["position"])
+        """Restore the order; a state that does not describe this split raises ValueError naming the part."""
+        perm, position, epoch, generator = (state[k] for k in ("permutation", "position", "epoch", "generator"))
+        if not isinstance(perm, torch.Tensor) or perm.dtype != torch.int64 or tuple(perm.shape) != (self.n,):
+            raise ValueError(f"data order: the permutation is not {self.n} int64 indices")
+        if not torch.equal(torch.sort(perm.cpu()).values, torch.arange(self.n)):
+            raise ValueError(f"data order: the permutation does not hold each of 0-{self.n - 1} once")
+        for name, value, high in (("position", position, self.n), ("epoch", epoch, 10**12)):
+            if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= high:
+                raise ValueError(f"data order: {name} {value!r} is not an integer in 0-{high}")
+        if not isinstance(generator, torch.Tensor) or generator.dtype != torch.uint8:
+            raise ValueError("data order: the generator state is not a byte tensor")
+        self.generator.set_state(generator)
+        self.permutation = perm.to(self.device)
+        self.epoch, self.position = epoch, position

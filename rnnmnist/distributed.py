@@ -13,7 +13,6 @@ seen by the whole run and the learning rate needs no rescaling.
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import sys
 from collections.abc import Iterator
@@ -24,7 +23,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from rnnmnist.errors import RnnmnistError
+from rnnmnist.errors import RnnmnistError, one_line
 
 # A peer that is gone makes collectives fail after this long at most, instead of hanging.
 TIMEOUT = timedelta(seconds=60)
@@ -76,18 +75,14 @@ def join(rank: Rank, device: torch.device) -> torch.device:
     backend = "nccl" if device.type == "cuda" else "gloo"
     try:
         dist.init_process_group(backend, timeout=TIMEOUT)
-    except Exception as e:
-        raise DistributedError(f"rank {rank.rank} could not join the process group: {_short(e)}") from None
+    except (RuntimeError, ValueError, OSError) as e:  # DistNetworkError/DistStoreError are RuntimeErrors
+        raise DistributedError(f"rank {rank.rank} could not join the process group: {one_line(e)}") from None
     return device
 
 
 def leave() -> None:
     if dist.is_initialized():
         dist.destroy_process_group()
-
-
-def _short(e: BaseException) -> str:
-    return " ".join(str(e).split())[:200] or type(e).__name__
 
 
 @contextlib.contextmanager
@@ -98,7 +93,7 @@ def collective(what: str) -> Iterator[None]:
     except RuntimeError as e:  # gloo and NCCL report lost peers as RuntimeError (DistBackendError)
         raise DistributedError(
             f"rank {dist.get_rank()}: lost contact with the other processes while {what} "
-            f"(one died or stalled): {_short(e)}"
+            f"(one died or stalled): {one_line(e)}"
         ) from None
 
 
@@ -128,18 +123,16 @@ def launch(nproc: int, argv: list[str]) -> int:
 
     Returns the exit code: 0, or the code of the rank that failed first (each rank
     reports its own error; a rank killed by a signal is reported here). When one
-    rank fails, the launcher stops the others.
+    rank fails, the launcher stops the others. The processes share the cores: the
+    caller sets OMP_NUM_THREADS in the environment they inherit (torchrun's own
+    default would be one thread each).
     """
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.run import get_args_parser, run
 
-    for name in ("torch.distributed.elastic", "torch.distributed.run"):
-        logging.getLogger(name).setLevel(logging.CRITICAL)
     args = get_args_parser().parse_args(
         ["--standalone", f"--nproc-per-node={nproc}", "--max-restarts=0", "--module", "rnnmnist", *argv]
     )
-    # Share the cores: torchrun's own default would be one thread per process.
-    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
     try:
         run(args)
     except ChildFailedError as e:

@@ -19,3 +19,15 @@ class BadValueError(RnnmnistError):
     """A flag value found out of range only once the data is known; a usage error (exit code 2)."""
 
     exit_code = 2
+
+
+def one_line(what: BaseException | str, limit: int = 200) -> str:
+    """A message (or an exception's) as one line of at most ``limit`` characters, cut between words.
+
+    An exception with no message is named by its type.
+    """
+    text = " ".join(str(what).split()) or (type(what).__name__ if isinstance(what, BaseException) else "")
+    if len(text) <= limit:
+        return text
+    cut = text[: limit - 1].rsplit(" ", 1)[0]
+    return cut + "…"

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-from rnnmnist.data import NUM_CLASSES, Split, scale
-from rnnmnist.device import autocast
+from rnnmnist.data import NUM_CLASSES, Split, load_split, scale
+from rnnmnist.device import Precision, autocast, resolve_device, usable_precision
 from rnnmnist.distributed import SINGLE, Rank, all_gather, all_reduce
+from rnnmnist.errors import DataError
 
 
 def confusion_matrix(labels: torch.Tensor, predictions: torch.Tensor) -> torch.Tensor:
@@ -93,3 +95,40 @@ def evaluate(
         confusion=confusion_matrix(split.labels, predictions),
         predictions=predictions,
     )
+
+
+@dataclass
+class CheckpointEvaluation:
+    result: EvalResult
+    precision: Precision  # what this device computed in, with a note when it fell back to fp32
+    notes: list[str]  # stored training settings the checkpoint's loading set aside
+
+
+def evaluate_checkpoint(
+    path: Path,
+    split: str,
+    data_dir: Path,
+    download: bool,
+    device: str = "auto",
+    limit: int | None = None,
+    batch_size: int = 1000,
+) -> CheckpointEvaluation:
+    """Evaluate the model in ``path`` on ``split`` ("test" or "val") of the data in ``data_dir``.
+
+    It computes in the precision it was trained in where this device runs it (the
+    figures then match training's exactly), else in fp32.
+    """
+    from rnnmnist import checkpoint
+
+    dev = resolve_device(device)
+    model, ckpt = checkpoint.load_model(path, dev)
+    if split == "val" and ckpt.config.val_size == 0:
+        raise DataError(f"{path} was trained with val_size = 0: it has no validation split (use --split test)")
+    data = load_split(data_dir, split, ckpt.config.val_size, download)
+    if limit is not None:
+        data = data.head(limit)
+    if len(data) == 0:
+        raise DataError(f"the {split} split holds no images: there is nothing to evaluate")
+    precision = usable_precision(ckpt.config.precision, dev)
+    result = evaluate(model, data.to(dev), batch_size, precision.name)
+    return CheckpointEvaluation(result, precision, ckpt.notes)

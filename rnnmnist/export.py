@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +20,7 @@ import torch
 
 from rnnmnist import checkpoint
 from rnnmnist.data import load_split, scale
-from rnnmnist.errors import DataError, RnnmnistError
+from rnnmnist.errors import DataError, RnnmnistError, one_line
 from rnnmnist.files import atomic_path
 
 FORMATS = ("onnx", "torchscript")
@@ -101,12 +102,22 @@ def _check_images(data_dir: Path, download: bool) -> tuple[torch.Tensor, str]:
         return torch.rand(64, 28, 28, generator=torch.Generator().manual_seed(0)), "random images"
 
 
+def _same_file(a: Path, b: Path) -> bool:
+    """Whether ``a`` names the file ``b`` (resolved: links, ``..``, another spelling)."""
+    try:
+        return a.exists() and os.path.samefile(a, b)
+    except OSError:
+        return a.resolve() == b.resolve()
+
+
 def export(source: Path, fmt: str, out: Path | None, data_dir: Path, download: bool) -> ExportReport:
     """Write ``source``'s model in ``fmt`` (default path: beside it) and check it reproduces PyTorch."""
     if fmt not in FORMATS:
         raise RnnmnistError(f"unknown format {fmt!r}: choose {', '.join(FORMATS)}")
-    model, _ = checkpoint.load_model(source)  # fp32, eval mode, on the CPU
     path = out if out is not None else source.with_suffix(SUFFIXES[fmt])
+    if _same_file(path, source):
+        raise RnnmnistError(f"refusing to write the export over its input {source}; choose another --out")
+    model, _ = checkpoint.load_model(source)  # fp32, eval mode, on the CPU
     if path.parent and not path.parent.is_dir():
         raise RnnmnistError(f"cannot write {path}: folder {path.parent} does not exist")
     example = torch.rand(2, 28, 28)
@@ -116,8 +127,9 @@ def export(source: Path, fmt: str, out: Path | None, data_dir: Path, download: b
         raise
     except OSError as e:
         raise RnnmnistError(f"cannot write {path}: {e.strerror or e}") from None
-    except Exception as e:  # the exporters fail in many ways; one line is enough
-        raise RnnmnistError(f"exporting to {fmt} failed: {' '.join(str(e).split())[:200]}") from None
+    except (RuntimeError, ValueError, TypeError, NotImplementedError, AssertionError) as e:
+        # The exporters (dynamo, onnxscript, jit) fail in these types, torch.onnx's own errors included.
+        raise RnnmnistError(f"exporting to {fmt} failed: {one_line(e)}") from None
     images, kind = _check_images(data_dir, download)
     with torch.inference_mode():
         expected = model(images)

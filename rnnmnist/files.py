@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import tempfile
 from collections.abc import Iterator
@@ -10,15 +11,30 @@ from pathlib import Path
 
 from rnnmnist.errors import RnnmnistError
 
+# Temporary files rnnmnist writes end like this, so it can recognise (and remove) only its own leftovers.
+TMP_MARK = ".rnnmnist-"
+TMP_SUFFIX = ".tmp"
 
-def _umask() -> int:
-    mask = os.umask(0)
+
+@functools.cache
+def file_mode() -> int:
+    """The permissions open() would give a new file (0666 less the umask); read once, on first use.
+
+    Linux shows the umask in /proc; elsewhere it can only be read by setting it,
+    which is process-wide and so done once, at once undone.
+    """
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/self/status").read_text(encoding="ascii").splitlines():
+            if line.startswith("Umask:"):
+                return 0o666 & ~int(line.split()[1], 8)
+    mask = os.umask(0o022)
     os.umask(mask)
-    return mask
+    return 0o666 & ~mask
 
 
-# mkstemp makes files private (0600); a written file should get the permissions open() would give it.
-FILE_MODE = 0o666 & ~_umask()
+def is_leftover(path: Path) -> bool:
+    """A temporary file of rnnmnist's that a killed process left behind."""
+    return path.name.startswith(".") and TMP_MARK in path.name and path.name.endswith(TMP_SUFFIX)
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -41,8 +57,8 @@ def atomic_path(path: Path) -> Iterator[str]:
     path = Path(path)
     tmp = None
     try:
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        os.fchmod(fd, FILE_MODE)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}{TMP_MARK}", suffix=TMP_SUFFIX)
+        os.fchmod(fd, file_mode())
         os.close(fd)
         yield tmp
         fd = os.open(tmp, os.O_RDONLY)

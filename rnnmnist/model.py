@@ -12,14 +12,12 @@ import math
 import torch
 from torch import nn
 
-from rnnmnist.config import Config
+from rnnmnist.config import ModelConfig
 from rnnmnist.data import IMAGE_SIZE, NUM_CLASSES
 
 # Gate blocks per cell in torch's weight layout; the LSTM's are (input, forget, cell, output).
 GATES = {"lstm": 4, "gru": 3, "rnn": 1}
 RNN_CLASSES = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}
-# pMNIST uses one fixed permutation for every run, so results across seeds compare.
-PERMUTATION_SEED = 1234
 
 
 def sequence_shape(mode: str) -> tuple[int, int]:
@@ -28,14 +26,15 @@ def sequence_shape(mode: str) -> tuple[int, int]:
     return (IMAGE_SIZE, IMAGE_SIZE) if mode == "rows" else (pixels, 1)
 
 
-def fixed_permutation() -> torch.Tensor:
-    return torch.randperm(IMAGE_SIZE * IMAGE_SIZE, generator=torch.Generator().manual_seed(PERMUTATION_SEED))
+def fixed_permutation(seed: int) -> torch.Tensor:
+    """The pixel order of pMNIST: (784,) int64, the same for every run with the same ``seed``."""
+    return torch.randperm(IMAGE_SIZE * IMAGE_SIZE, generator=torch.Generator().manual_seed(seed))
 
 
 class SequenceClassifier(nn.Module):
     """Recurrent classifier over an image read as a sequence, from the last step's hidden state."""
 
-    def __init__(self, cfg: Config) -> None:
+    def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
         self.mode, self.cell = cfg.mode, cfg.cell
         self.directions = 2 if cfg.bidirectional else 1
@@ -52,7 +51,7 @@ class SequenceClassifier(nn.Module):
         self.dropout = nn.Dropout(cfg.dropout)
         self.head = nn.Linear(cfg.hidden_size * self.directions, NUM_CLASSES)
         if cfg.mode == "permuted":
-            self.register_buffer("permutation", fixed_permutation())
+            self.register_buffer("permutation", fixed_permutation(cfg.permutation_seed))
         init_weights(self, cfg)
 
     def to_sequence(self, images: torch.Tensor) -> torch.Tensor:
@@ -73,7 +72,7 @@ class SequenceClassifier(nn.Module):
         return self.head(self.dropout(last))  # (N, 10)
 
 
-def init_weights(model: SequenceClassifier, cfg: Config) -> None:
+def init_weights(model: SequenceClassifier, cfg: ModelConfig) -> None:
     """Apply the ``torch`` or ``tf`` scheme, then the LSTM forget-gate bias.
 
     ``tf`` is TF1's BasicLSTMCell under tf.glorot_uniform: one kernel over
@@ -97,3 +96,15 @@ def init_weights(model: SequenceClassifier, cfg: Config) -> None:
         if cfg.init == "tf":
             nn.init.normal_(model.head.weight)
             nn.init.normal_(model.head.bias)
+
+
+def training_bytes(cfg: ModelConfig, batch_size: int) -> int:
+    """About how much memory training ``cfg`` takes: weights, gradients and Adam's two moments, plus
+    the activations autograd keeps for a batch. Counted on the meta device, so nothing is allocated."""
+    with torch.device("meta"):
+        parameters = sum(p.numel() for p in SequenceClassifier(cfg).parameters())
+    steps, _ = sequence_shape(cfg.mode)
+    directions = 2 if cfg.bidirectional else 1
+    # Per step, layer and direction autograd keeps the gates and the cell/hidden states (~gates + 3 vectors).
+    kept = batch_size * steps * cfg.layers * directions * cfg.hidden_size * (GATES[cfg.cell] + 3)
+    return 4 * (4 * parameters + kept)

@@ -17,6 +17,7 @@ import torch
 
 from rnnmnist import checkpoint
 from rnnmnist.data import load_split, scale
+from rnnmnist.device import usable_precision
 from rnnmnist.errors import RnnmnistError
 from rnnmnist.evaluate import confusion_matrix
 from rnnmnist.files import write_atomic
@@ -24,6 +25,8 @@ from rnnmnist.predict import probabilities
 from rnnmnist.rundir import RunDir
 
 MISTAKES_SHOWN = 36  # a 6x6 grid
+TRAIN_KEYS = ("examples", "loss", "accuracy", "lr")  # what a training line of metrics.jsonl must hold
+VAL_KEYS = ("examples", "val_loss", "val_accuracy")
 
 
 def _pyplot() -> ModuleType:
@@ -49,10 +52,17 @@ def read_metrics(path: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]
             row = json.loads(line)
         except ValueError:
             raise RnnmnistError(f"{path}, line {number}: not JSON") from None
-        if not isinstance(row, dict) or "examples" not in row:
-            raise RnnmnistError(f"{path}, line {number}: not an rnnmnist metrics line")
-        (val if "val_accuracy" in row else train).append(row)
+        keys = VAL_KEYS if isinstance(row, dict) and "val_accuracy" in row else TRAIN_KEYS
+        if not isinstance(row, dict) or not all(_is_number(row.get(k)) for k in keys):
+            raise RnnmnistError(
+                f"{path}, line {number}: not an rnnmnist metrics line (it needs numbers for {', '.join(keys)})"
+            )
+        (val if keys is VAL_KEYS else train).append(row)
     return train, val
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def _save(fig: Any, path: Path) -> Path:
@@ -141,8 +151,11 @@ def plot_mistakes(images: np.ndarray, labels: np.ndarray, probs: np.ndarray, pat
     return path
 
 
-def plot_run(run: Path, out: Path | None, data_dir: Path, download: bool) -> list[Path]:
-    """Every picture of the run in folder ``run``; returns the files written (in ``out``, default ``run``)."""
+def plot_run(run: Path, out: Path | None, data_dir: Path | None, download: bool) -> list[Path]:
+    """Every picture of the run in folder ``run``; returns the files written (in ``out``, default ``run``).
+
+    ``data_dir`` None: the data folder the run remembers (run.json), else ./data.
+    """
     _pyplot()  # fail early, before any work, when matplotlib is missing
     run_dir = RunDir(run)
     if not run_dir.metrics_file.exists():
@@ -156,9 +169,12 @@ def plot_run(run: Path, out: Path | None, data_dir: Path, download: bool) -> lis
     written = [plot_curves(train, val, out / "curves.png")]
     if run_dir.checkpoint.exists():
         model, ckpt = checkpoint.load_model(run_dir.checkpoint)
+        if data_dir is None:
+            data_dir = run_dir.remembered_data_dir() or Path("data")
         test = load_split(data_dir, "test", 0, download)
         images = scale(test.images)  # (N, 28, 28)
-        probs = probabilities(model, images, ckpt.config.precision).numpy()  # (N, 10)
+        precision = usable_precision(ckpt.config.precision, torch.device("cpu")).name
+        probs = probabilities(model, images, precision).numpy()  # (N, 10)
         labels = test.labels.numpy()
         confusion = confusion_matrix(test.labels, torch.from_numpy(probs.argmax(axis=1))).numpy()
         written.append(plot_confusion(confusion, out / "confusion.png"))

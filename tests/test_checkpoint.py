@@ -87,9 +87,12 @@ def test_crafted_pickle_is_refused_and_runs_nothing(tmp_path: Path) -> None:
         (lambda p: p.pop("config"), "missing config"),
         (lambda p: p.pop("format"), "no rnnmnist format marker"),
         (lambda p: p["config"].update(hidden_size=9), "weights do not fit the stored config"),
-        (lambda p: p["config"].update(wings=2), "unknown key 'wings'"),
-        (lambda p: p["config"].update(lr=-1.0), "lr must be"),
+        (lambda p: p["config"].update(hidden_size=-1), "model settings are unusable: hidden_size must be"),
+        (lambda p: p["config"].update(cell="lstmish"), "cell must be one of"),
         (lambda p: p.update(model=[1, 2]), "not a state dict"),
+        (lambda p: p["model"]["head.weight"].fill_(float("nan")), "head.weight holds NaN"),
+        (lambda p: p["model"].update({"head.bias": p["model"]["head.bias"].long()}), "int64, not floating"),
+        (lambda p: p["model"].update({"head.bias": p["model"]["head.bias"].cfloat()}), "complex64, not floating"),
     ],
 )
 def test_damaged_checkpoints(saved: Path, change, message: str) -> None:
@@ -121,3 +124,20 @@ def test_random_binary(tmp_path: Path) -> None:
 def test_directory(tmp_path: Path) -> None:
     with pytest.raises(CheckpointError):
         checkpoint.load(tmp_path)
+
+
+def test_training_settings_of_another_version_do_not_block_the_weights(saved: Path) -> None:
+    payload = _payload(saved)
+    payload["config"].update(lr=-1.0, wings=2)  # a damaged value, a key from a newer rnnmnist
+    _rewrite(saved, payload)
+    _, ckpt = checkpoint.load_model(saved)
+    assert ckpt.config.model == CFG.model
+    assert len(ckpt.notes) == 2 and "wings" in " ".join(ckpt.notes)
+
+
+def test_oversized_files_are_refused_unread(saved: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(checkpoint, "MAX_BYTES", 1000)
+    with pytest.raises(CheckpointError, match="over the"):
+        checkpoint.load(saved)
+    with pytest.raises(CheckpointError, match="over the"):  # a device is read only up to the limit
+        checkpoint.load("/dev/zero")

@@ -163,7 +163,7 @@ def test_quiet_and_verbose(tiny_data: Path, tmp_path: Path) -> None:
     assert "Iteration:" not in quiet.stdout and "Training LSTM" not in quiet.stdout
     assert "Test accuracy" in quiet.stdout
     verbose = invoke(*tiny_train_args(tiny_data, tmp_path / "v", "--verbose"))
-    assert "hidden_size = 16" in verbose.stdout and "MNIST from" in verbose.stdout
+    assert "hidden_size = 16" in verbose.stdout and "Configuration (as run)" in verbose.stdout
     both = invoke(*tiny_train_args(tiny_data, tmp_path / "b", "--quiet", "--verbose"))
     assert both.exit_code == 2
 
@@ -195,15 +195,24 @@ def test_json_schemas_are_stable(run: Path, tiny_data: Path, tmp_path: Path) -> 
         "examples", "train_seconds", "wall_seconds", "best", "checkpoint", "out_dir",
     }  # fmt: skip
     report = json.loads(invoke("eval", str(run / "checkpoint.pt"), "--data-dir", str(tiny_data), "--json").stdout)
-    assert set(report) == {"accuracy", "loss", "n", "correct", "per_class_accuracy", "confusion", "split", "checkpoint"}
+    assert set(report) == {
+        "accuracy", "loss", "n", "correct", "per_class_accuracy", "confusion", "split", "checkpoint", "precision",
+    }  # fmt: skip
     row = json.loads(
         invoke("predict", str(run / "checkpoint.pt"), "--index", "1", "--data-dir", str(tiny_data), "--json").stdout
     )
     assert set(row) == {"input", "prediction", "confidence", "probabilities", "top3", "index", "label"}
 
 
-def test_exported_model_is_the_model(run: Path) -> None:
-    # The export contract: (N, 28, 28) in [0, 1] in, (N, 10) logits out, whatever the mode.
+def test_exported_model_is_the_model(run: Path, tmp_path: Path) -> None:
+    # The export contract: (N, 28, 28) in [0, 1] in, (N, 10) logits out; the file computes what the model does.
     model, _ = load_model(run / "checkpoint.pt")
     assert isinstance(model, SequenceClassifier)
-    assert model(torch.rand(4, 28, 28)).shape == (4, 10)
+    out = tmp_path / "model.ts"
+    assert invoke("export", str(run / "checkpoint.pt"), "--format", "torchscript", "--out", str(out)).exit_code == 0
+    exported = torch.jit.load(str(out))
+    images = torch.rand(4, 28, 28, generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        got, expected = exported(images), model(images)
+    assert got.shape == (4, 10)
+    assert torch.allclose(got, expected, atol=1e-5)

@@ -83,3 +83,40 @@ def test_real_mnist_digits_pass_through_unchanged(real_data: Path) -> None:
     images = load_split(real_data, "test", 0, download=False).images[:500].float().numpy() / 255
     for image in images:
         assert np.abs(to_mnist(image) - image).max() < 0.05
+
+
+@pytest.mark.precision
+def test_a_bf16_model_is_used_in_fp32_where_bf16_cannot_run(real_run: dict, real_data: Path) -> None:
+    """The real run above trained in the machine's precision (bf16 on AVX-512 BF16/AMX CPUs): on a
+    machine without bf16 (forced here) eval, predict and export still work, in fp32, and agree."""
+    import os
+
+    import torch
+
+    from rnnmnist import checkpoint
+    from rnnmnist.data import load_split
+    from rnnmnist.evaluate import evaluate
+
+    env = {**os.environ, "RNNMNIST_DISABLE_BF16": "1"}
+    done = subprocess.run(
+        [sys.executable, "-m", "rnnmnist", "eval", real_run["checkpoint"], "--data-dir", str(real_data), "--json"],
+        capture_output=True, text=True, timeout=600, env=env,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["precision"] == "fp32"
+    assert abs(report["accuracy"] - real_run["test_accuracy"]) <= 0.002
+    predicted = subprocess.run(
+        [sys.executable, "-m", "rnnmnist", "predict", real_run["checkpoint"], "--data-dir", str(real_data),
+         "--index", "0", "--json"],
+        capture_output=True, text=True, timeout=600, env=env,
+    )  # fmt: skip
+    assert predicted.returncode == 0 and json.loads(predicted.stdout)["prediction"] == 7
+    # Prediction by prediction, the two precisions agree on (nearly) every test image.
+    model, ckpt = checkpoint.load_model(real_run["checkpoint"])
+    test = load_split(real_data, "test", 0, download=False)
+    fp32 = evaluate(model, test, 1000, "fp32").predictions
+    trained = evaluate(model, test, 1000, ckpt.config.precision).predictions
+    agreement = (fp32 == trained).float().mean().item()
+    assert agreement >= 0.998, agreement
+    assert torch.equal(fp32, evaluate(model, test, 1000, "fp32").predictions)

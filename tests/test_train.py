@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -10,10 +11,12 @@ import torch
 from rnnmnist import checkpoint, config
 from rnnmnist.config import Config
 from rnnmnist.data import load_mnist
-from rnnmnist.errors import RnnmnistError
-from rnnmnist.evaluate import evaluate
+from rnnmnist.device import DISABLE_BF16_ENV, bf16_runs
+from rnnmnist.errors import BadValueError, RnnmnistError
+from rnnmnist.evaluate import evaluate, evaluate_checkpoint
+from rnnmnist.run import Plan, train
 from rnnmnist.rundir import RunDir
-from rnnmnist.train import LogRecord, TrainCallbacks, run
+from rnnmnist.train import LogRecord, TrainCallbacks
 
 TINY = Config(hidden_size=16, batch_size=25, iters=501, val_size=100, log_every=5, device="cpu")
 
@@ -31,10 +34,13 @@ class Recorder(TrainCallbacks):
 
 
 def _run(tiny_data: Path, out: Path, cfg: Config = TINY, callbacks: TrainCallbacks | None = None):
-    run_dir = RunDir(out)
-    run_dir.prepare_new(force=False)
-    data = load_mnist(tiny_data, cfg.val_size, download=False)
-    return run(cfg, data, run_dir, torch.device("cpu"), callbacks)
+    return train(Plan(out, cfg, data_dir=tiny_data, download=False), callbacks, time.perf_counter())
+
+
+needs_bf16 = pytest.mark.skipif(
+    not bf16_runs(torch.device("cpu")),
+    reason=f"this CPU cannot run bf16 LSTMs (no AVX-512 BF16/AMX, or {DISABLE_BF16_ENV} is set)",
+)
 
 
 def test_run_writes_the_run_folder(tiny_data: Path, tmp_path: Path) -> None:
@@ -76,7 +82,8 @@ def test_same_seed_same_weights(tiny_data: Path, tmp_path: Path) -> None:
     assert a.test.loss == b.test.loss
 
 
-@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+@pytest.mark.precision
+@pytest.mark.parametrize("precision", ["fp32", pytest.param("bf16", marks=needs_bf16)])
 def test_precision_is_kept_and_eval_reproduces_it(tiny_data: Path, tmp_path: Path, precision: str) -> None:
     cfg = replace(TINY, precision=precision)
     summary = _run(tiny_data, tmp_path / "run", cfg)
@@ -88,11 +95,42 @@ def test_precision_is_kept_and_eval_reproduces_it(tiny_data: Path, tmp_path: Pat
     assert torch.equal(again.predictions, summary.test.predictions)
 
 
+@pytest.mark.precision
+def test_bf16_where_it_cannot_run_is_one_clear_usage_error(
+    tiny_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(DISABLE_BF16_ENV, "1")  # as on a CPU without AVX-512
+    with pytest.raises(BadValueError, match=r"--precision bf16: .*use --precision fp32"):
+        _run(tiny_data, tmp_path / "run", replace(TINY, precision="bf16"))
+    assert not (tmp_path / "run").exists()  # refused before any folder was made
+    auto = _run(tiny_data, tmp_path / "auto", replace(TINY, precision="auto"))
+    assert auto.config.precision == "fp32"
+
+
+@pytest.mark.precision
+def test_a_bf16_checkpoint_evaluates_in_fp32_where_bf16_cannot_run(
+    tiny_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A bf16-trained model file, as an AVX-512 machine writes it (the weights are fp32 either way).
+    summary = _run(tiny_data, tmp_path / "run", replace(TINY, precision="fp32"))
+    ckpt = checkpoint.load(summary.checkpoint)
+    model = ckpt.build_model()
+    bf16_file = tmp_path / "bf16.pt"
+    checkpoint.save(bf16_file, replace(ckpt.config, precision="bf16"), model, ckpt.metrics)
+    monkeypatch.setenv(DISABLE_BF16_ENV, "1")
+    done = evaluate_checkpoint(bf16_file, "test", tiny_data, download=False, device="cpu")
+    assert done.precision.name == "fp32"
+    assert "trained in bf16" in done.precision.note
+    assert torch.equal(done.result.predictions, summary.test.predictions)  # it trained in fp32: identical
+
+
 def test_out_dir_with_a_run_is_refused(tiny_data: Path, tmp_path: Path) -> None:
     _run(tiny_data, tmp_path / "run")
     with pytest.raises(RnnmnistError, match="already holds a run"):
         RunDir(tmp_path / "run").prepare_new(force=False)
-    RunDir(tmp_path / "run").prepare_new(force=True)
+    again = RunDir(tmp_path / "run")
+    again.prepare_new(force=True)
+    again.lock.release()
     assert list((tmp_path / "run").iterdir()) == []  # the old run is gone, not mixed with the new one
 
 

@@ -1,0 +1,1 @@
+"""One module per command; each defines a click command that parses options and calls the library."""

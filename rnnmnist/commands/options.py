@@ -1,0 +1,147 @@
+"""Options that several commands share, declared once, and the :class:`Common` object they fill.
+
+Shared options are not passed to the command function: click stores them on the
+context's :class:`Common` (``ctx.obj``), which the command takes with
+``@pass_common``. Only this layer (the CLI) renders and exits.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from rnnmnist import config
+from rnnmnist.config import CONFIG_FIELDS, DEFAULTS, ConfigError
+
+if TYPE_CHECKING:
+    from rnnmnist.ui import Ui
+
+DATA_ENV = "RNNMNIST_DATA_DIR"
+
+
+@dataclass
+class Common:
+    """The shared options of one command invocation."""
+
+    data_dir: Path | None = None  # None: not given (a command picks its default: ./data, or the run's)
+    download: bool = True
+    as_json: bool = False
+    quiet: bool = False
+    verbose: bool = False
+    device: str = "auto"
+
+    @property
+    def verbosity(self) -> int:
+        if self.quiet and self.verbose:
+            raise click.UsageError("--quiet and --verbose contradict each other")
+        return -1 if self.quiet else 1 if self.verbose else 0
+
+    def ui(self) -> Ui:
+        from rnnmnist.ui import Ui
+
+        return Ui(json_mode=self.as_json, verbosity=self.verbosity)
+
+    def data_folder(self, default: Path = Path("data")) -> Path:
+        return self.data_dir if self.data_dir is not None else default
+
+
+pass_common = click.make_pass_decorator(Common, ensure=True)
+
+
+def _store(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+    setattr(ctx.ensure_object(Common), param.name, value)
+    return value
+
+
+def _shared(*decls: str, **attrs: Any) -> Callable[[Any], Any]:
+    return click.option(*decls, expose_value=False, callback=_store, **attrs)
+
+
+def data_options(func: Any) -> Any:
+    func = _shared(
+        "--download/--no-download",
+        "download",
+        default=True,
+        show_default=True,
+        help="Download MNIST into --data-dir when its files are missing.",
+    )(func)
+    return _shared(
+        "--data-dir",
+        "data_dir",
+        type=click.Path(file_okay=False, path_type=Path),
+        default=None,
+        envvar=DATA_ENV,
+        show_envvar=True,
+        help="Folder holding MNIST/raw/ (torchvision's layout); an existing copy is used offline. [default: data]",
+    )(func)
+
+
+def output_options(func: Any) -> Any:
+    func = _shared("-v", "--verbose", "verbose", is_flag=True, help="Also show settings and details.")(func)
+    func = _shared("-q", "--quiet", "quiet", is_flag=True, help="Show results only: no progress or logs.")(func)
+    return _shared(
+        "--json",
+        "as_json",
+        is_flag=True,
+        help="Print JSON on stdout (a stable schema, see README); human output goes to stderr.",
+    )(func)
+
+
+def device_option(func: Any) -> Any:
+    return _shared(
+        "--device",
+        "device",
+        type=click.Choice(config.DEVICES),
+        default=DEFAULTS.device,
+        show_default=True,
+        help="Where to run: auto picks cuda, then mps, then cpu.",
+    )(func)
+
+
+checkpoint_argument = click.argument("checkpoint", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+
+
+def _check_flag(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+    if value is None:
+        return None
+    try:
+        return config.check_value(param.name, value)
+    except ConfigError as e:
+        raise click.BadParameter(str(e)) from None
+
+
+def _config_option(name: str) -> Callable[[Any], Any]:
+    f = CONFIG_FIELDS[name]
+    default = getattr(DEFAULTS, name)
+    shown = str(default).lower() if isinstance(default, bool) else default
+    text = f.metadata["help"]
+    help_text = f"{text[0].upper()}{text[1:]}. [default: {shown}]"
+    flag = "--" + name.replace("_", "-")
+    kind = config.FIELD_TYPES[name]
+    if kind is bool:
+        return click.option(f"{flag}/--no-{name.replace('_', '-')}", name, default=None, help=help_text)
+    allowed = config.choices(name)
+    click_type = click.Choice(allowed) if allowed else {int: click.INT, float: click.FLOAT}[kind]
+    return click.option(flag, name, type=click_type, default=None, callback=_check_flag, help=help_text)
+
+
+def config_options(func: Any) -> Any:
+    """One flag per Config field; help and defaults come from the dataclass."""
+    for name in reversed(CONFIG_FIELDS):
+        func = _config_option(name)(func)
+    return func
+
+
+def flags_by_source(ctx: click.Context, flags: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Config flags that were set, split into (from the environment, typed on the command line)."""
+    from_env, typed = {}, {}
+    for name, value in flags.items():
+        if value is None:
+            continue
+        source = ctx.get_parameter_source(name)
+        (from_env if source == click.core.ParameterSource.ENVIRONMENT else typed)[name] = value
+    return from_env, typed

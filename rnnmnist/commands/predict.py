@@ -1,0 +1,77 @@
+"""``rnnmnist predict``: the digit in people's images (files, folders, stdin) or in test-set images."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from rnnmnist.commands.options import (
+    Common,
+    checkpoint_argument,
+    data_options,
+    device_option,
+    output_options,
+    pass_common,
+)
+
+EXAMPLES = """\b
+Examples:
+  rnnmnist predict runs/five/checkpoint.pt my-digit.png photo.jpg
+  rnnmnist predict runs/five/checkpoint.pt scans/ --json > predictions.jsonl
+  rnnmnist predict runs/five/checkpoint.pt my-digit.png --show     # what the network sees
+  cat digit.png | rnnmnist predict runs/five/checkpoint.pt -
+  rnnmnist predict runs/five/checkpoint.pt --index 0 --index 7     # test-set images
+"""
+
+
+@click.command(epilog=EXAMPLES)
+@checkpoint_argument
+@click.argument("inputs", nargs=-1, metavar="[INPUT]...")
+@click.option(
+    "--index",
+    "indices",
+    type=click.IntRange(min=0),
+    multiple=True,
+    help="Predict test-set image I (repeatable); its true label is shown beside.",
+)
+@click.option("--show", is_flag=True, help="Print each 28x28 image the network sees, as terminal art.")
+@device_option
+@data_options
+@output_options
+@pass_common
+def predict(common: Common, checkpoint: Path, inputs: tuple[str, ...], indices: tuple[int, ...], show: bool) -> int:
+    """Predict the digit in each INPUT with CHECKPOINT.
+
+    INPUT is an image file Pillow reads (PNG, JPEG, BMP, GIF, TIFF, WebP), a
+    folder (every image inside, by name) or - for one image on stdin. Each image
+    is made MNIST-like first: ink light on black, cropped, scaled to 20x20 and
+    centred by mass in 28x28. An input that fails gets a one-line error and the
+    others are still predicted; the exit code is then 1.
+    """
+    if not inputs and not indices:
+        raise click.UsageError("nothing to predict: give image files, folders, - (stdin) or --index I")
+    common.verbosity  # noqa: B018 - a usage error (--quiet --verbose) is found before any image is read
+    from rnnmnist.images import InputImages
+
+    # Images start decoding in worker processes now, while torch is imported and the model loaded.
+    with InputImages(inputs, sys.stdin.buffer if sys.stdin is not None else None) as images:
+        from rnnmnist import checkpoint as ckpt_io
+        from rnnmnist import predict as prediction
+        from rnnmnist.device import resolve_device, usable_precision
+
+        dev = resolve_device(common.device)
+        model, ckpt = ckpt_io.load_model(checkpoint, dev)
+        precision = usable_precision(ckpt.config.precision, dev)
+        results = prediction.predict_images(model, precision.name, images)
+    ui = common.ui()
+    for note in [*ckpt.notes, *filter(None, [precision.note])]:
+        ui.detail(note)
+    if indices:
+        results += prediction.predict_test_images(model, precision.name, common.data_folder(), indices, common.download)
+    if common.as_json:
+        for r in results:
+            ui.emit_json(r.to_json())
+    ui.predictions(results, show)
+    return 1 if any(r.error for r in results) else 0

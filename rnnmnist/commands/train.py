@@ -1,0 +1,202 @@
+"""``rnnmnist train``: settle the config (defaults < --config < environment < flags), then run it."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+
+from rnnmnist import config
+from rnnmnist.commands.options import (
+    Common,
+    config_options,
+    data_options,
+    flags_by_source,
+    output_options,
+    pass_common,
+)
+
+EXAMPLES = """\b
+Examples:
+  rnnmnist train --iters 100000                  # 781 steps, as the notebook
+  rnnmnist train --config configs/seed.toml      # the notebook exactly
+  rnnmnist train --config configs/seed.toml --iters 200000
+  rnnmnist train --epochs 5 --out runs/five --json > result.json
+  rnnmnist train --config runs/five/config.toml --out runs/again   # rerun a run
+  rnnmnist train --resume runs/five              # continue an interrupted run
+"""
+
+
+def resolve_config(config_file: Path | None, from_env: dict[str, Any], typed: dict[str, Any]) -> config.Config:
+    """Defaults < --config FILE < RNNMNIST_TRAIN_* environment < flags typed on the command line.
+
+    Within one source, iters and epochs exclude each other; a higher source's
+    iters overrides a lower one's epochs (and its epochs a lower one's iters).
+    """
+    sources = []
+    if config_file is not None:
+        sources.append((str(config_file), config.read_toml(config_file)))
+    for name, values in (("environment", from_env), ("command line", typed)):
+        if "iters" in values and "epochs" in values:
+            where = "flags" if name == "command line" else "RNNMNIST_TRAIN_ITERS and RNNMNIST_TRAIN_EPOCHS"
+            raise click.UsageError(f"give --iters or --epochs, not both ({where})")
+        sources.append((name, config.length_override(values)))
+    return config.build(*sources)
+
+
+def _out_folder(value: str | None) -> Path | None:
+    """--out, refused where --force could remove the user's own files (checked before any work)."""
+    if value is None:
+        return None
+    from rnnmnist.errors import BadValueError
+    from rnnmnist.rundir import check_out_path
+
+    try:
+        check_out_path(Path(value) if value.strip() else Path(""), given=value)
+    except BadValueError as e:
+        raise click.BadParameter(str(e)) from None
+    return Path(value)
+
+
+def _default_out_dir() -> Path:
+    base = Path("runs") / time.strftime("%Y%m%d-%H%M%S")
+    out, n = base, 1
+    while out.exists():
+        n += 1
+        out = base.with_name(f"{base.name}-{n}")
+    return out
+
+
+@click.command(epilog=EXAMPLES)
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="TOML file of config keys (see configs/); flags given here override it.",
+)
+@config_options
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False),
+    callback=lambda ctx, param, value: _out_folder(value),
+    help="Run folder for checkpoint.pt, config.toml, metrics.jsonl. [default: runs/DATE-TIME]",
+)
+@click.option("--force", is_flag=True, help="Replace a run already in --out (only the files rnnmnist wrote there).")
+@click.option(
+    "--resume",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Continue the run in this folder from its last checkpoint, with its stored config and data folder.",
+)
+@click.option("--print-config", is_flag=True, help="Print the resolved config as TOML and exit.")
+@click.option("--tensorboard", is_flag=True, help="Also log to OUT/tensorboard/ (needs rnnmnist[tensorboard]).")
+@click.option(
+    "--nproc",
+    type=click.IntRange(min=1),
+    help="Train with N processes on this machine (DistributedDataParallel via torchrun's launcher).",
+)
+@data_options
+@output_options
+@pass_common
+@click.pass_context
+def train(
+    ctx: click.Context,
+    common: Common,
+    config_file: Path | None,
+    out: Path | None,
+    force: bool,
+    resume: Path | None,
+    print_config: bool,
+    tensorboard: bool,
+    nproc: int | None,
+    **flags: Any,
+) -> None:
+    """Train a model on MNIST and write a run folder.
+
+    Training length counts examples like the notebook (--iters), or passes over
+    the 55,000 training images (--epochs). At the end the model is evaluated on
+    all 10,000 test images. Ctrl-C (or SIGTERM) stops after the current step and
+    saves a checkpoint that --resume continues; a second Ctrl-C stops at once.
+    """
+    started = time.perf_counter()
+    from_env, typed = flags_by_source(ctx, flags)
+    if resume is not None:
+        given = [f"--{k.replace('_', '-')}" for k in typed] + [
+            name for name, value in (("--config", config_file), ("--out", out), ("--force", force)) if value
+        ]
+        if given:
+            raise click.UsageError(f"--resume continues a run with its stored config; drop {', '.join(given)}")
+        cfg = None
+    else:
+        cfg = resolve_config(config_file, from_env, typed)
+    if print_config:
+        from rnnmnist.run import resumable
+
+        click.echo(config.to_toml(cfg if resume is None else resumable(resume).config), nl=False)
+        return
+    ui = common.ui()
+    if tensorboard:
+        from rnnmnist.tensorboard import require_tensorboard
+
+        require_tensorboard()  # before any work is done
+    run_folder = resume if resume is not None else out if out is not None else _default_out_dir()
+    if nproc and nproc > 1 and "WORLD_SIZE" not in os.environ:
+        sys.exit(_launch(nproc, common, cfg, run_folder, resume is not None, force, tensorboard))
+    if from_env and resume is not None:
+        ui.detail(
+            f"resuming with the stored config: ignoring {', '.join('RNNMNIST_TRAIN_' + k.upper() for k in from_env)}"
+        )
+    _train(common, ui, cfg, run_folder, resume is not None, force, tensorboard, started)
+
+
+def _train(
+    common: Common, ui: Any, cfg: config.Config | None, out: Path, resume: bool, force: bool, tb: bool, started: float
+) -> None:
+    from rnnmnist import distributed, process
+    from rnnmnist.run import Plan, train
+
+    process.tune_allocator()
+    plan = Plan(out, cfg, resume, force, common.data_dir, common.download, tb)
+    main_rank = distributed.from_environment().main
+    with ui.training() if main_rank else contextlib.nullcontext(None) as display:
+        summary = train(plan, display, started)
+    if not main_rank:
+        return
+    if ui.json_mode:
+        ui.emit_json({**summary.metrics(), "checkpoint": str(summary.checkpoint), "out_dir": str(summary.run_dir.path)})
+    ui.train_summary(summary)
+
+
+def _launch(
+    nproc: int, common: Common, cfg: config.Config | None, out: Path, resume: bool, force: bool, tb: bool
+) -> int:
+    """Start ``nproc`` ranks of this command: the resolved config travels as a TOML file, the rest as flags."""
+    from rnnmnist import process
+    from rnnmnist.distributed import launch
+
+    if cfg is not None and cfg.batch_size % nproc:
+        raise click.UsageError(
+            f"--batch-size {cfg.batch_size} (the global batch) does not divide among {nproc} processes"
+        )
+    argv = ["train", "--resume" if resume else "--out", str(out)]
+    argv += ["--force"] * force + ["--tensorboard"] * tb + ["--json"] * common.as_json
+    argv += ["--quiet"] * common.quiet + ["--verbose"] * common.verbose + ["--no-download"] * (not common.download)
+    if common.data_dir is not None:
+        argv += ["--data-dir", str(common.data_dir)]
+    # The config is resolved already: its environment variables must not apply twice in the ranks.
+    for name in config.CONFIG_FIELDS:
+        os.environ.pop(f"RNNMNIST_TRAIN_{name.upper()}", None)
+    os.environ.pop("RNNMNIST_TRAIN_NPROC", None)
+    process.share_cores(nproc)
+    process.quiet_torchrun()
+    with tempfile.TemporaryDirectory(prefix="rnnmnist-") as tmp:
+        if cfg is not None:
+            resolved = Path(tmp) / "config.toml"
+            resolved.write_text(config.to_toml(cfg), encoding="utf-8")
+            argv += ["--config", str(resolved)]
+        return launch(nproc, argv)
