@@ -501,25 +501,30 @@ def predict(
     if not inputs and not indices:
         raise click.UsageError("nothing to predict: give image files, folders, - (stdin) or --index I")
     _verbosity(quiet, verbose)  # a usage error is found before any image is read
-    from rnnmnist.images import InputImages
+    from rnnmnist.inputs import InputImages, Interrupted, interrupt_on_signals
 
-    # Images start decoding in worker processes now, while torch is imported and the model loaded.
-    with InputImages(inputs, sys.stdin.buffer) as images:
-        from rnnmnist import checkpoint as ckpt_io
-        from rnnmnist import predict as prediction
-        from rnnmnist.device import resolve_device
+    try:
+        # SIGINT/SIGTERM unwind through InputImages, which stops its worker processes.
+        with interrupt_on_signals():
+            # Images start decoding in worker processes now, while torch is imported and the model loaded.
+            with InputImages(inputs) as images:
+                from rnnmnist import checkpoint as ckpt_io
+                from rnnmnist import predict as prediction
+                from rnnmnist.device import resolve_device
 
-        dev = resolve_device(device)
-        model, ckpt = ckpt_io.load_model(checkpoint, dev)
-        precision = ckpt.config.precision
-        results = prediction.predict_images(model, precision, images)
-    ui = _ui(as_json, quiet, verbose)
-    if indices:
-        results += prediction.predict_test_images(model, precision, data_dir, indices, download)
-    if as_json:
-        for r in results:
-            ui.emit_json(r.to_json())
-    ui.predictions(results, show)
+                dev = resolve_device(device)
+                model, ckpt = ckpt_io.load_model(checkpoint, dev)
+                precision = ckpt.config.precision
+                results = prediction.predict_images(model, precision, images)
+            ui = _ui(as_json, quiet, verbose)
+            if indices:
+                results += prediction.predict_test_images(model, precision, data_dir, indices, download)
+            if as_json:
+                for r in results:
+                    ui.emit_json(r.to_json())
+            ui.predictions(results, show)
+    except Interrupted as e:
+        _fail(str(e), e.exit_code)
     return 1 if any(r.error for r in results) else 0
 
 

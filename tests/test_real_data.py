@@ -78,7 +78,7 @@ def test_real_mnist_digits_pass_through_unchanged(real_data: Path) -> None:
     import numpy as np
 
     from rnnmnist.data import load_split
-    from rnnmnist.images import to_mnist
+    from rnnmnist.preprocess import to_mnist
 
     images = load_split(real_data, "test", 0, download=False).images[:500].float().numpy() / 255
     for image in images:
