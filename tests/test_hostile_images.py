@@ -13,7 +13,7 @@ import pytest
 from click.testing import CliRunner
 from drawn import draw_shape
 from hostile import hostile_images, random_hostile_images
-from hypothesis import given, settings
+from hypothesis import event, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 from PIL import Image
@@ -188,6 +188,17 @@ def test_pixels_at_extremes_of_their_range() -> None:
     assert not isinstance(digit, Failed)
 
 
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG", "TIFF", "WEBP", "BMP", "GIF"])
+def test_a_file_cut_at_every_offset(fmt: str) -> None:
+    small = gray8(page(scale=1)).convert("RGB").resize((24, 24))
+    data = encode(small, fmt, exif=exif(ROTATED_90)) if fmt in ("JPEG", "WEBP", "PNG") else encode(small, fmt)
+    outcomes = [prepare(data[:n]) for n in range(len(data) + 1)]
+    for outcome in outcomes:
+        check_outcome(outcome)
+    assert not isinstance(outcomes[-1], Failed)  # the whole file is a digit
+    assert not any(isinstance(o, Failed) and o.reason.startswith("could not prepare") for o in outcomes)
+
+
 # --- the same boundary in worker processes and through the command
 
 
@@ -253,7 +264,9 @@ def test_predict_batch_of_the_reproductions(
 @settings(PROPERTY, max_examples=120)
 @given(hostile_images())
 def test_any_hostile_image_is_a_digit_or_a_one_line_failure(image: tuple[str, bytes]) -> None:
-    check_outcome(prepare(image[1]))
+    outcome = prepare(image[1])
+    check_outcome(outcome)
+    event(outcome.reason.split(" (")[0] if isinstance(outcome, Failed) else "a digit")  # --hypothesis-show-statistics
 
 
 special = st.sampled_from([0.0, 1.0, 0.5, 0.05, 0.95, 1e-8, -0.5, 1.5, np.inf, -np.inf])
