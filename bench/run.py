@@ -249,7 +249,7 @@ def section_predict(bench: Bench) -> None:
     from PIL import Image
 
     from rnnmnist.checkpoint import load_model
-    from rnnmnist.images import InputImages
+    from rnnmnist.inputs import InputImages
     from rnnmnist.predict import predict_images
 
     n = 40 if bench.tiny else 1000
@@ -265,7 +265,7 @@ def section_predict(bench: Bench) -> None:
                     im.load()
             decode = n / (time.perf_counter() - start)
             start = time.perf_counter()
-            with InputImages([str(folder)], sys.stdin.buffer) as images:
+            with InputImages([str(folder)]) as images:
                 results = predict_images(model, ckpt.config.precision, images)
             rate = n / (time.perf_counter() - start)
             assert len(results) == n and not any(r.error for r in results)
@@ -280,7 +280,8 @@ def section_redrawn(bench: Bench) -> None:
     from PIL import Image
 
     from rnnmnist.checkpoint import load_model
-    from rnnmnist.images import InputImages, open_image, to_gray
+    from rnnmnist.decode import open_image, to_gray
+    from rnnmnist.inputs import InputImages
     from rnnmnist.predict import predict_images, probabilities
 
     n = 30 if bench.tiny else 2000
@@ -290,7 +291,7 @@ def section_redrawn(bench: Bench) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / "images"
         _write_images(folder, digits, 99, redrawn=True, png_only=False)
-        with InputImages([str(folder)], sys.stdin.buffer) as images:
+        with InputImages([str(folder)]) as images:
             results = predict_images(model, ckpt.config.precision, images)
         naive = np.stack(
             [

@@ -13,9 +13,10 @@ from torch import nn
 
 from rnnmnist.config import EVAL_BATCH_SIZE
 from rnnmnist.data import load_split, scale
+from rnnmnist.decode import Failed
 from rnnmnist.device import autocast
 from rnnmnist.errors import BadValueError
-from rnnmnist.images import InputImages
+from rnnmnist.inputs import InputImages
 
 
 @dataclass
@@ -74,12 +75,10 @@ def probabilities(
 
 def predict_images(model: nn.Module, precision: str, images: InputImages) -> list[Prediction]:
     """Collect the preprocessed image inputs and predict them in batches."""
-    results = []
-    for name, digit in images.results():
-        if isinstance(digit, str):
-            results.append(Prediction(name, error=digit))
-        else:
-            results.append(Prediction(name, digit))
+    results = [
+        Prediction(name, error=outcome.reason) if isinstance(outcome, Failed) else Prediction(name, outcome)
+        for name, outcome in images.results()
+    ]
     ok = [r for r in results if r.digit is not None]
     if ok:
         probs = probabilities(model, torch.from_numpy(np.stack([r.digit for r in ok])), precision)  # (k, 10)

@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 import torch
 from click.testing import CliRunner, Result
-from tinymnist import tiny_train_args
 
 from rnnmnist import __version__
 from rnnmnist.cli import cli
+from rnnmnist.synthetic import tiny_train_args
 
 COMMANDS = ("train", "eval", "predict")
 

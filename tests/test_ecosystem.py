@@ -13,11 +13,11 @@ import pytest
 import torch
 from click.testing import CliRunner
 from PIL import Image
-from tinymnist import tiny_train_args
 
 from rnnmnist.checkpoint import load_model
 from rnnmnist.cli import cli
 from rnnmnist.model import SequenceClassifier
+from rnnmnist.synthetic import tiny_train_args
 
 
 def invoke(*args: str, env: dict[str, str] | None = None):

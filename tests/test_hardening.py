@@ -17,11 +17,11 @@ from pathlib import Path
 import pytest
 import torch
 from click.testing import CliRunner, Result
-from tinymnist import TEST_FILES, TRAIN_FILES, idx_bytes, tiny_train_args
 
 from rnnmnist import checkpoint
 from rnnmnist.cli import cli
 from rnnmnist.rundir import RunDir
+from rnnmnist.synthetic import TEST_FILES, TRAIN_FILES, idx_bytes, tiny_train_args
 
 
 def invoke(*args: str, env: dict[str, str] | None = None) -> Result:

@@ -9,14 +9,14 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
-from drawn import draw_shape, random_style, redraw
-from tinymnist import tiny_train_args
 
 from rnnmnist import checkpoint
 from rnnmnist.augment import random_affine
 from rnnmnist.cli import cli
 from rnnmnist.config import CELLS, MODES
 from rnnmnist.model import fixed_permutation
+from rnnmnist.redraw import draw_shape, random_style, redraw
+from rnnmnist.synthetic import tiny_train_args
 
 
 def invoke(*args: str):

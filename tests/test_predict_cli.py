@@ -8,18 +8,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from drawn import draw_shape, random_style, redraw
-from tinymnist import tiny_train_args
+from tinymodel import tiny_checkpoint
 
 from rnnmnist.cli import cli
+from rnnmnist.redraw import draw_shape, random_style, redraw
 
 
 @pytest.fixture(scope="module")
 def model(tiny_data: Path, tmp_path_factory: pytest.TempPathFactory) -> str:
-    out = tmp_path_factory.mktemp("predict") / "run"
-    result = CliRunner().invoke(cli, tiny_train_args(tiny_data, out))
-    assert result.exit_code == 0, result.output
-    return str(out / "checkpoint.pt")
+    return str(tiny_checkpoint(tiny_data, tmp_path_factory))
 
 
 @pytest.fixture

@@ -53,9 +53,9 @@ def test_redrawn_test_digits_are_predicted_like_the_originals(real_run: dict, re
     """MNIST test digits redrawn as people's images (dark on light, any size, lit, blurred, noisy,
     PNG/JPEG): accuracy stays close to the originals'."""
     import numpy as np
-    from drawn import random_style, redraw
 
     from rnnmnist.data import load_split
+    from rnnmnist.redraw import random_style, redraw
 
     test = load_split(real_data, "test", 0, download=False)
     rng = np.random.default_rng(2024)
@@ -78,7 +78,7 @@ def test_real_mnist_digits_pass_through_unchanged(real_data: Path) -> None:
     import numpy as np
 
     from rnnmnist.data import load_split
-    from rnnmnist.images import to_mnist
+    from rnnmnist.preprocess import to_mnist
 
     images = load_split(real_data, "test", 0, download=False).images[:500].float().numpy() / 255
     for image in images:

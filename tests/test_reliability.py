@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from tinymnist import tiny_train_args
 
 from rnnmnist import checkpoint
+from rnnmnist.synthetic import tiny_train_args
 
 # 600 steps of 25 tiny images with an LSTM 64: long enough (a second or more) to be hit mid-run.
 STEPS = 600

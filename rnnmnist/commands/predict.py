@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import click
@@ -53,10 +52,11 @@ def predict(common: Common, checkpoint: Path, inputs: tuple[str, ...], indices: 
     if not inputs and not indices:
         raise click.UsageError("nothing to predict: give image files, folders, - (stdin) or --index I")
     common.verbosity  # noqa: B018 - a usage error (--quiet --verbose) is found before any image is read
-    from rnnmnist.images import InputImages
+    from rnnmnist.inputs import InputImages, interrupt_on_signals
 
-    # Images start decoding in worker processes now, while torch is imported and the model loaded.
-    with InputImages(inputs, sys.stdin.buffer if sys.stdin is not None else None) as images:
+    # SIGINT/SIGTERM unwind through InputImages, which stops its worker processes at once; images
+    # start decoding in those workers now, while torch is imported and the model loaded.
+    with interrupt_on_signals(), InputImages(inputs) as images:
         from rnnmnist import checkpoint as ckpt_io
         from rnnmnist import predict as prediction
         from rnnmnist.device import resolve_device, usable_precision

@@ -1,4 +1,4 @@
-"""People's images -> MNIST-style digits: light ink on black, fitted in 20x20, centred by mass in 28x28.
+"""MNIST-style digits from grayscale arrays: light ink on black, fitted in 20x20, centred by mass in 28x28.
 
 MNIST was made by size-normalising each digit to a 20x20 box (keeping the aspect
 ratio, anti-aliased) and centring its centre of mass in a 28x28 field. A photo
@@ -18,91 +18,33 @@ unevenly lit. :func:`to_mnist` undoes the differences, step by step:
 6. strokes much thinner or thicker than MNIST's (about 2.9 px at 20 px) are
    thickened or thinned;
 7. scale the longer side to 20 px (anti-aliased), then place the digit in a
-   28x28 field with its centre of mass at MNIST's (14, 14).
+   28x28 field with its centre of mass at MNIST's.
 
 The result is float32 (28, 28) in [0, 1], the model's input. A 28x28 MNIST
-digit passes through essentially unchanged.
+digit passes through essentially unchanged. Arrays in, arrays out: reading
+files is :mod:`rnnmnist.decode`'s work.
 """
 
 from __future__ import annotations
 
 import contextlib
-import io
 import math
-import multiprocessing
-import os
-import sys
-import warnings
-from collections.abc import Sequence
-from concurrent.futures import Future, ProcessPoolExecutor
-from pathlib import Path
-from typing import BinaryIO
 
 import numpy as np
-from PIL import Image, ImageFilter, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageFilter
 
-MAX_PIXELS = 50_000_000  # larger images are refused (decompression bombs)
 WORK_SIZE = 192  # longer side of the working copy
 BOX, FIELD = 20, 28
 MNIST_CENTRE = 14.0  # MNIST's mean centre of mass, in pixel indices (measured on its test set)
 MNIST_STROKE = 2.9  # MNIST's median stroke width in pixels at the 20-pixel scale (measured)
 MIN_CONTRAST = 0.05  # ink fainter than this (on a 0-1 scale) is no ink
-PARALLEL_FROM = 64  # images; fewer are not worth starting worker processes for
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+
+
+NO_INK = "no ink found: the image is blank"
 
 
 class ImageError(Exception):
     """This input cannot be used; the message says why in one line."""
-
-
-# --- reading
-
-
-def open_image(source: Path | bytes) -> Image.Image:
-    """Open a file (or bytes from stdin) that Pillow can read, refusing oversized images before decoding."""
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            im = Image.open(io.BytesIO(source) if isinstance(source, bytes) else source)
-            width, height = im.size
-            if width * height > MAX_PIXELS:
-                raise ImageError(
-                    f"image is {width}x{height} ({width * height / 1e6:.0f} MP), over the "
-                    f"{MAX_PIXELS / 1e6:.0f} MP limit"
-                )
-            if im.format == "JPEG":
-                im.draft("L", (WORK_SIZE * 4, WORK_SIZE * 4))  # decode at a reduced scale: much faster
-            im.load()
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise ImageError(f"image is over the {MAX_PIXELS / 1e6:.0f} MP limit") from None
-    except FileNotFoundError:
-        raise ImageError("no such file") from None
-    except IsADirectoryError:
-        raise ImageError("is a directory") from None
-    except UnidentifiedImageError:
-        raise ImageError("not an image Pillow can read") from None
-    except PermissionError:
-        raise ImageError("permission denied") from None
-    except (OSError, SyntaxError, ValueError) as e:  # truncated or corrupt files
-        raise ImageError(f"damaged image ({' '.join(str(e).split())[:100]})") from None
-    return ImageOps.exif_transpose(im)
-
-
-def to_gray(im: Image.Image) -> np.ndarray:
-    """Grayscale float32 (H, W) in [0, 1]; transparency is composited on white (paper)."""
-    if im.mode in ("I;16", "I;16B", "I;16L", "I"):
-        a = np.asarray(im, dtype=np.float32)
-        return a / (65535.0 if a.max() > 255 else 255.0)
-    if im.mode == "F":
-        return np.clip(np.asarray(im, dtype=np.float32), 0.0, 1.0)
-    if im.mode in ("RGBA", "LA", "PA") or "transparency" in im.info:
-        rgba = im.convert("RGBA")
-        paper = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        im = Image.alpha_composite(paper, rgba)
-    return np.asarray(im.convert("L"), dtype=np.float32) / 255.0
-
-
-# --- preprocessing
 
 
 def _resize(a: np.ndarray, height: int, width: int, method: Image.Resampling) -> np.ndarray:
@@ -191,8 +133,10 @@ def _box3(a: np.ndarray) -> np.ndarray:
 
 def _noise(a: np.ndarray) -> float:
     """Pixel noise (std), from differences of neighbours: flat paper and ink dominate them, edges do not."""
+    if a.shape[1] == 1:  # a single column: its neighbours are above and below
+        a = a.T
     diffs = np.abs(np.diff(a[::2], axis=1)).ravel()
-    return float(np.median(diffs)) / (0.6745 * np.sqrt(2.0))
+    return float(np.median(diffs)) / (0.6745 * np.sqrt(2.0)) if diffs.size else 0.0
 
 
 def _ink(a: np.ndarray) -> np.ndarray:
@@ -204,14 +148,19 @@ def _ink(a: np.ndarray) -> np.ndarray:
     # Is there ink? Judged on 3x3 means: noise there is a third as large, so a 3-sigma margin is safe.
     peak = float(_box3(r).max())
     if peak < max(MIN_CONTRAST, 3 * noise):
-        raise ImageError("no ink found: the image is blank")
+        raise ImageError(NO_INK)
     level = float(np.percentile(r[r > peak / 2], 99))  # the ink's own level, not a noise spike's
     floor = max(3 * noise, 0.01 * level)
+    if level <= floor:  # a lone pixel barely above the noise: nothing to scale to 1
+        raise ImageError(NO_INK)
     return np.clip((r - floor) / (level - floor), 0.0, 1.0).astype(np.float32)
 
 
 def _extent(mask: np.ndarray) -> tuple[int, int, int, int]:
+    """(top, bottom, left, right), bottom/right exclusive, of the True pixels; ImageError if there are none."""
     rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    if rows.size == 0:
+        raise ImageError(NO_INK)
     return int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
 
 
@@ -264,7 +213,9 @@ def _fit_box(ink: np.ndarray) -> np.ndarray:
     scale = BOX / max(h, w)
     out = _resize(ink, max(1, round(h * scale)), max(1, round(w * scale)), Image.Resampling.LANCZOS)
     out = np.clip(out, 0.0, None)
-    return out / out.max() if out.max() > 0 else out
+    if out.max() <= 0:  # ink too faint or thin to survive the scaling
+        raise ImageError(NO_INK)
+    return out / out.max()
 
 
 def _centre(box: np.ndarray) -> np.ndarray:
@@ -301,8 +252,21 @@ def _already_mnist(gray: np.ndarray) -> bool:
     )
 
 
-def to_mnist(gray: np.ndarray, _refine: bool = True) -> np.ndarray:
-    """The 28x28 MNIST-style digit (float32 in [0, 1]) in a grayscale image (H, W) in [0, 1]."""
+def to_mnist(gray: np.ndarray) -> np.ndarray:
+    """The 28x28 MNIST-style digit (float32 in [0, 1]) in a grayscale image (H, W) in [0, 1].
+
+    Any size from 1x1 up; values outside [0, 1] are clipped. ImageError if there is no
+    ink, or a pixel is NaN (no value to give it).
+    """
+    gray = np.asarray(gray, dtype=np.float32)
+    if gray.ndim != 2 or gray.size == 0:
+        raise ImageError(f"expected a grayscale image with pixels, got an array of shape {gray.shape}")
+    if np.isnan(gray).any():
+        raise ImageError("the image holds NaN (not-a-number) pixels")
+    return _to_mnist(np.clip(gray, 0.0, 1.0), refine=True)
+
+
+def _to_mnist(gray: np.ndarray, refine: bool) -> np.ndarray:
     if _already_mnist(gray):
         return gray.astype(np.float32)
     work = _shrink(gray, WORK_SIZE)
@@ -310,7 +274,7 @@ def to_mnist(gray: np.ndarray, _refine: bool = True) -> np.ndarray:
     top, bottom, left, right = _bbox(ink)
     scale = gray.shape[0] / work.shape[0]
     extent = max(bottom - top, right - left)
-    if _refine and extent < 2 * BOX and scale > 1.5:
+    if refine and extent < 2 * BOX and scale > 1.5:
         # A small digit in a large image: start again from a full-resolution crop, with paper around it.
         margin = extent * 0.75
         crop = gray[
@@ -318,101 +282,7 @@ def to_mnist(gray: np.ndarray, _refine: bool = True) -> np.ndarray:
             max(0, math.floor((left - margin) * scale)) : math.ceil((right + margin) * scale),
         ]
         with contextlib.suppress(ImageError):  # if the crop is too faint to read, the first look stands
-            return to_mnist(crop, _refine=False)
+            return _to_mnist(crop, refine=False)
     digit = _even_strokes(ink[top:bottom, left:right])
     top, bottom, left, right = _bbox(digit)
     return _centre(_fit_box(digit[top:bottom, left:right]))
-
-
-def load_digit(source: Path | bytes) -> np.ndarray:
-    """Read an image file (or bytes) and return its MNIST-style 28x28 digit."""
-    with open_image(source) as im:
-        return to_mnist(to_gray(im))
-
-
-def _load_or_reason(source: Path | bytes) -> np.ndarray | str:
-    try:
-        return load_digit(source)
-    except ImageError as e:
-        return str(e)
-
-
-def _load_chunk(sources: list[Path | bytes]) -> list[np.ndarray | str]:
-    return [_load_or_reason(s) for s in sources]
-
-
-class InputImages:
-    """The digits in a command line's image inputs, loading from the moment this is made.
-
-    Inputs are files, folders (each image inside, by name) or ``-`` (one image on
-    stdin). Decoding and preprocessing are CPU work in Python, so many images go
-    to worker processes, one per core. Workers are forked where that is safe
-    (Linux; they only run numpy and Pillow), so they start in milliseconds and
-    work while the caller goes on, e.g. importing torch and loading a model.
-    Use as a context manager so that workers stop if the caller fails.
-    """
-
-    def __init__(self, inputs: Sequence[str], stdin: BinaryIO, workers: int | None = None) -> None:
-        self.named = expand_inputs(inputs, stdin)
-        self.sources = [src for _, src in self.named if not isinstance(src, str)]
-        workers = workers if workers is not None else min(os.cpu_count() or 1, 8)
-        self.pool: ProcessPoolExecutor | None = None
-        self.futures: list[Future] = []
-        if workers > 1 and len(self.sources) >= PARALLEL_FROM:
-            method = "fork" if sys.platform.startswith("linux") else "spawn"
-            self.pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context(method))
-            size = max(1, math.ceil(len(self.sources) / (4 * workers)))
-            chunks = [self.sources[i : i + size] for i in range(0, len(self.sources), size)]
-            self.futures = [self.pool.submit(_load_chunk, chunk) for chunk in chunks]
-
-    def results(self) -> list[tuple[str, np.ndarray | str]]:
-        """(input name, digit or the one-line reason it failed), in input order."""
-        if self.pool is None:
-            loaded = _load_chunk(self.sources)
-        else:
-            loaded = [digit for future in self.futures for digit in future.result()]
-        out, it = [], iter(loaded)
-        for name, src in self.named:
-            out.append((name, src if isinstance(src, str) else next(it)))
-        return out
-
-    def __enter__(self) -> InputImages:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self.pool is not None:
-            self.pool.shutdown(cancel_futures=True)
-
-
-def expand_inputs(inputs: Sequence[str], stdin: BinaryIO) -> list[tuple[str, Path | bytes | str]]:
-    """(name, source) per image: a folder gives each image inside, ``-`` the bytes on stdin.
-
-    A source that is a ``str`` is already the reason it failed.
-    """
-    out: list[tuple[str, Path | bytes | str]] = []
-    stdin_used = False
-    for item in inputs:
-        if item == "-":
-            out.append((item, "standard input given twice" if stdin_used else stdin.read()))
-            stdin_used = True
-            continue
-        path = Path(item)
-        if path.is_dir():
-            try:
-                found = list_images(path)
-            except OSError as e:
-                out.append((item, f"cannot list folder: {e.strerror or e}"))
-                continue
-            if not found:
-                out.append((item, "no images in this folder"))
-            out.extend((str(p), p) for p in found)
-        else:
-            out.append((item, path))
-    return out
-
-
-def list_images(folder: Path) -> list[Path]:
-    """The image files directly inside ``folder``, by name; hidden files are skipped."""
-    return sorted(
-        p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".") and p.is_file()
-    )
