@@ -18,6 +18,7 @@ import click
 import numpy as np
 from rich.color import Color
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.style import Style
 from rich.table import Table
@@ -36,6 +37,11 @@ if TYPE_CHECKING:
 
 ASCII_RAMP = " .:-=+*#%@"  # dark to light
 LOG_COLUMNS = (("Step", 7), ("Iteration", 10), ("Loss", 8), ("Accuracy", 8), ("LR", 9), ("Examples/s", 10))
+
+
+def _name(text: str) -> str:
+    """A user-given name (a path) as one safe line: control characters (newlines) shown escaped."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 def _pct(x: float | None) -> str:
@@ -144,7 +150,7 @@ class Ui:
                 table.add_column("True", justify="right")
             for r in ok:
                 cells = [
-                    r.input,
+                    escape(_name(r.input)),
                     str(r.prediction),
                     _pct(r.confidence),
                     "  ".join(f"{d}:{100 * p:.1f}%" for d, p in r.top()),
@@ -156,10 +162,10 @@ class Ui:
             self.console.print(table)
         for r in results:
             if r.error is not None:
-                click.echo(f"Error: {r.input}: {r.error}", err=True)
+                click.echo(f"Error: {_name(r.input)}: {_name(r.error)}", err=True)
         if show:
             for r in ok:
-                self.console.print(f"{r.input}: {r.prediction} ({_pct(r.confidence)})", markup=False)
+                self.console.print(f"{_name(r.input)}: {r.prediction} ({_pct(r.confidence)})", markup=False)
                 self.console.print(self.digit_art(r.digit))
 
     def digit_art(self, digit: np.ndarray) -> Text:

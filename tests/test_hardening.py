@@ -368,3 +368,17 @@ def test_15_a_run_that_never_trained_is_replaced_by_a_plain_rerun(tiny_data: Pat
     (out / "metrics.jsonl").write_text("")
     assert invoke(*tiny_train_args(tiny_data, out)).exit_code == 0
     assert checkpoint.load(out / "checkpoint.pt").metrics["steps"] == 20
+
+
+def test_5_file_names_with_markup_or_newlines_print_as_they_are(run: Path, tmp_path: Path) -> None:
+    """A file name is data: rich markup in it is not interpreted, a newline does not split a line."""
+    source = Path(__file__).parent.parent / "examples" / "seven.png"
+    marked = tmp_path / "x[bold]y[red].png"
+    marked.write_bytes(source.read_bytes())
+    broken = tmp_path / "two\nlines.png"
+    broken.write_bytes(b"not an image")
+    result = invoke("predict", str(run / "checkpoint.pt"), str(marked), str(broken))
+    assert result.exit_code == 1, result.output
+    assert "x[bold]y[red].png" in result.stdout
+    error = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
+    assert len(error) == 1 and "two\\nlines.png: not an image" in error[0]
