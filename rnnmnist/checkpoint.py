@@ -35,7 +35,7 @@ import torch
 
 from rnnmnist import __version__
 from rnnmnist.config import Config, ConfigError, from_stored
-from rnnmnist.errors import CheckpointError, one_line
+from rnnmnist.errors import CheckpointError, one_line, shown
 from rnnmnist.files import write_atomic
 from rnnmnist.model import SequenceClassifier
 
@@ -157,7 +157,7 @@ def _check(path: Path, raw: Any) -> Checkpoint:
         raise CheckpointError(f"{path} is not an rnnmnist checkpoint (no rnnmnist format marker)")
     version = raw.get("format_version")
     if not isinstance(version, int) or isinstance(version, bool) or version < 1:
-        raise CheckpointError(f"{path}: unknown checkpoint format version {version!r}")
+        raise CheckpointError(f"{path}: unknown checkpoint format version {shown(version)}")
     if version > FORMAT_VERSION:
         raise CheckpointError(
             f"{path} uses checkpoint format {version}, newer than this rnnmnist {__version__} reads "

@@ -116,6 +116,9 @@ class RnnmnistGroup(click.Group):
             # The reader went away (`rnnmnist ... | head`): say nothing more.
             _silence_stdout()
             sys.exit(1)
+        finally:
+            if standalone_mode:  # the program's own process: the command has ended, whatever happens next
+                process.default_signals()
         if not standalone_mode:
             return rv
         sys.exit(rv if isinstance(rv, int) else 0)

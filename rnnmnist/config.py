@@ -14,6 +14,8 @@ from dataclasses import Field, asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Literal, get_args, get_origin, get_type_hints
 
+from rnnmnist.errors import shown
+
 Cell = Literal["lstm", "gru", "rnn"]
 Mode = Literal["rows", "pixels", "permuted"]
 Init = Literal["torch", "tf"]
@@ -158,7 +160,7 @@ def _describe_allowed(f: Field) -> str:
 def _coerce(f: Field, value: Any) -> Any:
     """Check one value's type and range; return it in the field's type."""
     kind, allowed = FIELD_TYPES[f.name], choices(f.name)
-    bad = ConfigError(f"{f.name} must be {_describe_allowed(f)}, got {value!r}")
+    bad = ConfigError(f"{f.name} must be {_describe_allowed(f)}, got {shown(value)}")
     # bool is an int in Python; a config must not silently take `true` as 1.
     if kind is bool:
         if not isinstance(value, bool):
@@ -196,7 +198,7 @@ def _check_keys(values: dict[str, Any], source: str) -> None:
         if key not in CONFIG_FIELDS:
             close = difflib.get_close_matches(str(key), CONFIG_FIELDS, n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else f" (known keys: {', '.join(CONFIG_FIELDS)})"
-            raise ConfigError(f"{source}: unknown key {key!r}{hint}")
+            raise ConfigError(f"{source}: unknown key {shown(key)}{hint}")
 
 
 def _check_consistent(cfg: Config) -> None:
@@ -251,8 +253,8 @@ def from_stored(values: dict[str, Any]) -> tuple[Config, list[str]]:
     for key, value in values.items():
         if key not in CONFIG_FIELDS:
             if key in MODEL_FIELDS:  # pragma: no cover - every model field is a config field
-                raise ConfigError(f"unknown model key {key!r}")
-            notes.append(f"unknown key {key!r} ignored")
+                raise ConfigError(f"unknown model key {shown(key)}")
+            notes.append(f"unknown key {shown(key)} ignored")
             continue
         try:
             usable[key] = _coerce(CONFIG_FIELDS[key], value)

@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from rnnmnist.errors import DataError
+from rnnmnist.errors import DataError, shown
 
 IMAGE_SIZE = 28
 NUM_CLASSES = 10
@@ -270,7 +270,7 @@ class BatchStream:
             raise ValueError(f"data order: the permutation does not hold each of 0-{self.n - 1} once")
         for name, value, high in (("position", position, self.n), ("epoch", epoch, 10**12)):
             if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= high:
-                raise ValueError(f"data order: {name} {value!r} is not an integer in 0-{high}")
+                raise ValueError(f"data order: {name} {shown(value)} is not an integer in 0-{high}")
         if not isinstance(generator, torch.Tensor) or generator.dtype != torch.uint8:
             raise ValueError("data order: the generator state is not a byte tensor")
         self.generator.set_state(generator)

@@ -31,3 +31,10 @@ def one_line(what: BaseException | str, limit: int = 200) -> str:
         return text
     cut = text[: limit - 1].rsplit(" ", 1)[0]
     return cut + "…"
+
+
+def shown(value: object, limit: int = 60) -> str:
+    """A value for an error message: short, one line (a tensor by its type and shape, not its numbers)."""
+    if type(value).__name__ == "Tensor":  # without importing torch (config must stay torch-free)
+        return f"a {value.dtype} tensor of shape {tuple(value.shape)}"  # type: ignore[attr-defined]
+    return one_line(repr(value), limit)

@@ -46,6 +46,13 @@ def raise_on_signals() -> None:
         signal.signal(s, _raise_terminated)
 
 
+def default_signals() -> None:
+    """Once a command has ended (and said so), a late signal must not interrupt the interpreter's own
+    shutdown with a traceback: it gets its default action again."""
+    for s in SIGNAL_NAMES:
+        signal.signal(s, signal.SIG_DFL)
+
+
 def tune_allocator() -> None:
     """Keep freed large blocks in glibc's heap instead of returning them to the OS.
 

@@ -21,7 +21,7 @@ from rnnmnist import checkpoint, distributed
 from rnnmnist.config import Config
 from rnnmnist.data import Mnist, load_mnist
 from rnnmnist.device import resolve_device, training_precision
-from rnnmnist.errors import BadValueError, CheckpointError, RnnmnistError
+from rnnmnist.errors import BadValueError, CheckpointError, DataError, RnnmnistError
 from rnnmnist.model import SequenceClassifier, training_bytes
 from rnnmnist.process import Terminated
 from rnnmnist.rundir import RunDir, check_out_path
@@ -91,6 +91,20 @@ def _load_data(plan: Plan, cfg: Config) -> Mnist:
         if plan.data_dir is None and plan.resume and folder != DEFAULT_DATA_DIR and not folder.exists():
             raise RnnmnistError(f"the run's data folder {folder} is gone; give --data-dir ({e})") from None
         raise
+
+
+def _check_same_data(resume: checkpoint.Checkpoint, n_train: int, plan: Plan) -> None:
+    """A run resumes on the data it was trained on (its data order is a permutation of that split)."""
+    order = resume.training.get("data_order") if isinstance(resume.training, dict) else None
+    perm = order.get("permutation") if isinstance(order, dict) else None
+    if not isinstance(perm, torch.Tensor) or perm.dim() != 1 or perm.numel() == n_train:
+        return  # nothing to compare (a damaged state is reported in detail when it is loaded)
+    remembered = RunDir(plan.out).remembered_data_dir()
+    hint = f" (it remembers {remembered}: --data-dir {remembered})" if remembered is not None else ""
+    raise DataError(
+        f"the run in {plan.out} was trained on {perm.numel():,} training images but {data_dir_for(plan)} "
+        f"holds {n_train:,}: resume it with the data it was trained on{hint}, unless its checkpoint is damaged"
+    )
 
 
 def check_fits_in_memory(cfg: Config, device: torch.device) -> None:
@@ -208,8 +222,13 @@ def _train(
     started: float,
 ) -> TrainSummary:
     data = _load_data(plan, cfg)
-    with _out_of_memory_is_one_line(cfg):
-        run = _build(cfg, resume, data, device, rank)
+    if resume is not None:
+        _check_same_data(resume, len(data.train), plan)
+    try:
+        with _out_of_memory_is_one_line(cfg):
+            run = _build(cfg, resume, data, device, rank)
+    except CheckpointError as e:  # the resumed checkpoint's training state or weights
+        raise CheckpointError(f"{run_dir.checkpoint}: {e}") from None
     _take_folder(run_dir, plan, cfg, data_dir_for(plan), rank)
     run.run_dir = run_dir
     board = None

@@ -27,7 +27,7 @@ from rnnmnist.config import EVAL_BATCH_SIZE, Config
 from rnnmnist.data import BatchStream, Mnist, Split, scale
 from rnnmnist.device import autocast
 from rnnmnist.distributed import SINGLE, Rank, all_gather, all_reduce, collective
-from rnnmnist.errors import CheckpointError, RnnmnistError, one_line
+from rnnmnist.errors import CheckpointError, RnnmnistError, one_line, shown
 from rnnmnist.evaluate import EvalResult, evaluate
 from rnnmnist.rundir import MetricsLog, RunDir
 from rnnmnist.schedule import lr_and_beta1
@@ -137,7 +137,7 @@ def _check_optimizer(state: Any, optimizer: torch.optim.Optimizer) -> None:
     params = [p for group in optimizer.param_groups for p in group["params"]]
     for index, moments in state["state"].items():
         if not isinstance(index, int) or not 0 <= index < len(params) or not isinstance(moments, dict):
-            raise ValueError(f"optimizer: no parameter {index!r}")
+            raise ValueError(f"optimizer: no parameter {shown(index)}")
         for name, value in moments.items():
             if not isinstance(value, torch.Tensor):
                 raise ValueError(f"optimizer: {name} of parameter {index} is not a tensor")
@@ -155,7 +155,7 @@ def _number(state: dict[str, Any], key: str, low: float, high: float, kind: type
     if isinstance(value, bool) or not isinstance(value, (int, float)) or (kind is int and not isinstance(value, int)):
         raise ValueError(f"{key} is not {'an integer' if kind is int else 'a number'}")
     if not (math.isfinite(value) and low <= value <= high):
-        raise ValueError(f"{key} {value!r} is outside {low}-{high}")
+        raise ValueError(f"{key} {shown(value)} is outside {low}-{high}")
     return kind(value)
 
 

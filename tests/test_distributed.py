@@ -44,7 +44,9 @@ def test_two_processes_match_one(tiny_data: Path, tmp_path: Path) -> None:
     assert two["test_loss"] == pytest.approx(one["test_loss"], rel=1e-3)
     assert abs(two["test_accuracy"] - one["test_accuracy"]) <= 1 / 200  # at most one of 200 images flips
     # One run folder, written by rank 0; eval reads its checkpoint and agrees with what training reported.
-    assert sorted(p.name for p in (tmp_path / "two").iterdir()) == ["checkpoint.pt", "config.toml", "metrics.jsonl"]
+    assert sorted(p.name for p in (tmp_path / "two").iterdir()) == [
+        "checkpoint.pt", "config.toml", "metrics.jsonl", "run.json",
+    ]  # fmt: skip
     done = rnnmnist("eval", two["checkpoint"], "--data-dir", str(tiny_data), "--json")
     assert json.loads(done.stdout)["accuracy"] == two["test_accuracy"]
     logged = [json.loads(line) for line in (tmp_path / "two" / "metrics.jsonl").read_text().splitlines()]

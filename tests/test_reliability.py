@@ -182,8 +182,10 @@ def interrupted(data: Path, out: Path, step: int, sig: int = signal.SIGINT) -> d
 def test_divergence_stops_naming_the_step_and_keeps_the_checkpoint(tiny_data: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"
     payload = interrupted(tiny_data, out, 60)
-    # The weights blow up, as they do when a learning rate is far too high.
-    payload["model"]["head.weight"].fill_(float("inf"))
+    # Adam's moments as a runaway learning rate leaves them: the next update sends the weights to inf.
+    for moments in payload["training"]["optimizer"]["state"].values():
+        moments["exp_avg"].fill_(3e38)  # near float32's largest: any step from it overflows
+        moments["exp_avg_sq"].zero_()
     torch.save(payload, out / "checkpoint.pt")
     before = (out / "checkpoint.pt").read_bytes()
     step = payload["training"]["step"]
@@ -194,6 +196,16 @@ def test_divergence_stops_naming_the_step_and_keeps_the_checkpoint(tiny_data: Pa
     assert f"training diverged at step {next_log}: the loss is nan" in line
     assert f"the last good checkpoint is kept in {out / 'checkpoint.pt'}" in line
     assert (out / "checkpoint.pt").read_bytes() == before
+
+
+def test_non_finite_weights_are_refused_on_resume(tiny_data: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    payload = interrupted(tiny_data, out, 60)
+    payload["model"]["head.weight"].fill_(float("inf"))
+    torch.save(payload, out / "checkpoint.pt")
+    done = rnnmnist("train", "--resume", str(out), "--data-dir", str(tiny_data))
+    assert done.returncode == 1
+    assert "weight head.weight holds NaN or infinite values" in one_line(done.stderr)
 
 
 def test_unwritable_out_folder(tiny_data: Path, tmp_path: Path) -> None:

@@ -1,0 +1,207 @@
+"""Hostile checkpoints and training states: every key deleted, retyped, reshaped or out of range.
+
+Whatever a checkpoint holds, loading it for eval/predict or for --resume ends in a
+model (and a training state) or in one CheckpointError line — never another
+exception. Many mutations run in process through the same code the commands
+use; a bounded number go through `eval`, `predict` and `train --resume` as
+subprocesses, which must print a result or one `Error:` line with exit code 1,
+and change no file outside the run folder.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import io
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from rnnmnist import checkpoint
+from rnnmnist.config import Config
+from rnnmnist.data import load_mnist
+from rnnmnist.distributed import SINGLE
+from rnnmnist.errors import RnnmnistError
+from rnnmnist.model import SequenceClassifier
+from rnnmnist.run import _build
+from rnnmnist.rundir import RunDir
+from rnnmnist.train import Run, TrainState
+
+CFG = Config(hidden_size=8, batch_size=25, iters=25 * 12 + 1, val_size=100, log_every=5, device="cpu", precision="fp32")
+
+# Replacement values of every kind a damaged or crafted file could hold.
+ODD_VALUES = [
+    None,
+    True,
+    -1,
+    0,
+    10**30,
+    -(2**70),
+    1.5,
+    float("nan"),
+    float("inf"),
+    "x",
+    "",
+    b"\x00",
+    [],
+    [1, "a"],
+    {},
+    {"a": 1},
+    torch.tensor(3),
+    torch.zeros(0),
+    torch.zeros(3, 3),
+    torch.full((2,), float("nan")),
+    torch.zeros(5, dtype=torch.int64),
+    torch.zeros(2, dtype=torch.complex64),
+    torch.zeros(4, dtype=torch.uint8),
+]
+
+
+@pytest.fixture(scope="module")
+def resumable(tiny_data: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+    """A run folder whose checkpoint.pt is resumable (at step 0), and that checkpoint's payload."""
+    out = tmp_path_factory.mktemp("hostile-ckpt") / "run"
+    run_dir = RunDir(out)
+    run_dir.prepare_new(force=False)
+    run_dir.write_config(CFG)
+    run_dir.write_info(tiny_data)
+    run_dir.lock.release()
+    torch.manual_seed(0)
+    model = SequenceClassifier(CFG.model)
+    data = load_mnist(tiny_data, CFG.val_size, download=False)
+    state = TrainState(CFG, model, len(data.train), torch.device("cpu"))
+    Run(CFG, model, data, state, run_dir).save_resumable()
+    return out, torch.load(out / "checkpoint.pt", weights_only=True)
+
+
+def _paths(payload: Any, prefix: tuple = ()) -> list[tuple]:
+    """Every key path in the nested payload (dicts and lists), leaves and containers."""
+    found = []
+    items = payload.items() if isinstance(payload, dict) else enumerate(payload) if isinstance(payload, list) else ()
+    for key, value in items:
+        path = (*prefix, key)
+        found.append(path)
+        found += _paths(value, path)
+    return found
+
+
+def _mutate(payload: dict, path: tuple, how: str, value: Any) -> dict:
+    damaged = copy.deepcopy(payload)
+    parent = damaged
+    for key in path[:-1]:
+        parent = parent[key]
+    key = path[-1]
+    if how == "delete":
+        del parent[key]
+    elif how == "retype":
+        parent[key] = value
+    elif how == "reshape" and isinstance(parent[key], torch.Tensor) and parent[key].numel() > 1:
+        parent[key] = parent[key].flatten()[:-1]
+    elif how == "out of range" and isinstance(parent[key], torch.Tensor) and parent[key].numel():
+        parent[key] = parent[key].clone()
+        parent[key].view(-1)[0] = 10**6 if not parent[key].is_floating_point() else float("inf")
+    elif how == "out of range" and isinstance(parent[key], (int, float)) and not isinstance(parent[key], bool):
+        parent[key] = -parent[key] - 10**9
+    else:
+        parent[key] = value
+    return damaged
+
+
+def _use_in_process(raw: bytes, path: Path, tiny_data: Path) -> str:
+    """Load the bytes as eval/predict and --resume do; 'ok' or the error's line. Any other exception fails."""
+    path.write_bytes(raw)
+    try:
+        ckpt = checkpoint.load(path)
+        ckpt.build_model()
+        if ckpt.training is not None and not ckpt.notes:
+            data = load_mnist(tiny_data, ckpt.config.val_size, download=False)
+            _build(ckpt.config, ckpt, data, torch.device("cpu"), SINGLE)
+    except RnnmnistError as e:
+        message = str(e)
+        assert message and "\n" not in message, message
+        return message
+    return "ok"
+
+
+def _bytes(payload: dict) -> bytes:
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    return buffer.getvalue()
+
+
+@settings(max_examples=150, deadline=None, derandomize=True, database=None, suppress_health_check=list(HealthCheck))
+@given(data=st.data())
+def test_any_damage_to_any_key_is_a_model_or_one_line(
+    resumable: tuple[Path, dict], tiny_data: Path, tmp_path_factory: pytest.TempPathFactory, data: st.DataObject
+) -> None:
+    _, payload = resumable
+    path = data.draw(st.sampled_from(_paths(payload)))
+    how = data.draw(st.sampled_from(["delete", "retype", "reshape", "out of range"]))
+    value = data.draw(st.sampled_from(ODD_VALUES))
+    damaged = _mutate(payload, path, how, value)
+    outcome = _use_in_process(_bytes(damaged), tmp_path_factory.mktemp("h") / "c.pt", tiny_data)
+    assert outcome  # a model and training state, or one line saying what is wrong
+
+
+def test_every_key_deleted_in_turn(resumable: tuple[Path, dict], tiny_data: Path, tmp_path: Path) -> None:
+    _, payload = resumable
+    outcomes = {path: _use_in_process(_bytes(_mutate(payload, path, "delete", None)), tmp_path / "c.pt", tiny_data)
+                for path in _paths(payload)}  # fmt: skip
+    # What a model or a resume needs cannot go missing unnoticed.
+    for needed in (("model",), ("config",), ("training", "optimizer"), ("training", "data_order"), ("training", "rng")):
+        assert outcomes[needed] != "ok", needed
+
+
+def _tree_digest(folder: Path) -> dict[str, str]:
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest() for p in folder.rglob("*") if p.is_file()
+    }
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("path", "how", "value"),
+    [
+        (("training", "data_order", "permutation"), "retype", torch.zeros(3)),
+        (("training", "step"), "retype", "10"),
+        (("training", "optimizer", "state"), "retype", {0: {"exp_avg": torch.zeros(2)}}),
+        (("model", "head.weight"), "reshape", None),
+        (("model", "head.bias"), "retype", torch.full((10,), float("nan"))),
+        (("config", "hidden_size"), "retype", 0),
+        (("config", "lr"), "retype", "fast"),
+        (("format_version",), "retype", 99),
+    ],
+)
+def test_damaged_checkpoints_through_the_commands(
+    resumable: tuple[Path, dict], tiny_data: Path, tmp_path: Path, path: tuple, how: str, value: Any
+) -> None:
+    source, payload = resumable
+    out = tmp_path / "run"
+    out.mkdir()
+    for name in ("config.toml", "run.json"):
+        (out / name).write_bytes((source / name).read_bytes())
+    (out / "checkpoint.pt").write_bytes(_bytes(_mutate(payload, path, how, value)))
+    before = _tree_digest(tiny_data)
+    ckpt = str(out / "checkpoint.pt")
+    for args in (
+        ("eval", ckpt, "--data-dir", str(tiny_data)),
+        ("predict", ckpt, "--index", "0", "--data-dir", str(tiny_data)),
+        ("train", "--resume", str(out)),
+    ):
+        env = {k: v for k, v in os.environ.items() if k != "RNNMNIST_DATA_DIR"}  # the run remembers its data
+        done = subprocess.run(
+            [sys.executable, "-m", "rnnmnist", *args], capture_output=True, text=True, timeout=300, env=env
+        )
+        assert "Traceback" not in done.stderr, done.stderr
+        if done.returncode != 0:
+            assert done.returncode == 1, (args, done.stderr)
+            lines = done.stderr.strip().splitlines()
+            assert len(lines) == 1 and lines[0].startswith("Error: "), done.stderr
+    assert _tree_digest(tiny_data) == before  # nothing outside the run folder changed

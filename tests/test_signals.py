@@ -1,0 +1,147 @@
+"""SIGINT and SIGTERM at each phase of a command: the exit code, one line, no process left, files whole.
+
+Each phase is reached deterministically, not by timing: loading waits on a named
+pipe, training on a logged step, the final evaluation on its "evaluating" line,
+predict on its worker processes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from rnnmnist import checkpoint
+from rnnmnist.synthetic import make_tiny_mnist, tiny_train_args
+
+SIGNALS = [(signal.SIGINT, 130, "SIGINT"), (signal.SIGTERM, 143, "SIGTERM")]
+
+pytestmark = pytest.mark.slow
+
+
+ENV = {k: v for k, v in os.environ.items() if k != "RNNMNIST_DATA_DIR"}  # runs remember their tiny data
+
+
+def start(*args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "rnnmnist", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV
+    )
+
+
+def children(pid: int) -> list[int]:
+    """Processes whose parent is ``pid`` (from /proc: no psutil needed)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid:
+                found.append(int(entry.name))
+    return found
+
+
+def finish(proc: subprocess.Popen[str], sig: int) -> tuple[int, str]:
+    kids = children(proc.pid)
+    proc.send_signal(sig)
+    _, stderr = proc.communicate(timeout=120)  # returns only when nobody holds the pipes any more
+    deadline = time.monotonic() + 10
+    while any(Path(f"/proc/{k}").exists() for k in kids) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not [k for k in kids if Path(f"/proc/{k}").exists()], "worker processes outlived the command"
+    assert "Traceback" not in stderr, stderr
+    lines = [line for line in stderr.strip().splitlines() if line]
+    assert len(lines) == 1 and lines[0].startswith("Error: "), stderr
+    return proc.returncode, lines[0]
+
+
+@pytest.fixture(scope="module")
+def model(tiny_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("signals") / "run"
+    done = subprocess.run([sys.executable, "-m", "rnnmnist", *tiny_train_args(tiny_data, out)], capture_output=True)
+    assert done.returncode == 0
+    return out / "checkpoint.pt"
+
+
+@pytest.mark.parametrize(("sig", "code", "name"), SIGNALS)
+@pytest.mark.parametrize("command", ["eval", "predict", "export"])
+def test_while_loading(tmp_path: Path, command: str, sig: int, code: int, name: str) -> None:
+    fifo = tmp_path / "model.pt"
+    os.mkfifo(fifo)
+    extra = {"eval": [], "predict": ["--index", "0"], "export": ["--format", "torchscript"]}[command]
+    proc = start(command, str(fifo), *extra)
+    writer = os.open(fifo, os.O_WRONLY)  # the command is now reading the checkpoint
+    try:
+        returncode, line = finish(proc, sig)
+    finally:
+        os.close(writer)
+    assert returncode == code
+    assert line == f"Error: interrupted ({name}); files already written are intact"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.pt"]  # nothing written
+
+
+@pytest.mark.parametrize(("sig", "code", "name"), SIGNALS)
+def test_while_training(tiny_data: Path, tmp_path: Path, sig: int, code: int, name: str) -> None:
+    out = tmp_path / "run"
+    args = tiny_train_args(tiny_data, out)
+    args[args.index("--iters") + 1] = str(25 * 5000 + 1)
+    proc = start(*args)
+    while not ((out / "metrics.jsonl").exists() and (out / "metrics.jsonl").stat().st_size):
+        assert proc.poll() is None
+        time.sleep(0.01)
+    returncode, line = finish(proc, sig)
+    assert returncode == code
+    assert line.startswith(f"Error: interrupted ({name}) at step ")
+    assert checkpoint.load(out / "checkpoint.pt").training is not None  # whole and resumable
+
+
+@pytest.mark.parametrize(("sig", "code", "name"), SIGNALS)
+def test_during_the_final_evaluation(tmp_path: Path, sig: int, code: int, name: str) -> None:
+    data = make_tiny_mnist(tmp_path / "data", n_train=300, n_test=60_000)
+    out = tmp_path / "run"
+    proc = start(*tiny_train_args(data, out), "--val-size", "50", "--hidden-size", "256")
+    for line in proc.stdout:
+        if line.startswith("evaluating"):
+            break
+    returncode, line = finish(proc, sig)
+    if returncode == 0:
+        pytest.skip("the evaluation ended before the signal arrived")
+    assert returncode == code
+    assert f"interrupted ({name}) during the final evaluation" in line
+    done = subprocess.run(
+        [sys.executable, "-m", "rnnmnist", "train", "--resume", str(out), "--json"],
+        capture_output=True,
+        text=True,
+        env=ENV,
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["steps"] == 20
+
+
+@pytest.mark.parametrize(("sig", "code", "name"), SIGNALS)
+def test_predict_with_workers(model: Path, tmp_path: Path, sig: int, code: int, name: str) -> None:
+    from PIL import Image
+
+    from rnnmnist.redraw import draw_shape
+
+    folder = tmp_path / "images"
+    folder.mkdir()
+    image = Image.fromarray((255 - draw_shape("0") * 255).astype("uint8")).resize((400, 400))
+    for i in range(300):
+        image.save(folder / f"{i:03}.png")
+    proc = start("predict", str(model), str(folder))
+    deadline = time.monotonic() + 60
+    while len(children(proc.pid)) < 2 and time.monotonic() < deadline:  # the worker pool is up
+        time.sleep(0.01)
+    returncode, line = finish(proc, sig)
+    if returncode in (0, 1):
+        pytest.skip("predict finished before the signal arrived")
+    assert returncode == code
+    assert line.startswith(f"Error: interrupted ({name})")
