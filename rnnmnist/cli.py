@@ -461,6 +461,7 @@ Examples:
   rnnmnist predict runs/five/checkpoint.pt my-digit.png --show     # what the network sees
   cat digit.png | rnnmnist predict runs/five/checkpoint.pt -
   rnnmnist predict runs/five/checkpoint.pt --index 0 --index 7     # test-set images
+  rnnmnist predict runs/five/checkpoint.pt my-digit.png --trace    # watch it read, row by row
 """
 
 
@@ -475,6 +476,11 @@ Examples:
     help="Predict test-set image I (repeatable); its true label is shown beside.",
 )
 @click.option("--show", is_flag=True, help="Print each 28x28 image the network sees, as terminal art.")
+@click.option(
+    "--trace",
+    is_flag=True,
+    help="Show how each answer forms as the network reads, row by row; --json adds trace and decided_at.",
+)
 @device_option
 @data_options
 @json_option
@@ -483,6 +489,7 @@ def predict(
     inputs: tuple[str, ...],
     indices: tuple[int, ...],
     show: bool,
+    trace: bool,
     device: str,
     data_dir: Path,
     download: bool,
@@ -512,14 +519,14 @@ def predict(
         dev = resolve_device(device)
         model, ckpt = ckpt_io.load_model(checkpoint, dev)
         precision = ckpt.config.precision
-        results = prediction.predict_images(model, precision, images)
+        results = prediction.predict_images(model, precision, images, trace)
     ui = _ui(as_json, quiet, verbose)
     if indices:
-        results += prediction.predict_test_images(model, precision, data_dir, indices, download)
+        results += prediction.predict_test_images(model, precision, data_dir, indices, download, trace)
     if as_json:
         for r in results:
             ui.emit_json(r.to_json())
-    ui.predictions(results, show)
+    ui.predictions(results, show, ckpt.config.mode if trace else None)
     return 1 if any(r.error for r in results) else 0
 
 
