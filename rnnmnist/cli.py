@@ -616,5 +616,10 @@ def export(
     )
 
 
+from rnnmnist.commands.serve import serve  # noqa: E402  (a command in its own module)
+
+cli.add_command(serve)
+
+
 def main() -> None:
     cli(prog_name="rnnmnist")

@@ -1,0 +1,1 @@
+"""CLI commands, one module each, registered on the group in rnnmnist/cli.py."""
