@@ -25,6 +25,7 @@ from rnnmnist.commands.evaluate import eval_command
 from rnnmnist.commands.export import export
 from rnnmnist.commands.plot import plot
 from rnnmnist.commands.predict import predict
+from rnnmnist.commands.serve import serve
 from rnnmnist.commands.train import train
 from rnnmnist.config import ConfigError
 from rnnmnist.errors import RnnmnistError, one_line
@@ -142,7 +143,7 @@ def cli() -> None:
     """
 
 
-for command in (train, eval_command, predict, plot, export):
+for command in (train, eval_command, predict, plot, export, serve):
     cli.add_command(command)
 
 

@@ -14,6 +14,7 @@ from torch import nn
 
 from rnnmnist.config import ModelConfig
 from rnnmnist.data import IMAGE_SIZE, NUM_CLASSES
+from rnnmnist.errors import RnnmnistError
 
 # Gate blocks per cell in torch's weight layout; the LSTM's are (input, forget, cell, output).
 GATES = {"lstm": 4, "gru": 3, "rnn": 1}
@@ -70,6 +71,18 @@ class SequenceClassifier(nn.Module):
         # The top layer's final state per direction; for one direction it equals output[:, -1].
         last = h_n[-self.directions :].transpose(0, 1).reshape(h_n.shape[1], -1)  # (N, directions * H)
         return self.head(self.dropout(last))  # (N, 10)
+
+    def step_logits(self, images: torch.Tensor) -> torch.Tensor:
+        """Logits after every step (N, steps, 10): the head applied to each step's output.
+
+        The last step's equals :meth:`forward`. A bidirectional model is refused: its
+        backward direction has already read the whole image at every step, so "what it
+        thinks after t steps" has no meaning there.
+        """
+        if self.directions != 1:
+            raise RnnmnistError("a reading trace needs a one-directional model; this one is bidirectional")
+        output, _ = self.rnn(self.to_sequence(images))  # (N, steps, H): the top layer at every step
+        return self.head(self.dropout(output))  # (N, steps, 10)
 
 
 def init_weights(model: SequenceClassifier, cfg: ModelConfig) -> None:

@@ -1,4 +1,5 @@
-"""Pictures of a run: training curves, the test confusion matrix, the most confidently wrong digits.
+"""Pictures of a run: training curves, the test confusion matrix, the most confidently wrong digits,
+and how the network reads (its answer after each row, and accuracy against rows read).
 
 Needs matplotlib (``pip install 'rnnmnist[plot]'``); figures are drawn off-screen
 and written atomically as PNG files.
@@ -151,6 +152,94 @@ def plot_mistakes(images: np.ndarray, labels: np.ndarray, probs: np.ndarray, pat
     return path
 
 
+READING_EXAMPLES = 4  # the first test digits (7, 2, 1, 0), drawn as they are read
+READING_STAGES = (7, 14, 21, 28)  # rows read in each snapshot (for 784-step models, 28 pixels a row)
+
+
+def _read_mask(model: Any, steps: int, read: int) -> np.ndarray:
+    """(28, 28) bool: the pixels a model has read after ``read`` of its ``steps`` steps."""
+    if steps == 28:
+        mask = np.zeros((28, 28), dtype=bool)
+        mask[:read] = True
+        return mask
+    flat = np.zeros(784, dtype=bool)
+    order = model.permutation.cpu().numpy() if hasattr(model, "permutation") else np.arange(784)
+    flat[order[:read]] = True
+    return flat.reshape(28, 28)
+
+
+def _snapshots(model: Any, image: np.ndarray, steps: int) -> np.ndarray:
+    """RGB (28, 4*28 + gaps, 3): the image after each of READING_STAGES, what is not read yet dimmed in blue."""
+    gap = np.ones((28, 2, 3))
+    panels = []
+    for rows in READING_STAGES:
+        read = _read_mask(model, steps, rows * steps // 28)
+        rgb = np.repeat(image[:, :, None], 3, axis=2)
+        dim = np.stack([0.25 * image, 0.25 * image, 0.22 + 0.3 * image], axis=2)
+        panels += [np.where(read[:, :, None], rgb, dim), gap]
+    return np.concatenate(panels[:-1], axis=1)
+
+
+def plot_reading(
+    model: Any, images: np.ndarray, labels: np.ndarray, traces: np.ndarray, accuracy: np.ndarray, path: Path
+) -> Path:
+    """How the network reads: a few digits with the rows read so far and the probabilities after each step,
+    and the test accuracy as a function of the rows read.
+
+    ``traces`` is (k, steps, 10) for ``images`` (k, 28, 28); ``accuracy`` is (steps,) over the test set.
+    """
+    from rnnmnist.trace import decided_at
+
+    plt = _pyplot()
+    steps = traces.shape[1]
+    unit = "rows" if steps == 28 else "pixels"
+    k = len(images)
+    fig = plt.figure(figsize=(3.3 * k, 7.2))
+    grid = fig.add_gridspec(3, k, height_ratios=[0.6, 1.5, 1.7], hspace=0.5, wspace=0.3)
+    x = np.arange(1, steps + 1)
+    for i in range(k):
+        ax = fig.add_subplot(grid[0, i])
+        ax.imshow(_snapshots(model, images[i], steps), interpolation="nearest")
+        ax.set_xticks([14 + j * 30 for j in range(len(READING_STAGES))], [f"{r}" for r in READING_STAGES], fontsize=7)
+        ax.set_yticks([])
+        ax.set_xlabel("rows read" if steps == 28 else "rows' worth of pixels read", fontsize=8)
+        answer = int(traces[i, -1].argmax())
+        decided = decided_at(torch.from_numpy(traces[i]))
+        ax.set_title(f"true {labels[i]}, answer {answer}", fontsize=9)
+        ax = fig.add_subplot(grid[1, i])
+        for d in range(10):
+            if d != answer:
+                ax.plot(x, traces[i, :, d], lw=0.8, color="0.75")
+        ax.plot(x, traces[i, :, answer], lw=2, color="tab:green", label=f"p({answer})")
+        ax.axvline(decided, color="tab:red", ls="--", lw=1)
+        ax.text(decided, 1.02, f" decided at {decided}", color="tab:red", fontsize=7, va="bottom")
+        ax.set(ylim=(0, 1), xlim=(1, steps), xlabel=f"{unit} read")
+        ax.grid(alpha=0.3)
+        ax.legend(loc="center left", fontsize=7, frameon=False)
+        if i == 0:
+            ax.set_ylabel("probability after each step")
+    ax = fig.add_subplot(grid[2, :])
+    ax.plot(x, 100 * accuracy, lw=2)
+    final = 100 * accuracy[-1]
+    within = int(np.argmax(100 * accuracy >= final - 1)) + 1  # first step within a point of the end
+    ax.axvline(within, color="tab:red", ls="--", lw=1)
+    late = within > 0.6 * steps
+    note = f" within 1 point of the final {final:.1f}% after {within} {unit} "
+    ax.text(within, 5, note, color="tab:red", fontsize=8, ha="right" if late else "left")
+    ax.set(
+        xlim=(1, steps),
+        ylim=(0, 100),
+        xlabel=f"{unit} read",
+        ylabel="test accuracy (%)",
+        title="If it had to answer after reading only the first part of each test image",
+    )
+    ax.grid(alpha=0.3)
+    fig.suptitle("How the network reads: its answer after each step", fontsize=11)
+    path = _save(fig, path)
+    plt.close(fig)
+    return path
+
+
 def plot_run(run: Path, out: Path | None, data_dir: Path | None, download: bool) -> list[Path]:
     """Every picture of the run in folder ``run``; returns the files written (in ``out``, default ``run``).
 
@@ -179,4 +268,13 @@ def plot_run(run: Path, out: Path | None, data_dir: Path | None, download: bool)
         confusion = confusion_matrix(test.labels, torch.from_numpy(probs.argmax(axis=1))).numpy()
         written.append(plot_confusion(confusion, out / "confusion.png"))
         written.append(plot_mistakes(images.numpy(), labels, probs, out / "mistakes.png"))
+        if model.directions == 1:  # a bidirectional model has no reading trace
+            from rnnmnist.trace import accuracy_by_step, reading
+
+            shown = images[:READING_EXAMPLES]  # (k, 28, 28)
+            traces = reading(model, shown, precision).numpy()  # (k, steps, 10)
+            accuracy = accuracy_by_step(model, images, test.labels, precision).accuracy.numpy()
+            written.append(
+                plot_reading(model, shown.numpy(), labels[:READING_EXAMPLES], traces, accuracy, out / "reading.png")
+            )
     return written

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,6 +29,8 @@ class Prediction:
     label: int | None = None  # the true digit, for test-set images
     index: int | None = None  # the test-set index, for test-set images
     error: str | None = None
+    trace: torch.Tensor | None = None  # (steps, 10): probabilities after every step, with --trace
+    decided_at: int | None = None  # the step from which the final answer stayed on top, with --trace
 
     @property
     def prediction(self) -> int:
@@ -56,6 +58,9 @@ class Prediction:
             record["index"] = self.index
         if self.label is not None:
             record["label"] = self.label
+        if self.trace is not None:
+            record["trace"] = [[round(float(p), 4) for p in step] for step in self.trace]
+            record["decided_at"] = self.decided_at
         return record
 
 
@@ -73,22 +78,45 @@ def probabilities(
     return torch.cat(out) if out else torch.zeros(0, 10)
 
 
-def predict_images(model: nn.Module, precision: str, images: InputImages) -> list[Prediction]:
+def _add_traces(model: nn.Module, precision: str, predictions: list[Prediction], images: torch.Tensor) -> None:
+    """Each prediction's reading trace; its probabilities become the trace's last step (the same numbers)."""
+    from rnnmnist.trace import decided_at, reading
+
+    for r, steps in zip(predictions, reading(model, images, precision)):  # (steps, 10) each
+        r.trace, r.probabilities, r.decided_at = steps, steps[-1], decided_at(steps)
+
+
+def predict_images(model: nn.Module, precision: str, images: InputImages, trace: bool = False) -> list[Prediction]:
     """Collect the preprocessed image inputs and predict them in batches."""
+    return predict_digits(model, precision, images.results(), trace)
+
+
+def predict_digits(
+    model: nn.Module, precision: str, named: Iterable[tuple[str, np.ndarray | Failed]], trace: bool = False
+) -> list[Prediction]:
+    """Predictions for (name, 28x28 digit or why it could not be read), with reading traces if asked."""
     results = [
         Prediction(name, error=outcome.reason) if isinstance(outcome, Failed) else Prediction(name, outcome)
-        for name, outcome in images.results()
+        for name, outcome in named
     ]
     ok = [r for r in results if r.digit is not None]
     if ok:
-        probs = probabilities(model, torch.from_numpy(np.stack([r.digit for r in ok])), precision)  # (k, 10)
-        for r, p in zip(ok, probs):
-            r.probabilities = p
+        stacked = torch.from_numpy(np.stack([r.digit for r in ok]))  # (k, 28, 28)
+        if trace:
+            _add_traces(model, precision, ok, stacked)
+        else:
+            for r, p in zip(ok, probabilities(model, stacked, precision)):  # (10,) each
+                r.probabilities = p
     return results
 
 
 def predict_test_images(
-    model: nn.Module, precision: str, data_dir: str | Path, indices: Sequence[int], download: bool
+    model: nn.Module,
+    precision: str,
+    data_dir: str | Path,
+    indices: Sequence[int],
+    download: bool,
+    trace: bool = False,
 ) -> list[Prediction]:
     """Predictions for test-set images by index, each with its true label."""
     test = load_split(data_dir, "test", 0, download)
@@ -96,8 +124,13 @@ def predict_test_images(
     if bad:
         raise BadValueError(f"--index {bad[0]} is out of range: the test set holds images 0 to {len(test) - 1}")
     images = scale(test.images[torch.tensor(list(indices), dtype=torch.long)])  # (k, 28, 28)
-    probs = probabilities(model, images, precision)  # (k, 10)
-    return [
-        Prediction(f"test[{i}]", images[j].numpy(), probs[j], label=int(test.labels[i]), index=i)
+    probs = None if trace else probabilities(model, images, precision)  # (k, 10)
+    results = [
+        Prediction(
+            f"test[{i}]", images[j].numpy(), None if probs is None else probs[j], label=int(test.labels[i]), index=i
+        )
         for j, i in enumerate(indices)
     ]
+    if trace:
+        _add_traces(model, precision, results, images)
+    return results

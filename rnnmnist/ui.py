@@ -36,6 +36,9 @@ if TYPE_CHECKING:
     from rnnmnist.train import TrainSummary
 
 ASCII_RAMP = " .:-=+*#%@"  # dark to light
+SPARKS = "▁▂▃▄▅▆▇█"
+EIGHTHS = " ▏▎▍▌▋▊▉█"
+TRACE_BAR = 10  # characters for a probability of 1
 LOG_COLUMNS = (("Step", 7), ("Iteration", 10), ("Loss", 8), ("Accuracy", 8), ("LR", 9), ("Examples/s", 10))
 
 
@@ -46,6 +49,21 @@ def _name(text: str) -> str:
 
 def _pct(x: float | None) -> str:
     return "-" if x is None else f"{100 * x:.2f}%"
+
+
+def _sparkline(values: Sequence[float]) -> str:
+    """Values in [0, 1] as block heights, one character each."""
+    return "".join(SPARKS[min(len(SPARKS) - 1, int(v * len(SPARKS)))] for v in values)
+
+
+def _bar(value: float, width: int = TRACE_BAR) -> str:
+    """A value in [0, 1] as a horizontal bar ``width`` characters long at 1, in eighths of a character."""
+    eighths = round(value * width * 8)
+    return ("█" * (eighths // 8) + (EIGHTHS[eighths % 8] if eighths % 8 else "")).ljust(width)
+
+
+def _step_name(mode: str, steps: int) -> str:
+    return "row" if mode == "rows" else "pixel"
 
 
 class Ui:
@@ -137,29 +155,40 @@ class Ui:
         self.console.print(confusion)
 
     # --- predict
-    def predictions(self, results: Sequence[Prediction], show: bool = False) -> None:
+    def predictions(self, results: Sequence[Prediction], show: bool = False, trace_mode: str | None = None) -> None:
         """A table of the predictions (not with --json: the JSON lines are the output), a line on
-        stderr per input that failed, and with ``show`` each digit as art."""
+        stderr per input that failed, with ``show`` each digit as art, and with ``trace_mode`` (the
+        model's sequence mode) how each answer formed as the network read."""
         ok = [r for r in results if r.error is None]
         if ok and not self.json_mode:
             table = Table(title="Predictions", title_justify="left")
-            for name, justify in (("Input", "left"), ("Digit", "right"), ("Confidence", "right"), ("Top 3", "left")):
+            columns = [("Input", "left"), ("Digit", "right"), ("Confidence", "right"), ("Top 3", "left")]
+            for name, justify in columns[:3] if trace_mode else columns:  # the trace takes Top 3's room
                 table.add_column(name, justify=justify, overflow="fold")
             with_labels = any(r.label is not None for r in ok)
             if with_labels:
                 table.add_column("True", justify="right")
+            if trace_mode is not None:
+                table.add_column("Decided", justify="right", no_wrap=True)
+                table.add_column("p(answer) as it reads", justify="left", no_wrap=True)
             for r in ok:
-                cells = [
-                    escape(_name(r.input)),
-                    str(r.prediction),
-                    _pct(r.confidence),
-                    "  ".join(f"{d}:{100 * p:.1f}%" for d, p in r.top()),
-                ]
+                cells = [escape(_name(r.input)), str(r.prediction), _pct(r.confidence)]
+                if not trace_mode:
+                    cells.append("  ".join(f"{d}:{100 * p:.1f}%" for d, p in r.top()))
                 if with_labels:
                     color = "green" if r.label == r.prediction else "red"
                     cells.append("" if r.label is None else f"[{color}]{r.label}[/]")
+                if trace_mode is not None:
+                    from rnnmnist.trace import shown_steps
+
+                    steps = len(r.trace)
+                    cells.append(f"{_step_name(trace_mode, steps)} {r.decided_at}")
+                    cells.append(_sparkline([float(r.trace[t - 1, r.prediction]) for t in shown_steps(steps)]))
                 table.add_row(*cells, end_section=show)
             self.console.print(table)
+            if trace_mode is not None and self.verbosity >= 0:
+                for r in ok:
+                    self.console.print(self.reading(r, trace_mode))
         for r in results:
             if r.error is not None:
                 click.echo(f"Error: {_name(r.input)}: {_name(r.error)}", err=True)
@@ -167,6 +196,41 @@ class Ui:
             for r in ok:
                 self.console.print(f"{_name(r.input)}: {r.prediction} ({_pct(r.confidence)})", markup=False)
                 self.console.print(self.digit_art(r.digit))
+
+    def reading(self, r: Prediction, mode: str) -> Text:
+        """How one answer formed: per row (every 28th step for pixel models) the image row read,
+        the top class then and its probability, and a bar of the final answer's probability."""
+        from rnnmnist.trace import shown_steps
+
+        steps, answer = len(r.trace), r.prediction
+        unit = _step_name(mode, steps)
+        text = Text(f"{r.input}: {answer} ({_pct(r.confidence)}), decided at {unit} {r.decided_at} of {steps}")
+        if mode == "pixels":
+            text.append(f" (image row {(r.decided_at - 1) // 28 + 1})")
+        elif mode == "permuted":
+            text.append(" (in the model's permuted reading order: the image is not read row by row)")
+        art = mode != "permuted"
+        text.append(f"\n  {'read':>6}  " + ("image row".ljust(28) + "  " if art else "") + f"top  prob  p({answer})\n")
+        colour = not (self.console.no_color or self.console.color_system is None)
+        shown = shown_steps(steps)
+        for row, t in enumerate(shown):
+            probs = r.trace[t - 1]  # (10,)
+            top = int(probs.argmax())
+            text.append(f"  {t:>6}  ")
+            if art:
+                for v in r.digit[row]:
+                    if colour:
+                        grey = round(255 * float(v))
+                        text.append(" ", Style(bgcolor=Color.from_rgb(grey, grey, grey)))
+                    else:
+                        text.append(ASCII_RAMP[min(len(ASCII_RAMP) - 1, int(v * len(ASCII_RAMP)))])
+                text.append("  ")
+            text.append(f"{top:>3}  {100 * float(probs[top]):>3.0f}%  ", style="bold" if top == answer else "")
+            text.append(_bar(float(probs[answer])), style="green" if top == answer else "")
+            decided = t >= r.decided_at and (row == 0 or shown[row - 1] < r.decided_at)
+            text.append("  ◀ decided" if decided else "")
+            text.append("\n")
+        return text
 
     def digit_art(self, digit: np.ndarray) -> Text:
         """A 28x28 image in [0, 1] as terminal art: half blocks in shades of grey, or ASCII without colour."""

@@ -40,7 +40,7 @@ def test_plot_writes_pngs(run: Path, tiny_data: Path, tmp_path: Path) -> None:
     result = invoke("plot", str(run), "--data-dir", str(tiny_data), "--out", str(tmp_path / "figs"), "--json")
     assert result.exit_code == 0, result.output
     files = [Path(f) for f in json.loads(result.stdout)["files"]]
-    assert [f.name for f in files] == ["curves.png", "confusion.png", "mistakes.png"]
+    assert [f.name for f in files] == ["curves.png", "confusion.png", "mistakes.png", "reading.png"]
     for f in files:
         assert f.stat().st_size > 5_000
         with Image.open(f) as im:

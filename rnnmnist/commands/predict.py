@@ -22,6 +22,7 @@ Examples:
   rnnmnist predict runs/five/checkpoint.pt my-digit.png --show     # what the network sees
   cat digit.png | rnnmnist predict runs/five/checkpoint.pt -
   rnnmnist predict runs/five/checkpoint.pt --index 0 --index 7     # test-set images
+  rnnmnist predict runs/five/checkpoint.pt my-digit.png --trace    # watch it read, row by row
 """
 
 
@@ -36,11 +37,18 @@ Examples:
     help="Predict test-set image I (repeatable); its true label is shown beside.",
 )
 @click.option("--show", is_flag=True, help="Print each 28x28 image the network sees, as terminal art.")
+@click.option(
+    "--trace",
+    is_flag=True,
+    help="Show how each answer forms as the network reads, row by row; --json adds trace and decided_at.",
+)
 @device_option
 @data_options
 @output_options
 @pass_common
-def predict(common: Common, checkpoint: Path, inputs: tuple[str, ...], indices: tuple[int, ...], show: bool) -> int:
+def predict(
+    common: Common, checkpoint: Path, inputs: tuple[str, ...], indices: tuple[int, ...], show: bool, trace: bool
+) -> int:
     """Predict the digit in each INPUT with CHECKPOINT.
 
     INPUT is an image file Pillow reads (PNG, JPEG, BMP, GIF, TIFF, WebP), a
@@ -64,14 +72,16 @@ def predict(common: Common, checkpoint: Path, inputs: tuple[str, ...], indices: 
         dev = resolve_device(common.device)
         model, ckpt = ckpt_io.load_model(checkpoint, dev)
         precision = usable_precision(ckpt.config.precision, dev)
-        results = prediction.predict_images(model, precision.name, images)
+        results = prediction.predict_images(model, precision.name, images, trace)
     ui = common.ui()
     for note in [*ckpt.notes, *filter(None, [precision.note])]:
         ui.detail(note)
     if indices:
-        results += prediction.predict_test_images(model, precision.name, common.data_folder(), indices, common.download)
+        results += prediction.predict_test_images(
+            model, precision.name, common.data_folder(), indices, common.download, trace
+        )
     if common.as_json:
         for r in results:
             ui.emit_json(r.to_json())
-    ui.predictions(results, show)
+    ui.predictions(results, show, ckpt.config.mode if trace else None)
     return 1 if any(r.error for r in results) else 0

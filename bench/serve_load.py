@@ -1,0 +1,202 @@
+"""Load test for `rnnmnist serve`: N requests from C concurrent clients against 127.0.0.1.
+
+Starts `rnnmnist serve CHECKPOINT --quiet` on a free local port, posts PNGs of real test digits
+(or drawn shapes without MNIST) to /api/predict as multipart uploads from C asyncio clients
+(httpx), and reports requests/s, latency percentiles and errors. As a reference measured in the
+same run, it first times the same work in-process (decode, preprocess and predict one image at a
+time), so the figure survives a noisy shared machine as a ratio.
+
+    python bench/serve_load.py runs/five/checkpoint.pt --data-dir ../shared/data
+    python bench/serve_load.py CKPT --requests 2000 --concurrency 16 --trace --json
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import io
+import json
+import os
+import platform
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+HOST = "127.0.0.1"  # this load test never leaves the machine
+WARMUP = 50
+
+
+def digits_as_png(data_dir: str | None, n: int = 256) -> list[bytes]:
+    """PNG files of real test digits, as people would upload them (dark on light, 28x28)."""
+    if data_dir:
+        from rnnmnist.data import load_split
+
+        images = load_split(Path(data_dir), "test", 0, False).images[:n].numpy()  # (n, 28, 28) uint8
+    else:
+        sys.path.insert(0, str(ROOT / "tests"))
+        from drawn import draw_shape
+
+        images = np.stack([(draw_shape(k) * 255).astype(np.uint8) for k in "017"] * (n // 3))
+    out = []
+    for image in images:
+        buffer = io.BytesIO()
+        Image.fromarray(255 - image).save(buffer, format="PNG")
+        out.append(buffer.getvalue())
+    return out
+
+
+def reference(checkpoint: str, pngs: list[bytes], trace: bool, seconds: float = 3.0) -> float:
+    """Images/s for the same work in-process, one image at a time: decode, preprocess, predict."""
+    import torch
+    from rnnmnist.images import load_digit
+
+    from rnnmnist.checkpoint import load_model
+    from rnnmnist.predict import predict_digits
+
+    torch.set_num_threads(1)  # as the server runs it
+    model, ckpt = load_model(checkpoint)
+    for png in pngs[:20]:  # warm-up: the first passes allocate and pick kernels
+        predict_digits(model, ckpt.config.precision, [("x", load_digit(png))], trace)
+    done, started = 0, time.perf_counter()
+    while time.perf_counter() - started < seconds:
+        png = pngs[done % len(pngs)]
+        predict_digits(model, ckpt.config.precision, [("x", load_digit(png))], trace)
+        done += 1
+    return done / (time.perf_counter() - started)
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU time of a process so far (Linux), to tell where the cores went."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind((HOST, 0))
+        return s.getsockname()[1]
+
+
+async def load(url: str, pngs: list[bytes], requests: int, concurrency: int, trace: bool) -> dict:
+    import httpx
+
+    latencies: list[float] = []
+    errors: dict[str, int] = {}
+    next_request = 0
+    path = "/api/predict" + ("?trace=true" if trace else "")
+
+    async def client(http: httpx.AsyncClient, count: int, record: bool) -> None:
+        nonlocal next_request
+        while next_request < count:
+            i = next_request
+            next_request += 1
+            started = time.perf_counter()
+            try:
+                r = await http.post(path, files={"file": (f"{i}.png", pngs[i % len(pngs)], "image/png")})
+                ok = r.status_code == 200 and "prediction" in r.json()
+                problem = None if ok else f"HTTP {r.status_code}"
+            except httpx.HTTPError as e:
+                problem = type(e).__name__
+            if record:
+                latencies.append(time.perf_counter() - started)
+                if problem:
+                    errors[problem] = errors.get(problem, 0) + 1
+
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=60) as http:
+        await asyncio.gather(*(client(http, WARMUP, False) for _ in range(concurrency)))
+        next_request = 0
+        started = time.perf_counter()
+        await asyncio.gather(*(client(http, requests, True) for _ in range(concurrency)))
+        elapsed = time.perf_counter() - started
+    ms = np.array(latencies) * 1000
+    return {
+        "requests": len(latencies),
+        "concurrency": concurrency,
+        "seconds": round(elapsed, 2),
+        "requests_per_s": round(len(latencies) / elapsed, 1),
+        "p50_ms": round(float(np.percentile(ms, 50)), 1),
+        "p90_ms": round(float(np.percentile(ms, 90)), 1),
+        "p99_ms": round(float(np.percentile(ms, 99)), 1),
+        "max_ms": round(float(ms.max()), 1),
+        "errors": sum(errors.values()),
+        "error_kinds": errors,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("checkpoint")
+    parser.add_argument("--requests", type=int, default=2000)
+    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--trace", action="store_true", help="ask for the reading trace in every request")
+    parser.add_argument("--data-dir", default=os.environ.get("RNNMNIST_DATA_DIR"), help="real MNIST test digits")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    args = parser.parse_args()
+
+    sys.path.insert(0, str(ROOT))
+    pngs = digits_as_png(args.data_dir)
+    in_process = reference(args.checkpoint, pngs, args.trace)
+    port = free_port()
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    command = [sys.executable, "-m", "rnnmnist", "serve", args.checkpoint, "--host", HOST, "--port", str(port)]
+    server = subprocess.Popen([*command, "--device", args.device, "--quiet"], env=env, stderr=subprocess.PIPE)
+    try:
+        import httpx
+
+        url = f"http://{HOST}:{port}"
+        for _ in range(600):
+            try:
+                if httpx.get(url + "/api/health").status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.1)
+        server_before, client_before = cpu_seconds(server.pid), time.process_time()
+        result = asyncio.run(load(url, pngs, args.requests, args.concurrency, args.trace))
+        server_after, client_after = cpu_seconds(server.pid), time.process_time()
+    finally:
+        server.send_signal(signal.SIGINT)
+        server.wait(timeout=30)
+    result.update(
+        {
+            "trace": args.trace,
+            # CPU time per request (warm-up included) survives a shared machine better than wall time.
+            "server_cpu_ms_per_request": None
+            if server_before is None
+            else round(1000 * (server_after - server_before) / (args.requests + WARMUP), 2),
+            "client_cpu_ms_per_request": round(1000 * (client_after - client_before) / (args.requests + WARMUP), 2),
+            "in_process_ms_per_image": round(1000 / in_process, 2),
+            "in_process_images_per_s": round(in_process, 1),
+            "server_vs_in_process": round(result["requests_per_s"] / in_process, 2),
+            "cpus": os.cpu_count(),
+            "machine": platform.processor() or platform.machine(),
+        }
+    )
+    if args.json:
+        print(json.dumps(result))
+        return
+    print(
+        f"{result['requests']} requests, {args.concurrency} concurrent clients, trace {args.trace}: "
+        f"{result['requests_per_s']} requests/s; latency p50 {result['p50_ms']} ms, p90 {result['p90_ms']} ms, "
+        f"p99 {result['p99_ms']} ms, max {result['max_ms']} ms; errors {result['errors']} {result['error_kinds'] or ''}"
+        "\n"
+        f"reference, the same work in-process one image at a time: {result['in_process_images_per_s']} images/s "
+        f"(server / in-process = {result['server_vs_in_process']})\n"
+        f"CPU per request: server {result['server_cpu_ms_per_request']} ms, this client "
+        f"{result['client_cpu_ms_per_request']} ms; in-process {result['in_process_ms_per_image']} ms per image"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,175 @@
+"""`rnnmnist serve CHECKPOINT`: the drawing page and the JSON API on a local port (rnnmnist.serve)."""
+
+from __future__ import annotations
+
+import ipaddress
+import signal
+import socket
+from pathlib import Path
+from types import FrameType
+
+import click
+
+from rnnmnist.commands.options import Common, device_option, pass_common
+from rnnmnist.errors import RnnmnistError
+
+EXTRA = "pip install 'rnnmnist[serve]'"
+
+SERVE_EXAMPLES = """\b
+Examples:
+  rnnmnist serve runs/five/checkpoint.pt              # then open http://127.0.0.1:8000
+  rnnmnist serve runs/five/checkpoint.pt --port 9000 --quiet
+  curl -F file=@digit.png 'http://127.0.0.1:8000/api/predict?trace=true'
+"""
+
+
+class _Stop(BaseException):
+    """SIGINT or SIGTERM, raised once the server has shut down."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _require_serve() -> None:
+    try:
+        import fastapi  # noqa: F401
+        import python_multipart  # noqa: F401
+        import uvicorn  # noqa: F401
+    except ImportError:
+        raise RnnmnistError(f"rnnmnist serve needs FastAPI, uvicorn and python-multipart: {EXTRA}") from None
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """A listening socket on host:port; refusing here gives one clear line instead of uvicorn's log."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+        sock = socket.socket(family, kind, proto)
+    except (OSError, UnicodeError) as e:
+        raise RnnmnistError(f"cannot listen on {host}:{port}: {getattr(e, 'strerror', None) or e}") from None
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen(128)
+    except OSError as e:
+        sock.close()
+        raise RnnmnistError(f"cannot listen on {host}:{port}: {e.strerror or e}") from None
+    sock.set_inheritable(True)
+    return sock
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _warn_exposed(host: str) -> None:
+    everywhere = host in ("0.0.0.0", "::", "")
+    where = "on every network interface" if everywhere else f"on {host}"
+    click.echo(
+        f"Warning: serving {where}: anyone who can reach this machine can use the page and the API "
+        "(there is no authentication); use the default --host 127.0.0.1 to keep it local",
+        err=True,
+    )
+
+
+def _log(line: str) -> None:
+    click.echo(line, err=True)
+
+
+def _raise_stop(signum: int, frame: FrameType | None) -> None:
+    raise _Stop(signum)
+
+
+@click.command(epilog=SERVE_EXAMPLES)
+@click.argument("checkpoint", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option(
+    "--host",
+    default="127.0.0.1",
+    show_default=True,
+    help="Address to listen on; 0.0.0.0 (or ::) serves other machines too, with a warning.",
+)
+@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True, help="0 picks a free port.")
+@device_option
+@click.option(
+    "--threads",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Torch threads for inference; one image at a time runs fastest on one.",
+)
+@click.option("-q", "--quiet", is_flag=True, help="No line per request (errors are still shown).")
+@pass_common
+def serve(common: Common, checkpoint: Path, host: str, port: int, threads: int, quiet: bool) -> int:
+    """Serve CHECKPOINT: a page to draw digits on and a JSON API, at http://HOST:PORT.
+
+    \b
+    GET  /                    the drawing page (also takes photos)
+    POST /api/predict         one image: multipart file, raw image, or JSON
+                              {"image_base64": ...} / {"pixels": 28x28}; ?trace=true
+    POST /api/predict/batch   many images
+    GET  /api/health, /api/model, /docs, /openapi.json
+
+    The model is loaded once. Requests over 10 MB are refused (413). Ctrl-C stops
+    the server (exit code 130). Needs rnnmnist[serve] (FastAPI, uvicorn).
+    """
+    _require_serve()
+    local = _loopback(host)
+    if not local:
+        _warn_exposed(host)
+    sock = _listen(host, port)  # before torch loads: a port in use is reported at once
+    try:
+        import torch
+        import uvicorn
+
+        from rnnmnist.serve import LOOPBACK_HOSTS, create_app
+
+        # A request is one image (or a few): its forward pass is far too small to split across cores,
+        # and on a busy machine several threads spin waiting for each other (10x slower measured on
+        # 2 shared cores). The other cores decode and preprocess uploads meanwhile.
+        torch.set_num_threads(threads)
+
+        # On loopback only loopback Host headers are answered, so a web page elsewhere cannot reach
+        # this server through DNS rebinding.
+        hosts = LOOPBACK_HOSTS if local else None
+        app = create_app(checkpoint, common.device, log=None if quiet else _log, allowed_hosts=hosts)
+    except BaseException:
+        sock.close()
+        raise
+    bound = sock.getsockname()[1]
+    shown = f"[{host}]" if ":" in host else host
+    cfg, on = app.state.checkpoint.config, app.state.model.head.weight.device
+    _log(
+        f"serving {checkpoint} ({cfg.cell.upper()} {cfg.hidden_size}, {cfg.mode}) on {on} "
+        f"at http://{shown}:{bound}/ (Ctrl-C stops)"
+    )
+    config = uvicorn.Config(
+        app,
+        log_config=None,  # our own line per request; uvicorn reports only problems
+        log_level="warning",
+        access_log=False,
+        server_header=False,
+        limit_concurrency=64,  # connections at once (each request at most 10 MB); beyond, 503
+        timeout_graceful_shutdown=5,
+    )
+    server = uvicorn.Server(config)
+    # uvicorn catches SIGINT/SIGTERM, shuts down gracefully, restores these handlers and raises the signal again.
+    previous = {s: signal.signal(s, _raise_stop) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        server.run(sockets=[sock])
+    except _Stop as stop:
+        _log(f"stopped ({signal.Signals(stop.signum).name})")
+        return 128 + stop.signum
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+        sock.close()
+    if not server.started:
+        raise RnnmnistError("the server could not start (see the lines above)")
+    return 0

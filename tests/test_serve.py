@@ -1,0 +1,414 @@
+"""`rnnmnist serve`: the JSON API through the ASGI app, and a real server in a subprocess."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import os
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from PIL import Image
+
+from rnnmnist.redraw import draw_shape
+
+pytest.importorskip("fastapi", reason="the serve extra is not installed: pip install 'rnnmnist[serve]'")
+pytest.importorskip("httpx", reason="the serve tests need httpx (FastAPI's TestClient)")
+
+from fastapi.testclient import TestClient
+
+from rnnmnist import checkpoint
+from rnnmnist.cli import cli
+from rnnmnist.config import Config
+from rnnmnist.model import SequenceClassifier
+from rnnmnist.serve import MAX_BATCH, MAX_BODY, STATIC, create_app
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def save_model(path: Path, **fields) -> Path:
+    cfg = Config(hidden_size=16, precision="fp32", **fields)
+    metrics = {"test_accuracy": 0.5, "broken": float("nan")}
+    checkpoint.save(path, cfg, SequenceClassifier(cfg), metrics)
+    return path
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return save_model(tmp_path_factory.mktemp("serve") / "checkpoint.pt")
+
+
+@pytest.fixture(scope="module")
+def log() -> list[str]:
+    return []
+
+
+@pytest.fixture(scope="module")
+def client(model: Path, log: list[str]) -> TestClient:
+    with TestClient(create_app(model, "cpu", log=log.append)) as c:
+        yield c
+
+
+def png(array: np.ndarray) -> bytes:
+    """A PNG of a uint8 array, or of floats in [0, 1]."""
+    if array.dtype != np.uint8:
+        array = (array * 255).round().astype(np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+@pytest.fixture(scope="module")
+def seven() -> bytes:
+    return png(draw_shape("7"))
+
+
+def assert_record(r: dict) -> None:
+    assert isinstance(r["prediction"], int) and 0 <= r["prediction"] <= 9
+    assert len(r["probabilities"]) == 10 and abs(sum(r["probabilities"]) - 1) < 1e-4
+    assert r["confidence"] == pytest.approx(max(r["probabilities"]), abs=1e-6)
+
+
+def assert_error(response, status: int, *words: str) -> None:
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert set(body) <= {"error", "input"}  # an image that cannot be used: predict --json's error record
+    assert isinstance(body["error"], str) and "\n" not in body["error"]
+    for word in words:
+        assert word in body["error"], body["error"]
+
+
+# --- the API
+
+
+def test_health_and_model(client: TestClient) -> None:
+    assert client.get("/api/health").json() == {"status": "ok"}
+    m = client.get("/api/model").json()
+    from rnnmnist import __version__
+
+    assert m["rnnmnist_version"] == __version__
+    assert m["checkpoint"] == "checkpoint.pt"  # the name only: the server's folders are nobody's business
+    assert m["config"]["hidden_size"] == 16 and m["config"]["mode"] == "rows"
+    assert m["metrics"] == {"test_accuracy": 0.5, "broken": None}  # NaN is not JSON
+    assert m["steps"] == 28 and m["trace"] is True
+    assert m["limits"]["max_request_bytes"] == MAX_BODY
+
+
+def test_predict_gives_predicts_json_record(client: TestClient, model: Path, seven: bytes, tmp_path: Path) -> None:
+    (tmp_path / "seven.png").write_bytes(seven)
+    cli_record = json.loads(
+        CliRunner().invoke(cli, ["predict", str(model), str(tmp_path / "seven.png"), "--json"]).stdout
+    )
+    r = client.post("/api/predict", files={"file": ("seven.png", seven, "image/png")})
+    assert r.status_code == 200, r.text
+    assert r.json() == {**cli_record, "input": "seven.png"}
+
+
+def test_every_way_to_send_an_image_gives_the_same_answer(client: TestClient, seven: bytes) -> None:
+    reference = client.post("/api/predict", files={"file": ("x.png", seven)}).json()
+    encoded = base64.b64encode(seven).decode()
+    answers = [
+        client.post("/api/predict", json={"image_base64": encoded}),
+        client.post("/api/predict", json={"image_base64": "data:image/png;base64," + encoded, "name": "a/b/c.png"}),
+        client.post("/api/predict", content=seven, headers={"content-type": "image/png"}),
+    ]
+    for a in answers:
+        assert a.status_code == 200, a.text
+        assert a.json()["probabilities"] == reference["probabilities"]
+    assert answers[1].json()["input"] == "c.png"
+
+
+def test_pixels_in_either_scale(client: TestClient) -> None:
+    digit = draw_shape("1").astype(np.float64)
+    unit = client.post("/api/predict?show=true", json={"pixels": digit.tolist()})
+    byte = client.post("/api/predict", json={"pixels": (digit * 255).round().tolist()})
+    assert unit.status_code == byte.status_code == 200, unit.text
+    assert unit.json()["probabilities"] == pytest.approx(byte.json()["probabilities"], abs=2e-3)
+    image = np.array(unit.json()["image"])
+    assert image.shape == (28, 28) and image.min() >= 0 and image.max() == pytest.approx(1, abs=1e-3)
+
+
+def test_trace_on_request(client: TestClient, seven: bytes) -> None:
+    plain = client.post("/api/predict", files={"file": ("x.png", seven)}).json()
+    assert "trace" not in plain and "image" not in plain
+    r = client.post("/api/predict?trace=true", files={"file": ("x.png", seven)}).json()
+    assert_record(r)
+    trace = np.array(r["trace"])
+    assert trace.shape == (28, 10) and 1 <= r["decided_at"] <= 28
+    assert trace[-1] == pytest.approx(np.array(r["probabilities"]), abs=1e-4)
+
+
+def test_batch(client: TestClient, seven: bytes) -> None:
+    files = [
+        ("files", ("a.png", seven, "image/png")),
+        ("files", ("broken.png", b"\x89PNG not really", "image/png")),
+        ("files", ("blank.png", png(np.full((40, 40), 255, np.uint8)), "image/png")),
+    ]
+    r = client.post("/api/predict/batch?trace=true", files=files)
+    assert r.status_code == 200, r.text
+    a, broken, blank = r.json()["predictions"]
+    assert_record(a) and a["input"] == "a.png" and len(a["trace"]) == 28
+    assert broken == {"input": "broken.png", "error": "not an image Pillow can read"}
+    assert blank["input"] == "blank.png" and "no ink" in blank["error"]
+    items = [{"image_base64": base64.b64encode(seven).decode()}, {"pixels": [[0]]}, 3]
+    r = client.post("/api/predict/batch", json={"images": items})
+    assert r.status_code == 200, r.text
+    good, bad_pixels, not_object = r.json()["predictions"]
+    assert good["input"] == "images[0]" and good["prediction"] == a["prediction"]
+    assert "28 rows" in bad_pixels["error"] and "object" in not_object["error"]
+
+
+def bomb_png(width: int, height: int) -> bytes:
+    """A tiny PNG whose header claims width x height pixels."""
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    chunk = lambda kind, data: (  # noqa: E731
+        struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    )
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 10)) + chunk(b"IEND", b"")
+
+
+BAD_REQUESTS = [  # (description, request kwargs, status, words in the error)
+    ("no content type", {"content": b"hello"}, 415, ["content type"]),
+    ("text", {"content": b"hello", "headers": {"content-type": "text/plain"}}, 415, ["text/plain"]),
+    ("bad json", {"content": b"{nope", "headers": {"content-type": "application/json"}}, 400, ["JSON"]),
+    ("deep json", {"content": b"[" * 100_000, "headers": {"content-type": "application/json"}}, 400, ["JSON"]),
+    ("json, no image", {"json": {"picture": 1}}, 400, ["image_base64"]),
+    ("json, both", {"json": {"pixels": [], "image_base64": ""}}, 400, ["one of"]),
+    ("json list", {"json": [1, 2]}, 400, ["object"]),
+    ("pixels 27", {"json": {"pixels": [[0] * 28] * 27}}, 400, ["28 rows"]),
+    ("pixels ragged", {"json": {"pixels": [[0] * 28] * 27 + [[0] * 3]}}, 400, ["28"]),
+    ("pixels strings", {"json": {"pixels": [["a"] * 28] * 28}}, 400, ["numbers"]),
+    ("pixels bools", {"json": {"pixels": [[True] * 28] * 28}}, 400, ["numbers"]),
+    ("pixels big", {"json": {"pixels": [[300] * 28] * 28}}, 400, ["0-255"]),
+    ("pixels negative", {"json": {"pixels": [[-1] * 28] * 28}}, 400, ["0-255"]),
+    (
+        "pixels NaN",
+        {
+            "content": b'{"pixels": [' + b",".join([b"[" + b",".join([b"NaN"] * 28) + b"]"] * 28) + b"]}",
+            "headers": {"content-type": "application/json"},
+        },
+        400,
+        ["finite"],
+    ),
+    ("pixels blank", {"json": {"pixels": [[0] * 28] * 28}}, 422, ["no ink"]),
+    ("bad base64", {"json": {"image_base64": "!!!"}}, 400, ["base64"]),
+    ("base64 not str", {"json": {"image_base64": 12}}, 400, ["string"]),
+    ("base64 not image", {"json": {"image_base64": base64.b64encode(b"hello").decode()}}, 422, ["not an image"]),
+    ("bomb", {"content": bomb_png(10_000, 10_000), "headers": {"content-type": "image/png"}}, 422, ["limit"]),
+    ("empty image body", {"content": b"", "headers": {"content-type": "image/png"}}, 422, ["not an image"]),
+    ("multipart no file", {"data": {"a": "b"}, "files": {}}, 415, []),  # httpx sends a form, not multipart
+    (
+        "multipart, field only",
+        {
+            "content": b'--x\r\nContent-Disposition: form-data; name="a"\r\n\r\nb\r\n--x--\r\n',
+            "headers": {"content-type": "multipart/form-data; boundary=x"},
+        },
+        400,
+        ["no file"],
+    ),
+    (
+        "multipart garbage",
+        {"content": b"garbage", "headers": {"content-type": "multipart/form-data"}},
+        400,
+        ["multipart"],
+    ),
+    ("two files", {"files": [("file", ("a.png", b"1")), ("file", ("b.png", b"2"))]}, 400, ["batch"]),
+]
+
+
+@pytest.mark.parametrize("what, kwargs, status, words", BAD_REQUESTS, ids=[b[0] for b in BAD_REQUESTS])
+def test_bad_requests_get_4xx_json(client: TestClient, what: str, kwargs: dict, status: int, words: list) -> None:
+    assert_error(client.post("/api/predict", **kwargs), status, *words)
+
+
+def test_other_refusals(client: TestClient, seven: bytes) -> None:
+    assert_error(
+        client.post("/api/predict?trace=maybe", content=seven, headers={"content-type": "image/png"}), 422, "trace"
+    )
+    assert_error(client.get("/api/predict"), 405)
+    assert_error(client.get("/etc/passwd"), 404)
+    assert_error(client.get("/static/../serve.py"), 404)
+    assert_error(client.post("/api/predict/batch", json={"images": []}), 400, "images")
+    assert_error(client.post("/api/predict/batch", json={"images": [{"pixels": 0}] * (MAX_BATCH + 1)}), 400, "at most")
+    assert_error(client.post("/api/predict/batch", content=seven, headers={"content-type": "image/png"}), 415)
+
+
+def test_request_size_limit(client: TestClient) -> None:
+    big = b"\0" * (MAX_BODY + 1)
+    assert_error(client.post("/api/predict", content=big, headers={"content-type": "image/png"}), 413, "10 MB")
+
+    def chunks():  # no Content-Length: the limit counts what arrives
+        for _ in range(11):
+            yield b"\0" * (1024 * 1024)
+
+    assert_error(client.post("/api/predict", content=chunks(), headers={"content-type": "image/png"}), 413)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    body=st.binary(max_size=300) | st.text(max_size=200).map(str.encode),
+    kind=st.sampled_from(["application/json", "image/png", "multipart/form-data; boundary=b", "text/plain", ""]),
+    path=st.sampled_from(["/api/predict", "/api/predict/batch"]),
+)
+def test_arbitrary_bodies_never_fail_the_server(client: TestClient, body: bytes, kind: str, path: str) -> None:
+    r = client.post(path, content=body, headers={"content-type": kind} if kind else {})
+    assert r.status_code < 500, r.text  # the TestClient re-raises any exception inside the app, too
+    if r.status_code >= 400:
+        assert "error" in r.json()
+
+
+def test_uploads_never_touch_the_disk(client: TestClient, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # where a spooled upload would go
+    noise = np.random.default_rng(0).integers(0, 256, (1200, 1200), dtype=np.uint8)  # ~1.4 MB, incompressible
+    data = png(noise)
+    assert len(data) > 1024 * 1024  # over starlette's 1 MB spooling threshold
+    r = client.post("/api/predict", files={"file": ("noise.png", data, "image/png")})
+    assert r.status_code in (200, 422)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_page_and_docs_ship_everything(client: TestClient) -> None:
+    page = client.get("/")
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert 'id="pad"' in page.text and "/static/app.js" in page.text
+    assert "default-src 'self'" in page.headers["content-security-policy"]
+    assert page.headers["x-content-type-options"] == "nosniff"
+    for path in STATIC:
+        asset = client.get(path)
+        assert asset.status_code == 200, path
+        text = asset.content.decode()
+        assert "http://" not in text.replace("http://www.w3.org/2000/svg", "") and "https://" not in text, path
+    docs = client.get("/docs")
+    assert docs.status_code == 200 and "/static/docs.js" in docs.text
+    spec = client.get("/openapi.json").json()
+    assert {"/api/predict", "/api/predict/batch", "/api/health", "/api/model"} <= set(spec["paths"])
+    assert "multipart/form-data" in spec["paths"]["/api/predict"]["post"]["requestBody"]["content"]
+
+
+def test_one_log_line_per_request(client: TestClient, log: list[str]) -> None:
+    before = len(log)
+    client.get("/api/health")
+    client.post("/api/predict?trace=true", json={"pixels": [[0] * 28] * 28})
+    lines = log[before:]
+    assert len(lines) == 2
+    assert "GET /api/health 200" in lines[0]
+    assert "POST /api/predict?trace=true 422" in lines[1] and lines[1].endswith(" ms")
+
+
+def test_host_check_and_bidirectional(tmp_path: Path, seven: bytes) -> None:
+    app = create_app(save_model(tmp_path / "bi.pt", bidirectional=True), "cpu", allowed_hosts=("127.0.0.1",))
+    with TestClient(app, base_url="http://127.0.0.1:8000") as c:
+        assert c.get("/api/health").status_code == 200
+        assert_error(c.get("/api/health", headers={"host": "evil.example:8000"}), 400, "Host")
+        assert c.get("/api/model").json()["trace"] is False
+        assert c.post("/api/predict", content=seven, headers={"content-type": "image/png"}).status_code == 200
+        r = c.post("/api/predict?trace=true", content=seven, headers={"content-type": "image/png"})
+        assert_error(r, 400, "bidirectional")
+
+
+# --- a real server
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def rnnmnist(*args: str, **kwargs) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "NO_COLOR": "1", **kwargs.pop("env", {})}
+    return subprocess.Popen(
+        [sys.executable, "-m", "rnnmnist", *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kwargs
+    )
+
+
+def wait_until_up(url: str, process: subprocess.Popen, seconds: float = 60) -> None:
+    import httpx
+
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(f"the server exited: {process.communicate()}")
+        try:
+            if httpx.get(url + "/api/health", timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            time.sleep(0.1)
+    raise AssertionError("the server did not start")
+
+
+def test_real_server(model: Path, seven: bytes, tmp_path: Path) -> None:
+    import httpx
+
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    server = rnnmnist("serve", str(model), "--port", str(port), "--device", "cpu", env={"TMPDIR": str(tmp)})
+    try:
+        wait_until_up(url, server)
+        # A client that sends half its upload and stalls does not hold up anyone else.
+        with socket.create_connection(("127.0.0.1", port)) as slow:
+            slow.sendall(
+                b"POST /api/predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: image/png\r\n"
+                b"Content-Length: 100000\r\n\r\n" + seven[:100]
+            )
+            started = time.monotonic()
+            r = httpx.post(url + "/api/predict?trace=true", files={"file": ("seven.png", seven)}, timeout=10)
+            assert time.monotonic() - started < 5
+        assert r.status_code == 200, r.text
+        assert_record(r.json())
+        assert len(r.json()["trace"]) == 28
+        assert httpx.get(url + "/api/health", headers={"host": "evil.example"}).status_code == 400
+    finally:
+        server.send_signal(signal.SIGINT)
+        _, err = server.communicate(timeout=30)
+    text = err.decode()
+    assert server.returncode == 130, text
+    assert f"at http://127.0.0.1:{port}/" in text
+    assert "POST /api/predict?trace=true 200" in text
+    assert "stopped (SIGINT)" in text and "Traceback" not in text
+    assert list(tmp.iterdir()) == []
+
+
+def test_without_the_extra_one_line(model: Path) -> None:
+    code = "import sys; sys.modules['fastapi'] = None; from rnnmnist.cli import main; main()"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    r = subprocess.run(
+        [sys.executable, "-c", code, "serve", str(model)], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert r.returncode == 1
+    assert r.stderr.strip().splitlines() == [
+        "Error: rnnmnist serve needs FastAPI, uvicorn and python-multipart: pip install 'rnnmnist[serve]'"
+    ]
+
+
+def test_port_in_use_and_exposed_host_warning(model: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("0.0.0.0", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        r = subprocess.run(
+            [sys.executable, "-m", "rnnmnist", "serve", str(model), "--host", "0.0.0.0", "--port", str(port)],
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == 1, r.stderr
+    assert lines[0].startswith("Warning: serving on every network interface")
+    assert lines[1].startswith(f"Error: cannot listen on 0.0.0.0:{port}") and len(lines) == 2

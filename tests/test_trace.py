@@ -1,0 +1,160 @@
+"""The reading trace: per-step probabilities, `predict --trace`, and plot's reading.png."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+import torch
+from click.testing import CliRunner
+from PIL import Image
+
+from rnnmnist import checkpoint
+from rnnmnist.cli import cli
+from rnnmnist.config import Config
+from rnnmnist.model import SequenceClassifier
+from rnnmnist.predict import probabilities
+from rnnmnist.synthetic import tiny_train_args
+from rnnmnist.trace import accuracy_by_step, decided_at, reading, shown_steps
+
+
+def tiny(**fields) -> SequenceClassifier:
+    torch.manual_seed(0)
+    return SequenceClassifier(Config(hidden_size=8, **fields)).eval()
+
+
+@pytest.mark.parametrize(
+    "fields", [{}, {"cell": "gru", "layers": 2}, {"mode": "pixels", "cell": "rnn"}, {"mode": "permuted"}]
+)
+def test_last_step_of_the_trace_is_the_prediction(fields: dict) -> None:
+    model = tiny(**fields)
+    images = torch.rand(3, 28, 28)
+    trace = reading(model, images, "fp32")
+    steps = 28 if model.mode == "rows" else 784
+    assert trace.shape == (3, steps, 10)
+    assert torch.allclose(trace.sum(-1), torch.ones(3, steps), atol=1e-5)
+    assert torch.allclose(trace[:, -1], probabilities(model, images, "fp32"), atol=1e-6)
+    # An earlier step is what the model says on the image cut there: the network cannot see ahead.
+    if model.mode == "rows":
+        cut = images.clone()
+        cut[:, 10:] = torch.rand(3, 18, 28)
+        assert torch.allclose(reading(model, cut, "fp32")[:, :10], trace[:, :10], atol=1e-6)
+
+
+def test_bidirectional_models_have_no_trace() -> None:
+    with pytest.raises(Exception, match="bidirectional"):
+        reading(tiny(bidirectional=True), torch.rand(1, 28, 28), "fp32")
+
+
+def one_hot_trace(tops: list[int]) -> torch.Tensor:
+    return torch.nn.functional.one_hot(torch.tensor(tops), 10).float() * 0.9 + 0.01
+
+
+def test_decided_at_is_where_the_final_answer_became_and_stayed_top() -> None:
+    assert decided_at(one_hot_trace([7, 7, 7])) == 1
+    assert decided_at(one_hot_trace([1, 2, 7, 7])) == 3
+    assert decided_at(one_hot_trace([7, 7, 2, 7, 7])) == 4  # it wavered: decided only when it stayed
+    assert decided_at(one_hot_trace([7, 7, 7, 3])) == 4
+
+
+def test_compact_views_show_28_steps() -> None:
+    assert shown_steps(28) == list(range(1, 29))
+    assert shown_steps(784) == list(range(28, 785, 28))
+
+
+def test_accuracy_by_step_ends_at_the_models_accuracy() -> None:
+    model = tiny()
+    images, labels = torch.rand(50, 28, 28), torch.randint(0, 10, (50,))
+    result = accuracy_by_step(model, images, labels, "fp32")
+    assert result.correct.shape == (28,) and result.n == 50
+    final = int((probabilities(model, images, "fp32").argmax(1) == labels).sum())
+    assert int(result.correct[-1]) == final
+
+
+# --- the command line
+
+
+@pytest.fixture(scope="module")
+def run(tiny_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("trace") / "run"
+    result = CliRunner().invoke(cli, tiny_train_args(tiny_data, out))
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def saved(tmp_path: Path, **fields) -> str:
+    cfg = Config(hidden_size=8, **fields)
+    path = tmp_path / "model.pt"
+    checkpoint.save(path, cfg, SequenceClassifier(cfg), {})
+    return str(path)
+
+
+def view_steps(output: str) -> list[int]:
+    """The steps the per-row view shows, from its lines ("  <step>  <image row>  <top>  <prob>%  <bar>")."""
+    return [int(m.group(1)) for m in re.finditer(r"^ +(\d+) .*\d%", output, re.MULTILINE)]
+
+
+def invoke(*args: str):
+    return CliRunner().invoke(cli, ["predict", *args])
+
+
+def test_predict_trace_json(run: Path, tiny_data: Path) -> None:
+    result = invoke(
+        str(run / "checkpoint.pt"), "--index", "0", "--index", "3", "--data-dir", str(tiny_data), "--trace", "--json"
+    )
+    assert result.exit_code == 0, result.output
+    for line in result.stdout.splitlines():
+        r = json.loads(line)
+        trace = torch.tensor(r["trace"])
+        assert trace.shape == (28, 10)
+        assert torch.allclose(trace.sum(1), torch.ones(28), atol=1e-3)
+        assert trace[-1].tolist() == pytest.approx(r["probabilities"], abs=1e-4)
+        assert 1 <= r["decided_at"] <= 28
+        tops = trace.argmax(1)
+        assert (tops[r["decided_at"] - 1 :] == r["prediction"]).all()
+        if r["decided_at"] > 1:
+            assert tops[r["decided_at"] - 2] != r["prediction"]
+    plain = invoke(str(run / "checkpoint.pt"), "--index", "0", "--data-dir", str(tiny_data), "--json")
+    assert "trace" not in json.loads(plain.stdout)
+
+
+def test_predict_trace_view(run: Path, tiny_data: Path) -> None:
+    result = invoke(str(run / "checkpoint.pt"), "--index", "0", "--data-dir", str(tiny_data), "--trace")
+    assert result.exit_code == 0, result.output
+    record = json.loads(
+        invoke(str(run / "checkpoint.pt"), "--index", "0", "--data-dir", str(tiny_data), "--trace", "--json").stdout
+    )
+    assert f"decided at row {record['decided_at']} of 28" in result.stdout
+    assert view_steps(result.stdout) == list(range(1, 29))  # a line per row
+    assert "◀ decided" in result.stdout
+    quiet = invoke(str(run / "checkpoint.pt"), "--index", "0", "--data-dir", str(tiny_data), "--trace", "-q")
+    assert f"row {record['decided_at']}" in quiet.stdout and "◀ decided" not in quiet.stdout
+
+
+def test_pixel_models_are_summarised_every_28th_step(tmp_path: Path, tiny_data: Path) -> None:
+    model = saved(tmp_path, mode="pixels")
+    human = invoke(model, "--index", "0", "--data-dir", str(tiny_data), "--trace")
+    assert human.exit_code == 0, human.output
+    assert "of 784 (image row" in human.stdout
+    assert view_steps(human.stdout) == list(range(28, 785, 28))
+    record = json.loads(invoke(model, "--index", "0", "--data-dir", str(tiny_data), "--trace", "--json").stdout)
+    assert len(record["trace"]) == 784  # JSON keeps every step
+
+
+def test_bidirectional_trace_is_one_line_error(tmp_path: Path, tiny_data: Path) -> None:
+    result = invoke(saved(tmp_path, bidirectional=True), "--index", "0", "--data-dir", str(tiny_data), "--trace")
+    assert result.exit_code == 1
+    assert result.output.strip().startswith("Error:") and "bidirectional" in result.output
+    assert len(result.output.strip().splitlines()) == 1
+
+
+def test_plot_writes_reading_png(run: Path, tiny_data: Path, tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib", reason="the plot extra (matplotlib) is not installed")
+    result = CliRunner().invoke(cli, ["plot", str(run), "--data-dir", str(tiny_data), "--out", str(tmp_path), "--json"])
+    assert result.exit_code == 0, result.output
+    files = [Path(f) for f in json.loads(result.stdout)["files"]]
+    assert files[-1].name == "reading.png"
+    with Image.open(files[-1]) as im:
+        assert im.format == "PNG" and im.width > 1000 and im.height > 600
