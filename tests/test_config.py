@@ -130,6 +130,8 @@ def test_config_files_load_and_train(path: Path, tiny_data: Path, tmp_path: Path
     # Two steps of the file's own recipe on tiny data, through the real CLI.
     iters = str(2 * cfg.batch_size + 1)
     args = ["train", "--config", str(path), "--iters", iters, "--val-size", "100", "--device", "cpu"]
+    if cfg.mode != "rows":  # 784-step recipes: the file's own settings, on a network small enough for a test
+        args += ["--hidden-size", "8"]
     args += ["--data-dir", str(tiny_data), "--out", str(tmp_path / "run"), "--json"]
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 0, result.output
