@@ -13,6 +13,7 @@ from torch import nn
 
 from rnnmnist.config import EVAL_BATCH_SIZE
 from rnnmnist.data import load_split, scale
+from rnnmnist.datasets import DIGITS
 from rnnmnist.decode import Failed
 from rnnmnist.device import autocast
 from rnnmnist.errors import BadValueError
@@ -29,10 +30,15 @@ class Prediction:
     label: int | None = None  # the true digit, for test-set images
     index: int | None = None  # the test-set index, for test-set images
     error: str | None = None
+    classes: tuple[str, ...] = DIGITS  # the model's class names (its data set's), in label order
 
     @property
     def prediction(self) -> int:
         return int(self.probabilities.argmax())
+
+    @property
+    def class_name(self) -> str:
+        return self.classes[self.prediction]
 
     @property
     def confidence(self) -> float:
@@ -48,6 +54,7 @@ class Prediction:
         record: dict[str, Any] = {
             "input": self.input,
             "prediction": self.prediction,
+            "class_name": self.class_name,
             "confidence": self.confidence,
             "probabilities": [round(float(p), 6) for p in self.probabilities],
             "top3": self.top(),
@@ -56,6 +63,7 @@ class Prediction:
             record["index"] = self.index
         if self.label is not None:
             record["label"] = self.label
+            record["label_name"] = self.classes[self.label]
         return record
 
 
@@ -88,10 +96,15 @@ def predict_images(model: nn.Module, precision: str, images: InputImages) -> lis
 
 
 def predict_test_images(
-    model: nn.Module, precision: str, data_dir: str | Path, indices: Sequence[int], download: bool
+    model: nn.Module,
+    precision: str,
+    data_dir: str | Path,
+    indices: Sequence[int],
+    download: bool,
+    dataset: str = "mnist",
 ) -> list[Prediction]:
-    """Predictions for test-set images by index, each with its true label."""
-    test = load_split(data_dir, "test", 0, download)
+    """Predictions for test-set images of ``dataset`` by index, each with its true label."""
+    test = load_split(data_dir, "test", 0, download, dataset)
     bad = [i for i in indices if not 0 <= i < len(test)]
     if bad:
         raise BadValueError(f"--index {bad[0]} is out of range: the test set holds images 0 to {len(test) - 1}")
@@ -101,3 +114,9 @@ def predict_test_images(
         Prediction(f"test[{i}]", images[j].numpy(), probs[j], label=int(test.labels[i]), index=i)
         for j, i in enumerate(indices)
     ]
+
+
+def name_classes(results: Sequence[Prediction], classes: tuple[str, ...]) -> None:
+    """Give each prediction the model's class names (a data set other than the digits has its own)."""
+    for r in results:
+        r.classes = classes

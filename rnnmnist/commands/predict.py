@@ -69,7 +69,12 @@ def predict(common: Common, checkpoint: Path, inputs: tuple[str, ...], indices: 
     for note in [*ckpt.notes, *filter(None, [precision.note])]:
         ui.detail(note)
     if indices:
-        results += prediction.predict_test_images(model, precision.name, common.data_folder(), indices, common.download)
+        results += prediction.predict_test_images(
+            model, precision.name, common.data_folder(), indices, common.download, ckpt.config.dataset
+        )
+    from rnnmnist.datasets import class_names
+
+    prediction.name_classes(results, class_names(ckpt.config.dataset))
     if common.as_json:
         for r in results:
             ui.emit_json(r.to_json())
