@@ -25,6 +25,7 @@ from rnnmnist.commands.evaluate import eval_command
 from rnnmnist.commands.export import export
 from rnnmnist.commands.plot import plot
 from rnnmnist.commands.predict import predict
+from rnnmnist.commands.runs import compare, runs
 from rnnmnist.commands.train import train
 from rnnmnist.config import ConfigError
 from rnnmnist.errors import RnnmnistError, one_line
@@ -140,6 +141,8 @@ def cli() -> None:
 
 
 for command in (train, eval_command, predict, plot, export):
+    cli.add_command(command)
+for command in (runs, compare):  # experiments (issue 16)
     cli.add_command(command)
 
 

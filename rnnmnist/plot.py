@@ -191,3 +191,37 @@ def plot_run(run: Path, out: Path | None, data_dir: Path | None, download: bool)
         written.append(plot_confusion(confusion, out / "confusion.png", classes))
         written.append(plot_mistakes(images.numpy(), labels, probs, out / "mistakes.png", classes))
     return written
+
+
+def plot_overlaid(runs: list[tuple[str, Path]], path: Path) -> Path:
+    """Several runs' curves in one figure (``rnnmnist compare --plot``): training loss, training batch
+    accuracy and validation accuracy against examples seen, one colour per run."""
+    plt = _pyplot()
+    curves = []
+    for label, folder in runs:
+        metrics = RunDir(folder).metrics_file
+        if not metrics.exists():
+            raise RnnmnistError(f"{folder} holds no metrics.jsonl: is it an rnnmnist run folder?")
+        curves.append((label, *read_metrics(metrics)))
+    with_val = any(val for _, _, val in curves)
+    fig, axes = plt.subplots(1, 3 if with_val else 2, figsize=(14 if with_val else 10, 3.8))
+    for label, train, val in curves:
+        x = [r["examples"] for r in train]
+        (line,) = axes[0].plot(x, [r["loss"] for r in train], lw=1, label=label)
+        axes[1].plot(x, [100 * r["accuracy"] for r in train], lw=1, color=line.get_color())
+        if with_val:
+            axes[2].plot(
+                [r["examples"] for r in val], [100 * r["val_accuracy"] for r in val], "o-", ms=3, color=line.get_color()
+            )
+    axes[0].set(title="Training loss (batch)", yscale="log")
+    axes[1].set(title="Training accuracy (batch, %)")
+    if with_val:
+        axes[2].set(title="Validation accuracy (%)")
+    for ax in axes:
+        ax.set_xlabel("examples seen")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    path = _save(fig, path)
+    plt.close(fig)
+    return path
