@@ -67,7 +67,7 @@ def test_qmnist_labels_file_is_checked(tmp_path: Path) -> None:
         load_split(root, "test", 0, download=False, dataset="qmnist")
     # An MNIST-style labels file in QMNIST's place is named as the wrong kind.
     labels.write_bytes(bytes([0, 0, 8, 1, 0, 0, 0, 10]) + bytes(10))
-    with pytest.raises(DataError, match="wrong magic number 00000801.*QMNIST labels"):
+    with pytest.raises(DataError, match=r"wrong magic number 00000801.*QMNIST labels"):
         load_split(root, "test", 0, download=False, dataset="qmnist")
 
 
