@@ -157,12 +157,18 @@ def read_space(path: Path) -> SearchSpace:
     if both:
         raise ConfigError(f"{path}: {both[0]} is both set and searched")
     space = SearchSpace(dict(values), tuple(_param(str(path), k, v) for k, v in search.items()), str(path))
-    base = space.config({}, "defaults")  # checks the fixed settings
+    try:
+        base = space.config({}, "defaults")  # checks the fixed settings together
+    except ConfigError as e:
+        raise ConfigError(str(e) if str(e).startswith(str(path)) else f"{path}: {e}") from None
     if base.val_size == 0 and "val_size" not in search:
         raise ConfigError(f"{path}: val_size = 0 leaves no validation split, the sweep's objective")
     for p in space.params:  # every value must make a valid config with the fixed settings
         for value in p.choices or (p.low, p.high):
-            space.config({p.name: value}, f"[{SEARCH_TABLE}] {p.name} = {value!r}")
+            try:
+                space.config({p.name: value}, f"[{SEARCH_TABLE}] {p.name}")
+            except ConfigError as e:
+                raise ConfigError(f"{path}: [{SEARCH_TABLE}] {p.name} = {value!r}: {e}") from None
     return space
 
 
