@@ -44,7 +44,7 @@ def seconds(x: float | None) -> str:
 
 
 def short_diff(diff: dict[str, Any]) -> str:
-    text = " ".join(f"{k}={v}" for k, v in diff.items()) or "(defaults)"
+    text = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in diff.items()) or "(defaults)"
     return text if len(text) <= DIFF_WIDTH else text[: DIFF_WIDTH - 1] + "…"
 
 

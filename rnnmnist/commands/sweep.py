@@ -133,6 +133,7 @@ def _short(value: Any) -> str:
 
 
 def render(ui: Any, result: Any, names: list[str]) -> None:
+    from rich import box
     from rich.markup import escape
     from rich.table import Table
 
@@ -140,9 +141,15 @@ def render(ui: Any, result: Any, names: list[str]) -> None:
 
     counts = ", ".join(f"{n} {state}" for state, n in sorted(library.count_states(result.rows).items()))
     table = Table(
-        title=f"Study {result.study_name!r}: {counts} (this worker ran {result.ran_here})", title_justify="left"
+        title=f"Study {result.study_name!r}: {counts} (this worker ran {result.ran_here})",
+        title_justify="left",
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+        collapse_padding=True,
     )
-    for name, justify in (("Trial", "right"), ("State", "left"), ("Val accuracy", "right")):
+    if not ui.console.is_terminal:  # a pipe or a log: no screen to fit, keep rows on one line
+        ui.console.width = max(ui.console.width, 150)
+    for name, justify in (("Trial", "right"), ("State", "left"), ("Val acc", "right")):
         table.add_column(name, justify=justify)
     for name in names:
         table.add_column(name, justify="right")
