@@ -264,7 +264,7 @@ def from_stored(values: dict[str, Any]) -> tuple[Config, list[str]]:
         try:
             usable[key] = _coerce(CONFIG_FIELDS[key], value)
         except ConfigError as e:
-            if key in MODEL_FIELDS:
+            if key in MODEL_FIELDS or key == "dataset":  # the data set names the classes: no default guess
                 raise
             notes.append(f"{e}; the default {getattr(DEFAULTS, key)!r} is used")
     cfg = replace(DEFAULTS, **usable)

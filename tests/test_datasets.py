@@ -101,3 +101,9 @@ def test_train_eval_predict_on_fashion_mnist_use_its_class_names(tmp_path: Path)
     names = class_names("fashion-mnist")
     assert record["class_name"] == names[record["prediction"]]
     assert record["label_name"] == names[int(synthetic_digits(50, 3)[1][3])]
+
+
+def test_a_checkpoint_of_an_unknown_dataset_is_refused_not_read_as_mnist() -> None:
+    stored = {**config.Config(hidden_size=8).to_dict(), "dataset": "emnist-letters"}
+    with pytest.raises(config.ConfigError, match="dataset must be one of mnist, fashion-mnist"):
+        config.from_stored(stored)
