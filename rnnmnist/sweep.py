@@ -31,6 +31,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import random
 import socket
 import time
 import tomllib
@@ -51,6 +52,7 @@ BEST_FILE = "best.toml"
 TRIALS_FOLDER = "trials"
 DEFAULT_STUDY = "rnnmnist"
 PRUNERS = ("median", "hyperband", "none")
+OPEN_ATTEMPTS = 5
 INSTALL_HINT = "rnnmnist sweep needs Optuna: pip install 'rnnmnist[sweep]'"
 
 
@@ -187,25 +189,34 @@ def open_study(
 ) -> Any:
     """Create or join the study; refuse one that was started with another search space."""
     optuna = require_optuna()
-    from sqlalchemy.exc import SQLAlchemyError  # Optuna's own dependency
+    from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError  # Optuna's own dependency
 
     kwargs: dict[str, Any] = {}
     if storage_url.startswith("sqlite"):
         kwargs["engine_kwargs"] = {"connect_args": {"timeout": 60}}  # workers wait for each other's writes
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            storage = optuna.storages.RDBStorage(
-                storage_url, heartbeat_interval=heartbeat, grace_period=2 * heartbeat, **kwargs
-            )
-        study = optuna.create_study(
-            storage=storage,
-            study_name=study_name,
-            direction="maximize",
-            load_if_exists=True,
-            sampler=optuna.samplers.TPESampler(),
-            pruner=_pruner(optuna, pruner),
-        )
+        for attempt in range(OPEN_ATTEMPTS):
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                    storage = optuna.storages.RDBStorage(
+                        storage_url, heartbeat_interval=heartbeat, grace_period=2 * heartbeat, **kwargs
+                    )
+                study = optuna.create_study(
+                    storage=storage,
+                    study_name=study_name,
+                    direction="maximize",
+                    load_if_exists=True,
+                    sampler=optuna.samplers.TPESampler(),
+                    pruner=_pruner(optuna, pruner),
+                )
+                break
+            except (IntegrityError, OperationalError):
+                # Workers started at once race to create the tables (or the study): the loser finds them
+                # made on its next try. A server that is down fails the same way every time.
+                if attempt == OPEN_ATTEMPTS - 1:
+                    raise
+                time.sleep(0.2 * (attempt + 1) + random.random() * 0.2)
     except ImportError as e:  # the database's driver (e.g. psycopg2 for PostgreSQL)
         raise RnnmnistError(f"--storage {_safe(storage_url)}: its database driver is missing ({e})") from None
     except (SQLAlchemyError, optuna.exceptions.OptunaError, ValueError) as e:  # bad URL, server down, password
