@@ -15,7 +15,7 @@ install: $(STAMP) ## Create .venv/ and install rnnmnist (editable) with its dev 
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet -e '.[dev,plot,export,tensorboard,serve]'
+	$(BIN)/pip install --quiet -e '.[dev,plot,export,tensorboard,serve,sweep,postgres]'
 	touch $@
 
 test: install ## Run the test suite, then its precision tests as on a CPU without bf16 (real-data tests need RNNMNIST_DATA_DIR)

@@ -25,7 +25,9 @@ from rnnmnist.commands.evaluate import eval_command
 from rnnmnist.commands.export import export
 from rnnmnist.commands.plot import plot
 from rnnmnist.commands.predict import predict
+from rnnmnist.commands.runs import compare, runs
 from rnnmnist.commands.serve import serve
+from rnnmnist.commands.sweep import sweep
 from rnnmnist.commands.train import train
 from rnnmnist.config import ConfigError
 from rnnmnist.errors import RnnmnistError, one_line
@@ -144,6 +146,8 @@ def cli() -> None:
 
 
 for command in (train, eval_command, predict, plot, export, serve):
+    cli.add_command(command)
+for command in (runs, compare, sweep):  # experiments (issue 16)
     cli.add_command(command)
 
 

@@ -23,9 +23,11 @@ Schedule = Literal["constant", "onecycle", "cosine"]
 Optimizer = Literal["adam", "adamw"]
 Device = Literal["auto", "cpu", "cuda", "mps"]
 Precision = Literal["auto", "fp32", "bf16"]
+Dataset = Literal["mnist", "fashion-mnist", "kmnist", "emnist-digits", "qmnist"]
 CELLS, MODES, INITS = get_args(Cell), get_args(Mode), get_args(Init)
 SCHEDULES, OPTIMIZERS = get_args(Schedule), get_args(Optimizer)
 DEVICES, PRECISIONS = get_args(Device), get_args(Precision)
+DATASETS = get_args(Dataset)
 # Batch size of evaluation and prediction passes: fast, and small enough for any laptop.
 EVAL_BATCH_SIZE = 1000
 
@@ -93,6 +95,11 @@ class TrainingConfig:
     grad_clip: float = _opt(0.0, "clip the gradient's global norm to this; 0 turns clipping off", ge=0.0)
     augment: bool = _opt(False, "random shifts (2 px), rotations (10 degrees) and scalings (10%) of training images")
     # --- data
+    dataset: Dataset = _opt(
+        "mnist",
+        "the data set: mnist, fashion-mnist, kmnist, emnist-digits or qmnist (28x28 images of 10 classes, "
+        "in torchvision's folder layout under --data-dir)",
+    )
     val_size: int = _opt(5000, "training images held out for validation (the first ones, as the notebook)", ge=0)
     # --- run
     seed: int = _opt(0, "seed for initialisation, data order and dropout", ge=0, le=2**63 - 1)
@@ -259,7 +266,7 @@ def from_stored(values: dict[str, Any]) -> tuple[Config, list[str]]:
         try:
             usable[key] = _coerce(CONFIG_FIELDS[key], value)
         except ConfigError as e:
-            if key in MODEL_FIELDS:
+            if key in MODEL_FIELDS or key == "dataset":  # the data set names the classes: no default guess
                 raise
             notes.append(f"{e}; the default {getattr(DEFAULTS, key)!r} is used")
     cfg = replace(DEFAULTS, **usable)

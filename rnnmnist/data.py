@@ -1,5 +1,8 @@
 """MNIST as whole tensors: IDX parsing with checks, download, splits, shuffled batches.
 
+The other members of the MNIST family (``--dataset``, see :mod:`rnnmnist.datasets`)
+go through the same reading, checks and offline rules, from their own folders.
+
 Each split is held as one uint8 tensor on the training device; batches are drawn
 by indexing a shuffled permutation there and scaled to [0, 1] on the fly. There
 is no per-image Python work on the training path.
@@ -18,6 +21,7 @@ from typing import Any
 
 import torch
 
+from rnnmnist.datasets import spec
 from rnnmnist.errors import DataError, shown
 
 IMAGE_SIZE = 28
@@ -66,9 +70,9 @@ class Mnist:
     test: Split
 
 
-def raw_folder(data_dir: str | Path) -> Path:
-    """Where torchvision's layout keeps the IDX files under ``data_dir``."""
-    return Path(data_dir) / "MNIST" / "raw"
+def raw_folder(data_dir: str | Path, dataset: str = "mnist") -> Path:
+    """Where torchvision's layout keeps the data set's IDX files under ``data_dir``."""
+    return spec(dataset).raw_folder(data_dir)
 
 
 def _find(raw: Path, name: str) -> Path | None:
@@ -116,18 +120,51 @@ def read_idx(path: Path, ndim: int) -> torch.Tensor:
     return torch.frombuffer(data, dtype=torch.uint8, offset=header, count=expected).view(*dims)
 
 
-def read_pair(images_path: Path, labels_path: Path) -> Split:
-    """Read and cross-check one images file and its labels file."""
+def read_idx2_int_labels(path: Path) -> torch.Tensor:
+    """QMNIST's labels: an IDX file of big-endian int32, (N, 8); the first column is the class."""
+    data = _read_bytes(path)
+    if len(data) < 4 or bytes(data[:4]) != b"\x00\x00\x0c\x02":
+        magic = data[:4].hex() if len(data) >= 4 else "missing"
+        raise DataError(
+            f"{path}: wrong magic number {magic} (expected 00000c02: 32-bit integers, 2 dimensions); "
+            f"is this a QMNIST labels file?"
+        )
+    if len(data) < 12:
+        raise DataError(f"{path}: truncated header ({len(data)} bytes)")
+    rows, cols = struct.unpack(">2I", bytes(data[4:12]))
+    if rows == 0 or cols == 0:
+        raise DataError(f"{path}: holds no labels (its header says {rows} x {cols})")
+    if len(data) - 12 != 4 * rows * cols:
+        raise DataError(
+            f"{path}: holds {len(data) - 12} bytes of data but its header promises {rows} x {cols} 32-bit "
+            f"integers = {4 * rows * cols} bytes; the file is truncated or corrupt"
+        )
+    table = torch.frombuffer(data, dtype=torch.uint8, offset=12).view(rows, cols, 4).long()  # big-endian bytes
+    first = table[:, 0]  # (N, 4)
+    return (first[:, 0] << 24) | (first[:, 1] << 16) | (first[:, 2] << 8) | first[:, 3]
+
+
+def read_pair(
+    images_path: Path, labels_path: Path, labels_format: str = "idx1-ubyte", transposed: bool = False
+) -> Split:
+    """Read and cross-check one images file and its labels file.
+
+    ``labels_format`` "idx2-int" reads QMNIST's labels; ``transposed`` images
+    (EMNIST's) are turned upright.
+    """
     images = read_idx(images_path, 3)
-    labels = read_idx(labels_path, 1)
+    if transposed:
+        images = images.transpose(1, 2).contiguous()  # (N, 28, 28), rows first like MNIST
+    labels = read_idx2_int_labels(labels_path) if labels_format == "idx2-int" else read_idx(labels_path, 1)
     if tuple(images.shape[1:]) != (IMAGE_SIZE, IMAGE_SIZE):
         raise DataError(f"{images_path}: images are {images.shape[1]}x{images.shape[2]}, expected 28x28")
     if images.shape[0] != labels.shape[0]:
         raise DataError(
             f"{images_path} holds {images.shape[0]} images but {labels_path} holds {labels.shape[0]} labels"
         )
-    if labels.numel() and int(labels.max()) >= NUM_CLASSES:
-        raise DataError(f"{labels_path}: label {int(labels.max())} is outside 0-9")
+    if labels.numel() and (int(labels.max()) >= NUM_CLASSES or int(labels.min()) < 0):
+        bad = int(labels.max()) if int(labels.max()) >= NUM_CLASSES else int(labels.min())
+        raise DataError(f"{labels_path}: label {bad} is outside 0-9")
     return Split(images, labels.long())
 
 
@@ -135,20 +172,17 @@ def _missing(raw: Path, names: tuple[str, ...]) -> list[str]:
     return [n for n in names if _find(raw, n) is None]
 
 
-def _download(data_dir: Path) -> None:
-    """Fetch MNIST with torchvision into ``data_dir/MNIST/raw``.
+def _download(data_dir: Path, dataset: str = "mnist") -> None:
+    """Fetch the data set with torchvision's class into ``data_dir/<its folder>/raw``.
 
     Raises :class:`DataError` with the reason in a few words. Network waits are
     bounded by the CLI (socket default timeout), not here: that is process-wide.
     """
-    from torchvision.datasets import MNIST
-
     # torchvision prints progress and each failed mirror on stdout, which belongs to --json output.
     said = io.StringIO()
     try:
         with contextlib.redirect_stdout(said):
-            for train in (True, False):
-                MNIST(str(data_dir), train=train, download=True)
+            spec(dataset).download(data_dir)
     except PermissionError:
         raise DataError(f"download failed: cannot write into {data_dir} (permission denied)") from None
     except (OSError, RuntimeError, ValueError) as e:  # URLError is an OSError; torchvision raises RuntimeError
@@ -166,34 +200,36 @@ def _download_problem(text: str) -> str:
     return "no MNIST mirror could be reached"
 
 
-def ensure_files(data_dir: str | Path, names: tuple[str, ...], download: bool) -> Path:
-    """Make sure the IDX files ``names`` are in ``data_dir/MNIST/raw``; download if allowed.
+def ensure_files(data_dir: str | Path, names: tuple[str, ...], download: bool, dataset: str = "mnist") -> Path:
+    """Make sure the IDX files ``names`` are in the data set's raw folder under ``data_dir``; download if allowed.
 
     Files already there are used as they are, offline.
     """
-    raw = raw_folder(data_dir)
+    raw = raw_folder(data_dir, dataset)
     missing = _missing(raw, names)
     if not missing:
         return raw
     reason = "downloading is turned off (--no-download)"
     if download:
         try:
-            _download(Path(data_dir))
+            _download(Path(data_dir), dataset)
         except DataError as e:
             reason = str(e)
         missing = _missing(raw, names)
         if not missing:
             return raw
+    s = spec(dataset)
     raise DataError(
-        f"MNIST not found in {raw} ({reason}): it needs {', '.join(ALL_FILES)} (or .gz copies); "
-        f"point --data-dir or RNNMNIST_DATA_DIR at a folder holding MNIST/raw/"
+        f"{s.title} not found in {raw} ({reason}): it needs {', '.join(s.all_files)} (or .gz copies); "
+        f"point --data-dir or RNNMNIST_DATA_DIR at a folder holding {s.folder}/raw/"
     )
 
 
-def _read_file_pair(data_dir: str | Path, which: str, download: bool) -> Split:
-    names = FILES[which]
-    raw = ensure_files(data_dir, names, download)
-    return read_pair(_find(raw, names[0]), _find(raw, names[1]))
+def _read_file_pair(data_dir: str | Path, which: str, download: bool, dataset: str = "mnist") -> Split:
+    s = spec(dataset)
+    names = s.files(which)
+    raw = ensure_files(data_dir, names, download, dataset)
+    return read_pair(_find(raw, names[0]), _find(raw, names[1]), s.labels_format, s.transposed)
 
 
 def split_train(full: Split, val_size: int) -> tuple[Split, Split]:
@@ -205,17 +241,17 @@ def split_train(full: Split, val_size: int) -> tuple[Split, Split]:
     return train, val
 
 
-def load_mnist(data_dir: str | Path, val_size: int, download: bool = True) -> Mnist:
-    """All three splits, on the CPU."""
-    train, val = split_train(_read_file_pair(data_dir, "train", download), val_size)
-    return Mnist(train=train, val=val, test=_read_file_pair(data_dir, "test", download))
+def load_mnist(data_dir: str | Path, val_size: int, download: bool = True, dataset: str = "mnist") -> Mnist:
+    """All three splits of ``dataset`` (MNIST or another of its family), on the CPU."""
+    train, val = split_train(_read_file_pair(data_dir, "train", download, dataset), val_size)
+    return Mnist(train=train, val=val, test=_read_file_pair(data_dir, "test", download, dataset))
 
 
-def load_split(data_dir: str | Path, split: str, val_size: int, download: bool = True) -> Split:
-    """One split (train, val or test), on the CPU."""
+def load_split(data_dir: str | Path, split: str, val_size: int, download: bool = True, dataset: str = "mnist") -> Split:
+    """One split (train, val or test) of ``dataset``, on the CPU."""
     if split == "test":
-        return _read_file_pair(data_dir, "test", download)
-    train, val = split_train(_read_file_pair(data_dir, "train", download), val_size)
+        return _read_file_pair(data_dir, "test", download, dataset)
+    train, val = split_train(_read_file_pair(data_dir, "train", download, dataset), val_size)
     return val if split == "val" else train
 
 

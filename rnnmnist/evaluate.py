@@ -102,6 +102,7 @@ class CheckpointEvaluation:
     result: EvalResult
     precision: Precision  # what this device computed in, with a note when it fell back to fp32
     notes: list[str]  # stored training settings the checkpoint's loading set aside
+    dataset: str = "mnist"  # the data set the model was trained on (its class names, its test images)
 
 
 def evaluate_checkpoint(
@@ -124,11 +125,11 @@ def evaluate_checkpoint(
     model, ckpt = checkpoint.load_model(path, dev)
     if split == "val" and ckpt.config.val_size == 0:
         raise DataError(f"{path} was trained with val_size = 0: it has no validation split (use --split test)")
-    data = load_split(data_dir, split, ckpt.config.val_size, download)
+    data = load_split(data_dir, split, ckpt.config.val_size, download, ckpt.config.dataset)
     if limit is not None:
         data = data.head(limit)
     if len(data) == 0:
         raise DataError(f"the {split} split holds no images: there is nothing to evaluate")
     precision = usable_precision(ckpt.config.precision, dev)
     result = evaluate(model, data.to(dev), batch_size, precision.name)
-    return CheckpointEvaluation(result, precision, ckpt.notes)
+    return CheckpointEvaluation(result, precision, ckpt.notes, ckpt.config.dataset)

@@ -18,6 +18,7 @@ import torch
 
 from rnnmnist import checkpoint
 from rnnmnist.data import load_split, scale
+from rnnmnist.datasets import DIGITS, class_names
 from rnnmnist.device import usable_precision
 from rnnmnist.errors import RnnmnistError
 from rnnmnist.evaluate import confusion_matrix
@@ -103,7 +104,7 @@ def plot_curves(train: list[dict[str, Any]], val: list[dict[str, Any]], path: Pa
     return path
 
 
-def plot_confusion(confusion: np.ndarray, path: Path) -> Path:
+def plot_confusion(confusion: np.ndarray, path: Path, classes: tuple[str, ...] = DIGITS) -> Path:
     """The 10x10 confusion matrix as a heatmap (log colour scale so rare mistakes show)."""
     plt = _pyplot()
     from matplotlib.colors import LogNorm
@@ -116,13 +117,18 @@ def plot_confusion(confusion: np.ndarray, path: Path) -> Path:
             color = "black" if i == j else "white"
             ax.text(j, i, str(n), ha="center", va="center", fontsize=7, color=color)
     accuracy = np.trace(confusion) / confusion.sum()
+    kind = "digit" if classes == DIGITS else "class"
     ax.set(
         xticks=range(10),
         yticks=range(10),
-        xlabel="predicted digit",
-        ylabel="true digit",
+        xticklabels=classes,
+        yticklabels=classes,
+        xlabel=f"predicted {kind}",
+        ylabel=f"true {kind}",
         title=f"Test confusion matrix ({confusion.sum():,} images, {100 * accuracy:.2f}% right)",
     )
+    if kind == "class":
+        plt.setp(ax.get_xticklabels(), rotation=45, ha="right")
     fig.colorbar(image, ax=ax, label="images")
     fig.tight_layout()
     path = _save(fig, path)
@@ -130,7 +136,9 @@ def plot_confusion(confusion: np.ndarray, path: Path) -> Path:
     return path
 
 
-def plot_mistakes(images: np.ndarray, labels: np.ndarray, probs: np.ndarray, path: Path) -> Path:
+def plot_mistakes(
+    images: np.ndarray, labels: np.ndarray, probs: np.ndarray, path: Path, classes: tuple[str, ...] = DIGITS
+) -> Path:
     """The most confidently misclassified images, with predicted and true labels."""
     plt = _pyplot()
     predicted = probs.argmax(axis=1)
@@ -143,7 +151,9 @@ def plot_mistakes(images: np.ndarray, labels: np.ndarray, probs: np.ndarray, pat
         ax.axis("off")
     for ax, i in zip(axes.ravel(), order):
         ax.imshow(images[i], cmap="gray", vmin=0, vmax=1)
-        ax.set_title(f"{predicted[i]} ({100 * probs[i, predicted[i]]:.0f}%), true {labels[i]}", fontsize=8)
+        ax.set_title(
+            f"{classes[predicted[i]]} ({100 * probs[i, predicted[i]]:.0f}%), true {classes[labels[i]]}", fontsize=8
+        )
     title = "Most confident mistakes on the test set" if len(order) else "No mistakes on the test set"
     fig.suptitle(title + ": predicted (confidence), true", fontsize=10)
     fig.tight_layout()
@@ -260,14 +270,15 @@ def plot_run(run: Path, out: Path | None, data_dir: Path | None, download: bool)
         model, ckpt = checkpoint.load_model(run_dir.checkpoint)
         if data_dir is None:
             data_dir = run_dir.remembered_data_dir() or Path("data")
-        test = load_split(data_dir, "test", 0, download)
+        test = load_split(data_dir, "test", 0, download, ckpt.config.dataset)
         images = scale(test.images)  # (N, 28, 28)
         precision = usable_precision(ckpt.config.precision, torch.device("cpu")).name
         probs = probabilities(model, images, precision).numpy()  # (N, 10)
         labels = test.labels.numpy()
         confusion = confusion_matrix(test.labels, torch.from_numpy(probs.argmax(axis=1))).numpy()
-        written.append(plot_confusion(confusion, out / "confusion.png"))
-        written.append(plot_mistakes(images.numpy(), labels, probs, out / "mistakes.png"))
+        classes = class_names(ckpt.config.dataset)
+        written.append(plot_confusion(confusion, out / "confusion.png", classes))
+        written.append(plot_mistakes(images.numpy(), labels, probs, out / "mistakes.png", classes))
         if model.directions == 1:  # a bidirectional model has no reading trace
             from rnnmnist.trace import accuracy_by_step, reading
 
@@ -278,3 +289,37 @@ def plot_run(run: Path, out: Path | None, data_dir: Path | None, download: bool)
                 plot_reading(model, shown.numpy(), labels[:READING_EXAMPLES], traces, accuracy, out / "reading.png")
             )
     return written
+
+
+def plot_overlaid(runs: list[tuple[str, Path]], path: Path) -> Path:
+    """Several runs' curves in one figure (``rnnmnist compare --plot``): training loss, training batch
+    accuracy and validation accuracy against examples seen, one colour per run."""
+    plt = _pyplot()
+    curves = []
+    for label, folder in runs:
+        metrics = RunDir(folder).metrics_file
+        if not metrics.exists():
+            raise RnnmnistError(f"{folder} holds no metrics.jsonl: is it an rnnmnist run folder?")
+        curves.append((label, *read_metrics(metrics)))
+    with_val = any(val for _, _, val in curves)
+    fig, axes = plt.subplots(1, 3 if with_val else 2, figsize=(14 if with_val else 10, 3.8))
+    for label, train, val in curves:
+        x = [r["examples"] for r in train]
+        (line,) = axes[0].plot(x, [r["loss"] for r in train], lw=1, label=label)
+        axes[1].plot(x, [100 * r["accuracy"] for r in train], lw=1, color=line.get_color())
+        if with_val:
+            axes[2].plot(
+                [r["examples"] for r in val], [100 * r["val_accuracy"] for r in val], "o-", ms=3, color=line.get_color()
+            )
+    axes[0].set(title="Training loss (batch)", yscale="log")
+    axes[1].set(title="Training accuracy (batch, %)")
+    if with_val:
+        axes[2].set(title="Validation accuracy (%)")
+    for ax in axes:
+        ax.set_xlabel("examples seen")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    path = _save(fig, path)
+    plt.close(fig)
+    return path

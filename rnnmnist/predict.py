@@ -13,6 +13,7 @@ from torch import nn
 
 from rnnmnist.config import EVAL_BATCH_SIZE
 from rnnmnist.data import load_split, scale
+from rnnmnist.datasets import DIGITS
 from rnnmnist.decode import Failed
 from rnnmnist.device import autocast
 from rnnmnist.errors import BadValueError
@@ -31,10 +32,15 @@ class Prediction:
     error: str | None = None
     trace: torch.Tensor | None = None  # (steps, 10): probabilities after every step, with --trace
     decided_at: int | None = None  # the step from which the final answer stayed on top, with --trace
+    classes: tuple[str, ...] = DIGITS  # the model's class names (its data set's), in label order
 
     @property
     def prediction(self) -> int:
         return int(self.probabilities.argmax())
+
+    @property
+    def class_name(self) -> str:
+        return self.classes[self.prediction]
 
     @property
     def confidence(self) -> float:
@@ -50,6 +56,7 @@ class Prediction:
         record: dict[str, Any] = {
             "input": self.input,
             "prediction": self.prediction,
+            "class_name": self.class_name,
             "confidence": self.confidence,
             "probabilities": [round(float(p), 6) for p in self.probabilities],
             "top3": self.top(),
@@ -58,6 +65,7 @@ class Prediction:
             record["index"] = self.index
         if self.label is not None:
             record["label"] = self.label
+            record["label_name"] = self.classes[self.label]
         if self.trace is not None:
             record["trace"] = [[round(float(p), 4) for p in step] for step in self.trace]
             record["decided_at"] = self.decided_at
@@ -117,9 +125,10 @@ def predict_test_images(
     indices: Sequence[int],
     download: bool,
     trace: bool = False,
+    dataset: str = "mnist",
 ) -> list[Prediction]:
-    """Predictions for test-set images by index, each with its true label."""
-    test = load_split(data_dir, "test", 0, download)
+    """Predictions for test-set images of ``dataset`` by index, each with its true label."""
+    test = load_split(data_dir, "test", 0, download, dataset)
     bad = [i for i in indices if not 0 <= i < len(test)]
     if bad:
         raise BadValueError(f"--index {bad[0]} is out of range: the test set holds images 0 to {len(test) - 1}")
@@ -134,3 +143,9 @@ def predict_test_images(
     if trace:
         _add_traces(model, precision, results, images)
     return results
+
+
+def name_classes(results: Sequence[Prediction], classes: tuple[str, ...]) -> None:
+    """Give each prediction the model's class names (a data set other than the digits has its own)."""
+    for r in results:
+        r.classes = classes

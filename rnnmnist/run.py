@@ -30,6 +30,7 @@ from rnnmnist.train import (
     SIGNAL_NAMES,
     CallbackList,
     Run,
+    StopEarly,
     TrainCallbacks,
     TrainingInterrupted,
     TrainState,
@@ -86,7 +87,7 @@ def data_dir_for(plan: Plan) -> Path:
 def _load_data(plan: Plan, cfg: Config) -> Mnist:
     folder = data_dir_for(plan)
     try:
-        return load_mnist(folder, cfg.val_size, plan.download)
+        return load_mnist(folder, cfg.val_size, plan.download, cfg.dataset)
     except RnnmnistError as e:
         if plan.data_dir is None and plan.resume and folder != DEFAULT_DATA_DIR and not folder.exists():
             raise RnnmnistError(f"the run's data folder {folder} is gone; give --data-dir ({e})") from None
@@ -244,6 +245,9 @@ def _train(
         # Signals stop the loop gracefully (a resumable checkpoint); outside it they end the process.
         with GracefulStop() as stop, _out_of_memory_is_one_line(cfg):
             fit(run, stop)
+    except StopEarly:
+        run.save_resumable()  # a callback's request (a sweep's pruner): stop as after an interrupt, resumable
+        raise
     except BaseException:
         if run.state.step == 0 and rank.main:
             run_dir.forget_created()  # a start that trained nothing leaves nothing behind

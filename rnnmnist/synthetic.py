@@ -66,3 +66,31 @@ def tiny_train_args(data_dir: Path, out: Path, *extra: str) -> list[str]:
         "cpu",
         *extra,
     ]
+
+
+def idx2_int_bytes(table: torch.Tensor) -> bytes:
+    """An IDX file of big-endian int32 (QMNIST's labels format) holding the 2-d ``table``."""
+    header = bytes([0, 0, 0x0C, 2]) + struct.pack(">2I", *table.shape)
+    return header + table.to(torch.int32).numpy().astype(">i4").tobytes()
+
+
+def make_tiny_dataset(root: Path, dataset: str, n_train: int = 600, n_test: int = 200) -> Path:
+    """Like :func:`make_tiny_mnist`, in the layout and formats of ``dataset`` (see rnnmnist.datasets);
+    return ``root`` (a --data-dir). EMNIST's images are written transposed and QMNIST's labels as
+    (N, 8) int32 tables, as those files are."""
+    from rnnmnist.datasets import spec
+
+    s = spec(dataset)
+    raw = s.raw_folder(root)
+    for (images_name, labels_name), (n, seed) in zip((s.train_files, s.test_files), ((n_train, 2), (n_test, 3))):
+        images, labels = synthetic_digits(n, seed)
+        if s.transposed:
+            images = images.transpose(1, 2)
+        write_idx(raw / images_name, images)
+        if s.labels_format == "idx2-int":
+            # QMNIST's columns: class, NIST hsf, writer, ... (only the first one is read)
+            table = torch.stack([labels, *(torch.full_like(labels, k) for k in range(1, 8))], dim=1)
+            (raw / labels_name).write_bytes(idx2_int_bytes(table))
+        else:
+            write_idx(raw / labels_name, labels)
+    return root

@@ -97,6 +97,14 @@ class TrainingInterrupted(RnnmnistError):
         self.exit_code = 128 + signum
 
 
+class StopEarly(Exception):
+    """Raised by a callback (e.g. a sweep's pruner in ``on_validate``) to end a single-process run early.
+
+    :func:`rnnmnist.run.train` treats it as a normal stop: it saves a resumable
+    checkpoint and lets it through to whoever asked.
+    """
+
+
 class TrainingDiverged(RnnmnistError):
     """The loss or the weights stopped being finite numbers."""
 

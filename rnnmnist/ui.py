@@ -25,6 +25,7 @@ from rich.table import Table
 from rich.text import Text
 
 from rnnmnist.config import to_toml
+from rnnmnist.datasets import DIGITS, SPECS
 from rnnmnist.train import LogRecord, TrainCallbacks
 
 if TYPE_CHECKING:
@@ -127,7 +128,7 @@ class Ui:
         self.console.print(table)
 
     # --- eval
-    def evaluation(self, result: EvalResult, title: str) -> None:
+    def evaluation(self, result: EvalResult, title: str, classes: Sequence[str] = DIGITS) -> None:
         head = Table(title=title, show_header=False, title_justify="left")
         head.add_column(style="bold")
         head.add_column(justify="right")
@@ -138,11 +139,13 @@ class Ui:
             return
 
         per_class = Table(title="Per-class accuracy", title_justify="left")
-        for name in ("Digit", "Images", "Correct", "Accuracy"):
+        words = tuple(classes) != DIGITS
+        for name in ("Class" if words else "Digit", "Images", "Correct", "Accuracy"):
             per_class.add_column(name, justify="right")
         totals = result.confusion.sum(dim=1).tolist()
         for d, acc in enumerate(result.per_class_accuracy):
-            per_class.add_row(str(d), f"{totals[d]:,}", f"{int(result.confusion[d, d]):,}", _pct(acc))
+            label = f"{d} {escape(classes[d])}" if words else str(d)
+            per_class.add_row(label, f"{totals[d]:,}", f"{int(result.confusion[d, d]):,}", _pct(acc))
         self.console.print(per_class)
 
         confusion = Table(title="Confusion matrix (rows: true, columns: predicted)", title_justify="left")
@@ -151,7 +154,7 @@ class Ui:
             confusion.add_column(str(d), justify="right")
         for true, row in enumerate(result.confusion.tolist()):
             cells = [f"[bold]{n}[/]" if pred == true else (f"[red]{n}[/]" if n else "·") for pred, n in enumerate(row)]
-            confusion.add_row(str(true), *cells)
+            confusion.add_row(f"{escape(classes[true])} {true}" if words else str(true), *cells)
         self.console.print(confusion)
 
     # --- predict
@@ -162,7 +165,9 @@ class Ui:
         ok = [r for r in results if r.error is None]
         if ok and not self.json_mode:
             table = Table(title="Predictions", title_justify="left")
-            columns = [("Input", "left"), ("Digit", "right"), ("Confidence", "right"), ("Top 3", "left")]
+            words = any(not c.isdigit() for c in ok[0].classes)
+            head = "Class" if words else "Digit"
+            columns = [("Input", "left"), (head, "right"), ("Confidence", "right"), ("Top 3", "left")]
             for name, justify in columns[:3] if trace_mode else columns:  # the trace takes Top 3's room
                 table.add_column(name, justify=justify, overflow="fold")
             with_labels = any(r.label is not None for r in ok)
@@ -172,12 +177,12 @@ class Ui:
                 table.add_column("Decided", justify="right", no_wrap=True)
                 table.add_column("p(answer) as it reads", justify="left", no_wrap=True)
             for r in ok:
-                cells = [escape(_name(r.input)), str(r.prediction), _pct(r.confidence)]
+                cells = [escape(_name(r.input)), escape(r.class_name), _pct(r.confidence)]
                 if not trace_mode:
-                    cells.append("  ".join(f"{d}:{100 * p:.1f}%" for d, p in r.top()))
+                    cells.append("  ".join(f"{escape(r.classes[d])}:{100 * p:.1f}%" for d, p in r.top()))
                 if with_labels:
                     color = "green" if r.label == r.prediction else "red"
-                    cells.append("" if r.label is None else f"[{color}]{r.label}[/]")
+                    cells.append("" if r.label is None else f"[{color}]{escape(r.classes[r.label])}[/]")
                 if trace_mode is not None:
                     from rnnmnist.trace import shown_steps
 
@@ -194,7 +199,7 @@ class Ui:
                 click.echo(f"Error: {_name(r.input)}: {_name(r.error)}", err=True)
         if show:
             for r in ok:
-                self.console.print(f"{_name(r.input)}: {r.prediction} ({_pct(r.confidence)})", markup=False)
+                self.console.print(f"{_name(r.input)}: {r.class_name} ({_pct(r.confidence)})", markup=False)
                 self.console.print(self.digit_art(r.digit))
 
     def reading(self, r: Prediction, mode: str) -> Text:
@@ -261,8 +266,9 @@ class _TrainDisplay(TrainCallbacks):
         c = cfg
         shape = f"{c.cell.upper()} {c.hidden_size}" + (f"x{c.layers}" if c.layers > 1 else "")
         resuming = f", resuming at step {first_step:,}" if first_step > 1 else ""
+        data = "" if c.dataset == "mnist" else f"{SPECS[c.dataset].title} "
         self.ui.line(
-            f"Training {shape} on {n_train:,} images ({c.mode}), {total_steps:,} steps of {c.batch_size} "
+            f"Training {shape} on {n_train:,} {data}images ({c.mode}), {total_steps:,} steps of {c.batch_size} "
             f"on {device} ({c.precision}), lr {c.lr:g} {c.schedule}{resuming}"
         )
         if self.ui.fancy:

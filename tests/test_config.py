@@ -12,7 +12,10 @@ from rnnmnist import config
 from rnnmnist.cli import cli
 from rnnmnist.config import Config, ConfigError
 
-CONFIGS = sorted((Path(__file__).parent.parent / "configs").glob("*.toml"))
+ALL_CONFIGS = sorted((Path(__file__).parent.parent / "configs").glob("*.toml"))
+# Files with a [search] table are sweep spaces (rnnmnist sweep --config), the others training configs.
+SWEEPS = [p for p in ALL_CONFIGS if "search" in tomllib.loads(p.read_text())]
+CONFIGS = [p for p in ALL_CONFIGS if p not in SWEEPS]
 
 
 def test_notebook_step_count() -> None:
@@ -151,3 +154,12 @@ def test_stored_config_sets_aside_bad_training_values_but_not_model_values() -> 
     assert any("lr must be" in n for n in notes) and any("from_the_future" in n for n in notes)
     with pytest.raises(ConfigError, match="hidden_size"):
         config.from_stored({"hidden_size": -3})
+
+
+@pytest.mark.parametrize("path", SWEEPS, ids=[p.name for p in SWEEPS])
+def test_sweep_files_are_valid_search_spaces(path: Path) -> None:
+    from rnnmnist.sweep import read_space
+
+    space = read_space(path)
+    assert space.params, f"{path.name} searches nothing"
+    config.build((path.name, space.fixed))  # the settings every trial shares are a valid config

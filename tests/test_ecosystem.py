@@ -197,11 +197,15 @@ def test_json_schemas_are_stable(run: Path, tiny_data: Path, tmp_path: Path) -> 
     report = json.loads(invoke("eval", str(run / "checkpoint.pt"), "--data-dir", str(tiny_data), "--json").stdout)
     assert set(report) == {
         "accuracy", "loss", "n", "correct", "per_class_accuracy", "confusion", "split", "checkpoint", "precision",
+        "dataset", "class_names",  # added with --dataset (issue 16)
     }  # fmt: skip
     row = json.loads(
         invoke("predict", str(run / "checkpoint.pt"), "--index", "1", "--data-dir", str(tiny_data), "--json").stdout
     )
-    assert set(row) == {"input", "prediction", "confidence", "probabilities", "top3", "index", "label"}
+    assert set(row) == {
+        "input", "prediction", "confidence", "probabilities", "top3", "index", "label",
+        "class_name", "label_name",  # added with --dataset (issue 16)
+    }  # fmt: skip
 
 
 def test_exported_model_is_the_model(run: Path, tmp_path: Path) -> None:

@@ -57,10 +57,21 @@ def eval_command(
     for note in [*done.notes, *filter(None, [done.precision.note])]:
         ui.detail(note)
     result = done.result
+    from rnnmnist.datasets import SPECS
+
+    data = SPECS[done.dataset]
     if common.as_json:
         ui.emit_json(
-            {**result.to_json(), "split": split, "checkpoint": str(checkpoint), "precision": done.precision.name}
+            {
+                **result.to_json(),
+                "split": split,
+                "checkpoint": str(checkpoint),
+                "precision": done.precision.name,
+                "dataset": done.dataset,
+                "class_names": list(data.classes),
+            }
         )
-    ui.evaluation(result, f"{checkpoint} on {split} ({result.n:,} images, {done.precision.name})")
+    on = split if done.dataset == "mnist" else f"{data.title} {split}"
+    ui.evaluation(result, f"{checkpoint} on {on} ({result.n:,} images, {done.precision.name})", data.classes)
     if min_accuracy is not None and result.accuracy < min_accuracy:
         raise RnnmnistError(f"accuracy {result.accuracy:.4f} is below --min-accuracy {min_accuracy}")

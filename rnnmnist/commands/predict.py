@@ -54,8 +54,9 @@ def predict(
     INPUT is an image file Pillow reads (PNG, JPEG, BMP, GIF, TIFF, WebP), a
     folder (every image inside, by name) or - for one image on stdin. Each image
     is made MNIST-like first: ink light on black, cropped, scaled to 20x20 and
-    centred by mass in 28x28. An input that fails gets a one-line error and the
-    others are still predicted; the exit code is then 1.
+    centred by mass in 28x28 (also for a model of another --dataset: it was made
+    for digits). An input that fails gets a one-line error and the others are
+    still predicted; the exit code is then 1.
     """
     if not inputs and not indices:
         raise click.UsageError("nothing to predict: give image files, folders, - (stdin) or --index I")
@@ -78,7 +79,15 @@ def predict(
         ui.detail(note)
     if indices:
         results += prediction.predict_test_images(
-            model, precision.name, common.data_folder(), indices, common.download, trace
+            model, precision.name, common.data_folder(), indices, common.download, trace, ckpt.config.dataset
+        )
+    from rnnmnist.datasets import SPECS, class_names, is_digits
+
+    prediction.name_classes(results, class_names(ckpt.config.dataset))
+    if inputs and not is_digits(ckpt.config.dataset) and ui.verbosity >= 0:
+        ui.line(
+            f"note: this model was trained on {SPECS[ckpt.config.dataset].title}; images are prepared as digits "
+            f"are (cropped to the ink, fitted in 20x20, centred by mass), which may not match how its images were made"
         )
     if common.as_json:
         for r in results:

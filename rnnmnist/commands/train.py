@@ -100,6 +100,13 @@ def _default_out_dir() -> Path:
     type=click.IntRange(min=1),
     help="Train with N processes on this machine (DistributedDataParallel via torchrun's launcher).",
 )
+@click.option(
+    "--seeds",
+    metavar="LIST",
+    help="Train once per seed (e.g. 0,1,2 or 0-4) into OUT/seed-N/, then summarise in OUT/summary.json; "
+    "the same command again continues the seeds not finished.",
+)
+@click.option("--repeat", type=click.IntRange(min=1), help="Like --seeds with N seeds from --seed (default 0).")
 @data_options
 @output_options
 @pass_common
@@ -114,6 +121,8 @@ def train(
     print_config: bool,
     tensorboard: bool,
     nproc: int | None,
+    seeds: str | None,
+    repeat: int | None,
     **flags: Any,
 ) -> None:
     """Train a model on MNIST and write a run folder.
@@ -145,6 +154,14 @@ def train(
 
         require_tensorboard()  # before any work is done
     run_folder = resume if resume is not None else out if out is not None else _default_out_dir()
+    if seeds is not None or repeat is not None:  # experiments (issue 16): rnnmnist/commands/seeds.py
+        from rnnmnist.commands.seeds import seeds_from_flags, train_seeds
+
+        if resume is not None:
+            raise click.UsageError("--seeds continues by itself: run the same command again, without --resume")
+        return train_seeds(
+            common, cfg, seeds_from_flags(seeds, repeat, cfg, typed), run_folder, force, tensorboard, nproc
+        )
     if nproc and nproc > 1 and "WORLD_SIZE" not in os.environ:
         sys.exit(_launch(nproc, common, cfg, run_folder, resume is not None, force, tensorboard))
     if from_env and resume is not None:

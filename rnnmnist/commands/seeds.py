@@ -1,0 +1,113 @@
+"""``rnnmnist train --seeds 0,1,2`` / ``--repeat N``: the command-line side of :mod:`rnnmnist.seeds`."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import click
+
+from rnnmnist import config
+from rnnmnist.commands.options import Common
+
+
+def seeds_from_flags(seeds: str | None, repeat: int | None, cfg: config.Config, typed: dict[str, Any]) -> list[int]:
+    """The seeds --seeds or --repeat ask for (--repeat N: N seeds from --seed, default 0)."""
+    from rnnmnist.errors import RnnmnistError
+    from rnnmnist.seeds import parse_seeds
+
+    if seeds is not None and repeat is not None:
+        raise click.UsageError("give --seeds or --repeat, not both")
+    if seeds is not None and "seed" in typed:
+        raise click.UsageError("give --seed or --seeds, not both (--repeat N starts at --seed)")
+    if repeat is not None:
+        return list(range(cfg.seed, cfg.seed + repeat))
+    try:
+        return parse_seeds(seeds or "")
+    except RnnmnistError as e:
+        raise click.BadParameter(str(e), param_hint="--seeds") from None
+
+
+@contextlib.contextmanager
+def _stdout_to_stderr() -> Iterator[None]:
+    """Child processes' output to stderr, so stdout holds only the summary JSON."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        os.dup2(2, 1)
+        yield
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
+def train_seeds(
+    common: Common, cfg: config.Config, seeds: list[int], out: Path, force: bool, tb: bool, nproc: int | None
+) -> None:
+    from rnnmnist import process
+    from rnnmnist.run import train
+    from rnnmnist.seeds import run_seeds
+    from rnnmnist.train import TrainingInterrupted
+
+    ui = common.ui()
+    process.tune_allocator()
+
+    def train_one(step: Any, plan: Any) -> None:
+        what = "resuming" if step.action == "resume" else "training"
+        if ui.verbosity >= 0:
+            ui.line(f"seed {step.seed} ({seeds.index(step.seed) + 1} of {len(seeds)}): {what} in {step.folder}")
+        if nproc and nproc > 1:
+            from rnnmnist.commands.train import _launch
+
+            quiet = dataclasses.replace(common, as_json=False)
+            with _stdout_to_stderr() if common.as_json else contextlib.nullcontext():
+                code = _launch(nproc, quiet, plan.config, plan.out, plan.resume, plan.force, tb)
+            if code:
+                sys.exit(code)
+            return
+        with ui.training() as display:
+            train(plan, display, time.perf_counter())
+
+    try:
+        steps, summary = run_seeds(cfg, seeds, out, train_one, force, common.data_dir, common.download, tb)
+    except TrainingInterrupted as e:
+        again = f"rnnmnist train --seeds {','.join(map(str, seeds))} --out {out} ..."
+        raise TrainingInterrupted(
+            f"{e}; to continue every seed, run the same command again ({again})", e.exit_code - 128
+        ) from None
+    done_before = [s.seed for s in steps if s.action == "done"]
+    if done_before:
+        ui.detail(f"already finished before: seed {', '.join(map(str, done_before))}")
+    if common.as_json:
+        ui.emit_json({**summary, "summary_file": str(out / "summary.json")})
+    render_summary(ui, summary, out)
+
+
+def render_summary(ui: Any, summary: dict[str, Any], out: Path) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"Seeds {', '.join(map(str, summary['seeds']))} ({out})", title_justify="left")
+    for name in ("Seed", "Test accuracy", "Test loss", "Wall time"):
+        table.add_column(name, justify="right")
+    for r in summary["runs"]:
+        table.add_row(
+            str(r["seed"]), f"{100 * r['test_accuracy']:.2f}%", f"{r['test_loss']:.4f}", f"{r['wall_seconds']:.1f} s"
+        )
+    table.add_section()
+    acc, loss, wall = (summary[k] for k in ("test_accuracy", "test_loss", "wall_seconds"))
+
+    def pm(stat: dict[str, Any], scale: float, fmt: str) -> str:
+        std = "" if stat["std"] is None else f" ± {format(scale * stat['std'], fmt)}"
+        return f"{format(scale * stat['mean'], fmt)}{std}"
+
+    table.add_row("mean ± std", pm(acc, 100, ".2f") + "%", pm(loss, 1, ".4f"), pm(wall, 1, ".1f") + " s")
+    table.add_row("min", f"{100 * acc['min']:.2f}%", f"{loss['min']:.4f}", f"{wall['min']:.1f} s")
+    table.add_row("max", f"{100 * acc['max']:.2f}%", f"{loss['max']:.4f}", f"{wall['max']:.1f} s")
+    ui.console.print(table)
+    ui.line(f"wrote {out / 'summary.json'} (std: the sample standard deviation, n - 1)")
