@@ -22,7 +22,7 @@ import torch.distributed as dist
 from torch import nn
 
 from rnnmnist import checkpoint
-from rnnmnist.augment import random_affine
+from rnnmnist.augment import augment
 from rnnmnist.config import EVAL_BATCH_SIZE, Config
 from rnnmnist.data import BatchStream, Mnist, Split, scale
 from rnnmnist.device import autocast, resolve_precision, tune_allocator
@@ -213,7 +213,7 @@ class Trainer:
         idx = self.stream.next()[first : first + self.local_batch]  # (b,): this rank's slice of the batch
         images = scale(self.train.images[idx])  # (b, 28, 28) float in [0, 1]
         if self.cfg.augment:
-            images = random_affine(images)
+            images = augment(images, self.cfg)
         labels = self.train.labels[idx]  # (b,)
         with autocast(self.device, self.cfg.precision):
             logits = self.net(images).float()  # (b, 10)
