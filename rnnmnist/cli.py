@@ -461,6 +461,7 @@ Examples:
   rnnmnist predict runs/five/checkpoint.pt my-digit.png --show     # what the network sees
   cat digit.png | rnnmnist predict runs/five/checkpoint.pt -
   rnnmnist predict runs/five/checkpoint.pt --index 0 --index 7     # test-set images
+  rnnmnist predict runs/five/checkpoint.pt scans/ --json --min-confidence 0.9   # flag doubtful ones
 """
 
 
@@ -475,6 +476,12 @@ Examples:
     help="Predict test-set image I (repeatable); its true label is shown beside.",
 )
 @click.option("--show", is_flag=True, help="Print each 28x28 image the network sees, as terminal art.")
+@click.option(
+    "--min-confidence",
+    type=click.FloatRange(0, 1),
+    metavar="X",
+    help='Mark predictions less confident than X as uncertain (JSON: "uncertain": true).',
+)
 @device_option
 @data_options
 @json_option
@@ -483,6 +490,7 @@ def predict(
     inputs: tuple[str, ...],
     indices: tuple[int, ...],
     show: bool,
+    min_confidence: float | None,
     device: str,
     data_dir: Path,
     download: bool,
@@ -516,6 +524,8 @@ def predict(
     ui = _ui(as_json, quiet, verbose)
     if indices:
         results += prediction.predict_test_images(model, precision, data_dir, indices, download)
+    if min_confidence is not None:
+        prediction.mark_uncertain(results, min_confidence)
     if as_json:
         for r in results:
             ui.emit_json(r.to_json())

@@ -28,6 +28,7 @@ class Prediction:
     label: int | None = None  # the true digit, for test-set images
     index: int | None = None  # the test-set index, for test-set images
     error: str | None = None
+    uncertain: bool | None = None  # confidence below --min-confidence; None when no threshold was given
 
     @property
     def prediction(self) -> int:
@@ -55,7 +56,16 @@ class Prediction:
             record["index"] = self.index
         if self.label is not None:
             record["label"] = self.label
+        if self.uncertain is not None:
+            record["uncertain"] = self.uncertain
         return record
+
+
+def mark_uncertain(results: Sequence[Prediction], min_confidence: float) -> None:
+    """Mark each prediction whose confidence is below ``min_confidence`` as uncertain (the others as not)."""
+    for r in results:
+        if r.error is None:
+            r.uncertain = r.confidence < min_confidence
 
 
 @torch.inference_mode()

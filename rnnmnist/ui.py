@@ -143,10 +143,12 @@ class Ui:
             if with_labels:
                 table.add_column("True", justify="right")
             for r in ok:
+                # Uncertain predictions (below --min-confidence) are flagged for a person to check.
+                flag = "[yellow]?[/] " if r.uncertain else ""
                 cells = [
                     r.input,
-                    str(r.prediction),
-                    _pct(r.confidence),
+                    f"{flag}{r.prediction}",
+                    f"[yellow]{_pct(r.confidence)} uncertain[/]" if r.uncertain else _pct(r.confidence),
                     "  ".join(f"{d}:{100 * p:.1f}%" for d, p in r.top()),
                 ]
                 if with_labels:
@@ -159,7 +161,8 @@ class Ui:
                 click.echo(f"Error: {r.input}: {r.error}", err=True)
         if show:
             for r in ok:
-                self.console.print(f"{r.input}: {r.prediction} ({_pct(r.confidence)})", markup=False)
+                note = ", uncertain" if r.uncertain else ""
+                self.console.print(f"{r.input}: {r.prediction} ({_pct(r.confidence)}{note})", markup=False)
                 self.console.print(self.digit_art(r.digit))
 
     def digit_art(self, digit: np.ndarray) -> Text:
