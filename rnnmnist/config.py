@@ -97,10 +97,10 @@ class Config:
         0.0, "augmentation: largest perspective tilt (a corner moves by up to this fraction)", ge=0.0, le=0.3
     )
     aug_elastic: float = _opt(
-        0.0, "augmentation: largest elastic (smooth random) displacement, in pixels", ge=0.0, le=4.0
+        1.5, "augmentation: largest elastic (smooth random) displacement, in pixels", ge=0.0, le=4.0
     )
     aug_thicker: float = _opt(
-        0.0, "augmentation: strokes up to this many pixels thicker on each side (grey-scale dilation)", ge=0.0, le=3.0
+        1.0, "augmentation: strokes up to this many pixels thicker on each side (grey-scale dilation)", ge=0.0, le=3.0
     )
     aug_thinner: float = _opt(
         0.0, "augmentation: strokes up to this many pixels thinner on each side (grey-scale erosion)", ge=0.0, le=1.0
