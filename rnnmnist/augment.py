@@ -103,12 +103,15 @@ def warp(images: torch.Tensor, aug: Augmentation) -> torch.Tensor:
     if aug.perspective:
         p = _uniform(b, 2, device) * aug.perspective
         m[:, 2, 0], m[:, 2, 1] = p[:, 0], p[:, 1]
-    ys = torch.linspace(-1 + 1 / h, 1 - 1 / h, h, device=device)  # pixel centres (align_corners=False)
-    xs = torch.linspace(-1 + 1 / w, 1 - 1 / w, w, device=device)
-    gy, gx = torch.meshgrid(ys, xs, indexing="ij")
-    coords = torch.stack([gx, gy, torch.ones_like(gx)], dim=-1).reshape(1, h * w, 3)  # (1, HW, 3)
-    mapped = coords @ m.transpose(1, 2)  # (B, HW, 3)
-    grid = (mapped[..., :2] / mapped[..., 2:]).reshape(b, h, w, 2)  # (B, H, W, 2)
+    if aug.perspective:
+        ys = torch.linspace(-1 + 1 / h, 1 - 1 / h, h, device=device)  # pixel centres (align_corners=False)
+        xs = torch.linspace(-1 + 1 / w, 1 - 1 / w, w, device=device)
+        gy, gx = torch.meshgrid(ys, xs, indexing="ij")
+        coords = torch.stack([gx, gy, torch.ones_like(gx)], dim=-1).reshape(1, h * w, 3)  # (1, HW, 3)
+        mapped = coords @ m.transpose(1, 2)  # (B, HW, 3)
+        grid = (mapped[..., :2] / mapped[..., 2:]).reshape(b, h, w, 2)  # (B, H, W, 2)
+    else:  # affine: torch's own grid is faster
+        grid = F.affine_grid(m[:, :2], [b, 1, h, w], align_corners=False)  # (B, H, W, 2)
     if aug.elastic:
         field = _uniform(b * 2, ELASTIC_GRID * ELASTIC_GRID, device).reshape(b, 2, ELASTIC_GRID, ELASTIC_GRID)
         field = _upsample(h, device) @ field @ _upsample(w, device).T  # (B, 2, H, W): smooth
@@ -146,13 +149,15 @@ def thickness(images: torch.Tensor, thinner: float, thicker: float) -> torch.Ten
     if not (thinner or thicker):
         return images
     b = images.shape[0]
+    amount = torch.rand(b, 1, device=images.device) * (thicker + thinner) - thinner  # (B, 1)
+    if not thinner and thicker <= 1:  # the default: one dilation step, blended (the general case, cheaper)
+        return torch.lerp(images, _dilate(images), amount.view(b, 1, 1))
     levels = [_erode(images)] if thinner else []
     levels.append(images)
     for _ in range(math.ceil(thicker)):
         levels.append(_dilate(levels[-1]))
     stack = torch.stack(levels, dim=1)  # (B, L, H, W): level i is i - origin steps thicker
     origin = 1 if thinner else 0
-    amount = torch.rand(b, 1, device=images.device) * (thicker + thinner) - thinner  # (B, 1)
     # Hat-function weights: level i gets 1 - |position - i|, clipped at 0 (linear blending of neighbours).
     position = amount + origin
     index = torch.arange(len(levels), device=images.device, dtype=images.dtype)

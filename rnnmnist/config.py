@@ -87,7 +87,7 @@ class Config:
     grad_clip: float = _opt(0.0, "clip the gradient's global norm to this; 0 turns clipping off", ge=0.0)
     # --- augmentation: `augment` turns on every aug_* transformation at its strength (0: that one off)
     augment: bool = _opt(
-        False, "augment training images: each aug_* transformation below, with a random strength up to its value"
+        True, "augment training images: each aug_* transformation below, with a random strength up to its value"
     )
     aug_shift: float = _opt(2.0, "augmentation: largest shift, in pixels", ge=0.0, le=8.0)
     aug_rotate: float = _opt(10.0, "augmentation: largest rotation, in degrees", ge=0.0, le=45.0)
@@ -97,10 +97,10 @@ class Config:
         0.0, "augmentation: largest perspective tilt (a corner moves by up to this fraction)", ge=0.0, le=0.3
     )
     aug_elastic: float = _opt(
-        1.5, "augmentation: largest elastic (smooth random) displacement, in pixels", ge=0.0, le=4.0
+        0.0, "augmentation: largest elastic (smooth random) displacement, in pixels", ge=0.0, le=4.0
     )
     aug_thicker: float = _opt(
-        1.0, "augmentation: strokes up to this many pixels thicker on each side (grey-scale dilation)", ge=0.0, le=3.0
+        0.5, "augmentation: strokes up to this many pixels thicker on each side (grey-scale dilation)", ge=0.0, le=3.0
     )
     aug_thinner: float = _opt(
         0.0, "augmentation: strokes up to this many pixels thinner on each side (grey-scale erosion)", ge=0.0, le=1.0
