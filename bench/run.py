@@ -28,6 +28,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
 
+import handwriting  # noqa: E402
 import numpy as np  # noqa: E402
 import reference_loop  # noqa: E402
 import torch  # noqa: E402
@@ -48,8 +49,9 @@ Row = dict  # {"section", "name", "value", "unit", "note"}
 
 
 class Bench:
-    def __init__(self, data_dir: Path, tiny: bool, rounds: int) -> None:
+    def __init__(self, data_dir: Path, tiny: bool, rounds: int, models: list[Path] | None = None) -> None:
         self.data_dir, self.tiny, self.rounds = data_dir, tiny, rounds
+        self.models = models or []  # more checkpoints for the handwriting section
         self.rows: list[Row] = []
         self._data: Mnist | None = None
         self._checkpoint: Path | None = None
@@ -308,6 +310,28 @@ def section_redrawn(bench: Bench) -> None:
     bench.add("redrawn", "accuracy, redrawn, naive resize to 28x28", float(plain), "")
 
 
+def section_handwriting(bench: Bench) -> None:
+    """Accuracy on real handwriting that is not MNIST (UCI optdigits, rendered as scans), naive vs rnnmnist's
+    preprocessing, per model; and calibration: how often predictions above 0.9 confidence are right."""
+    from rnnmnist.checkpoint import load_model
+
+    inputs = handwriting.prepare("test", limit=40 if bench.tiny else None)
+    models = [("default recipe, --iters 100000", bench.checkpoint()), *((str(p), p) for p in bench.models)]
+    for name, path in models:
+        model, ckpt = load_model(path)
+        hw = handwriting.measure(model, ckpt.config.precision, inputs)
+        mnist = handwriting.mnist_test(model, ckpt.config.precision, bench.data_dir)
+        note = f"{hw['n']} optdigits 'test' digits, 64-200 px PNGs"
+        bench.add("handwriting", f"{name}: MNIST test", mnist["mnist_accuracy"], "", "10,000 test images")
+        bench.add("handwriting", f"{name}: handwriting, rnnmnist preprocessing", hw["accuracy_preprocessed"], "", note)
+        bench.add("handwriting", f"{name}: handwriting, naive resize to 28x28", hw["accuracy_naive"], "")
+        for where, r in (("MNIST test", mnist), ("handwriting", hw)):
+            share, right = r["share_confident"], r["accuracy_confident"]
+            bench.add("handwriting", f"{name}: {where}, share above 0.9 confidence", share, "")
+            if right is not None:
+                bench.add("handwriting", f"{name}: {where}, accuracy above 0.9 confidence", right, "")
+
+
 SECTIONS: dict[str, Callable[[Bench], None]] = {
     "help": section_help,
     "train": section_train,
@@ -317,6 +341,7 @@ SECTIONS: dict[str, Callable[[Bench], None]] = {
     "scaling": section_scaling,
     "predict": section_predict,
     "redrawn": section_redrawn,
+    "handwriting": section_handwriting,
 }
 
 
@@ -347,6 +372,7 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=3, help="alternating repetitions per comparison")
     p.add_argument("--tiny", action="store_true", help="seconds-long smoke run on synthetic data")
     p.add_argument("--out", type=Path, help="JSON results file [default: bench/results/DATE-COMMIT.json]")
+    p.add_argument("--models", type=Path, nargs="*", default=[], help="more checkpoints for the handwriting section")
     a = p.parse_args()
     chosen = [s.strip() for s in a.sections.split(",") if s.strip()]
     unknown = [s for s in chosen if s not in SECTIONS]
@@ -363,7 +389,7 @@ def main() -> None:
         raise SystemExit("the benchmarks need the real MNIST: pass --data-dir or set RNNMNIST_DATA_DIR")
     import torch._dynamo  # the first optimizer step imports it: keep that out of every timing
 
-    bench = Bench(a.data_dir.resolve(), a.tiny, a.rounds)
+    bench = Bench(a.data_dir.resolve(), a.tiny, a.rounds, a.models)
     started = time.time()
     for name in chosen:
         console.print(f"[bold]{name}[/]: {SECTIONS[name].__doc__}")

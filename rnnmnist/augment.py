@@ -1,36 +1,208 @@
-"""Training-time augmentation, batched on the training device: small random affine warps.
+"""Training-time augmentation aimed at how people's digits differ from MNIST's, batched on the device.
 
-Each image gets its own shift (up to 2 px), rotation (up to 10 degrees) and scale
-(up to 10%), applied with one affine_grid/grid_sample over the whole batch. The
-draws come from torch's RNG on the device, which resumable checkpoints store.
+MNIST digits are written with one kind of pen, scanned cleanly and normalised the
+same way. People's digits (and what rnnmnist's preprocessing makes of them) come
+with thicker or thinner strokes, blur from low-resolution scans, other slants and
+proportions, wobblier lines and other grey levels. Each transformation below
+imitates one of those differences, with a per-image random strength up to its
+config field (``aug_*``; 0 turns it off):
+
+- geometry, all in one ``grid_sample``: shift, rotation, scaling, shear,
+  perspective and an elastic (smooth random) displacement field;
+- stroke thickness: grey-scale dilation (3x3 max-pooling, fractional steps by
+  blending) makes strokes up to ``aug_thicker`` pooling steps heavier, erosion
+  (min-pooling) up to ``aug_thinner`` of a step lighter;
+- blur: a separable Gaussian of per-image width;
+- contrast: grey levels raised to a per-image power (soft or hard stroke edges);
+- ink: the stroke's peak intensity scaled down;
+- noise: a little Gaussian noise.
+
+Everything is drawn from torch's global RNG on the images' device (the state
+resumable checkpoints store), a fixed number of draws per batch, so a seeded run
+and a resumed one augment identically. No per-image Python.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, fields
+from typing import Any
 
 import torch
 from torch.nn import functional as F
 
-MAX_SHIFT = 2.0  # pixels
-MAX_ROTATION = 10.0  # degrees
-MAX_SCALE = 0.10  # fraction
+ELASTIC_GRID = 4  # control points per side of the elastic field: smooth, stroke-scale wobbles
+BLUR_RADIUS = 3  # pixels each side of the Gaussian kernel (enough for sigma <= 1.5)
+
+
+@dataclass(frozen=True)
+class Augmentation:
+    """Strengths of each transformation (0: off); the ``aug_*`` fields of the config."""
+
+    shift: float = 0.0  # pixels
+    rotate: float = 0.0  # degrees
+    scale: float = 0.0  # fraction
+    shear: float = 0.0  # tan of the shear angle
+    perspective: float = 0.0  # how far a corner may move, as a fraction of the image
+    elastic: float = 0.0  # pixels of displacement
+    thicker: float = 0.0  # 3x3 dilation steps
+    thinner: float = 0.0  # fraction of one 3x3 erosion step
+    blur: float = 0.0  # Gaussian sigma in pixels
+    contrast: float = 0.0  # log2 of the largest gamma
+    ink: float = 0.0  # largest fraction the ink's intensity drops by
+    noise: float = 0.0  # largest noise standard deviation
+
+    @classmethod
+    def from_config(cls, cfg: Any) -> Augmentation:
+        """The strengths of ``cfg`` (anything with ``aug_<name>`` attributes)."""
+        return cls(**{f.name: getattr(cfg, "aug_" + f.name) for f in fields(cls)})
+
+
+def augment(images: torch.Tensor, cfg: Any) -> torch.Tensor:
+    """Augmented copies of a batch (B, 28, 28) float in [0, 1], by the config's ``aug_*`` strengths."""
+    return apply(images, Augmentation.from_config(cfg))
+
+
+def apply(images: torch.Tensor, aug: Augmentation) -> torch.Tensor:
+    """``images`` (B, H, W) float in [0, 1] transformed by ``aug``; the same shape, still in [0, 1]."""
+    x = warp(images, aug)
+    x = thickness(x, aug.thinner, aug.thicker)
+    x = blur(x, aug.blur)
+    x = contrast(x, aug.contrast)
+    x = ink(x, aug.ink)
+    return noise(x, aug.noise)
+
+
+def _uniform(b: int, n: int, device: torch.device) -> torch.Tensor:
+    return torch.rand(b, n, device=device) * 2 - 1  # (b, n) in [-1, 1]
+
+
+def warp(images: torch.Tensor, aug: Augmentation) -> torch.Tensor:
+    """One resampling for every geometric change: affine, shear, perspective, elastic."""
+    if not any((aug.shift, aug.rotate, aug.scale, aug.shear, aug.perspective, aug.elastic)):
+        return images
+    b, h, w = images.shape
+    device = images.device
+    # M maps output coordinates to input ones, in grid_sample's [-1, 1] units: (B, 3, 3), homogeneous.
+    m = torch.eye(3, device=device).repeat(b, 1, 1)
+    if aug.rotate or aug.scale:
+        d = _uniform(b, 2, device)
+        angle = d[:, 0] * math.radians(aug.rotate)
+        inv_scale = 1 / (1 + d[:, 1] * aug.scale)
+        cos, sin = torch.cos(angle) * inv_scale, torch.sin(angle) * inv_scale
+        m[:, 0, 0], m[:, 0, 1], m[:, 1, 0], m[:, 1, 1] = cos, -sin, sin, cos
+    if aug.shear:
+        s = _uniform(b, 2, device) * aug.shear
+        shear = torch.eye(3, device=device).repeat(b, 1, 1)
+        shear[:, 0, 1], shear[:, 1, 0] = s[:, 0], s[:, 1]
+        m = shear @ m
+    if aug.shift:
+        t = _uniform(b, 2, device) * aug.shift
+        m[:, 0, 2] += t[:, 0] * 2 / w  # a shift of s px is 2s/size in [-1, 1] units
+        m[:, 1, 2] += t[:, 1] * 2 / h
+    if aug.perspective:
+        p = _uniform(b, 2, device) * aug.perspective
+        m[:, 2, 0], m[:, 2, 1] = p[:, 0], p[:, 1]
+    if aug.perspective:
+        ys = torch.linspace(-1 + 1 / h, 1 - 1 / h, h, device=device)  # pixel centres (align_corners=False)
+        xs = torch.linspace(-1 + 1 / w, 1 - 1 / w, w, device=device)
+        gy, gx = torch.meshgrid(ys, xs, indexing="ij")
+        coords = torch.stack([gx, gy, torch.ones_like(gx)], dim=-1).reshape(1, h * w, 3)  # (1, HW, 3)
+        mapped = coords @ m.transpose(1, 2)  # (B, HW, 3)
+        grid = (mapped[..., :2] / mapped[..., 2:]).reshape(b, h, w, 2)  # (B, H, W, 2)
+    else:  # affine: torch's own grid is faster
+        grid = F.affine_grid(m[:, :2], [b, 1, h, w], align_corners=False)  # (B, H, W, 2)
+    if aug.elastic:
+        field = _uniform(b * 2, ELASTIC_GRID * ELASTIC_GRID, device).reshape(b, 2, ELASTIC_GRID, ELASTIC_GRID)
+        field = _upsample(h, device) @ field @ _upsample(w, device).T  # (B, 2, H, W): smooth
+        scale = torch.tensor([2 / w, 2 / h], device=device) * aug.elastic
+        grid = grid + field.permute(0, 2, 3, 1) * scale
+    out = F.grid_sample(images.unsqueeze(1), grid, align_corners=False, padding_mode="zeros")
+    return out.squeeze(1).clamp(0, 1)  # bicubic elastic fields and resampling keep values in range
+
+
+def _upsample(size: int, device: torch.device) -> torch.Tensor:
+    """(size, ELASTIC_GRID): bicubic interpolation from the control points as a matrix (bicubic is separable,
+    and two small matmuls are much faster than F.interpolate on the CPU)."""
+    eye = torch.eye(ELASTIC_GRID, device=device).view(ELASTIC_GRID, 1, ELASTIC_GRID, 1)
+    return F.interpolate(eye, size=(size, 1), mode="bicubic", align_corners=True).view(ELASTIC_GRID, size).T
+
+
+def _dilate(x: torch.Tensor) -> torch.Tensor:
+    """3x3 grey-scale dilation of (B, H, W), zero outside: what max_pool2d(x, 3, 1, 1) computes (max-pooling
+    with stride 1 is very slow on the CPU), as a separable max of shifted views."""
+    p = F.pad(x, (1, 1, 1, 1))
+    rows = torch.maximum(torch.maximum(p[..., :-2], p[..., 1:-1]), p[..., 2:])  # (B, H + 2, W)
+    return torch.maximum(torch.maximum(rows[..., :-2, :], rows[..., 1:-1, :]), rows[..., 2:, :])
+
+
+def _erode(x: torch.Tensor) -> torch.Tensor:
+    """3x3 grey-scale erosion (a min filter) of (B, H, W) images in [0, 1]; outside counts as background (0)."""
+    return -_dilate(-x)
+
+
+def thickness(images: torch.Tensor, thinner: float, thicker: float) -> torch.Tensor:
+    """Strokes a random amount heavier (up to ``thicker`` dilations) or lighter (``thinner`` of an erosion).
+
+    The amount is uniform in [-thinner, thicker]; a fractional amount blends the two nearest whole steps.
+    """
+    if not (thinner or thicker):
+        return images
+    b = images.shape[0]
+    amount = torch.rand(b, 1, device=images.device) * (thicker + thinner) - thinner  # (B, 1)
+    if not thinner and thicker <= 1:  # the default: one dilation step, blended (the general case, cheaper)
+        return torch.lerp(images, _dilate(images), amount.view(b, 1, 1))
+    levels = [_erode(images)] if thinner else []
+    levels.append(images)
+    for _ in range(math.ceil(thicker)):
+        levels.append(_dilate(levels[-1]))
+    stack = torch.stack(levels, dim=1)  # (B, L, H, W): level i is i - origin steps thicker
+    origin = 1 if thinner else 0
+    # Hat-function weights: level i gets 1 - |position - i|, clipped at 0 (linear blending of neighbours).
+    position = amount + origin
+    index = torch.arange(len(levels), device=images.device, dtype=images.dtype)
+    weights = (1 - (position - index).abs()).clamp_min(0)  # (B, L)
+    return (stack * weights.view(b, -1, 1, 1)).sum(dim=1)
+
+
+def blur(images: torch.Tensor, sigma: float) -> torch.Tensor:
+    """A separable Gaussian blur, sigma uniform in [0, ``sigma``] per image."""
+    if not sigma:
+        return images
+    b = images.shape[0]
+    s = torch.rand(b, 1, device=images.device) * sigma + 1e-3  # (B, 1)
+    k = torch.arange(-BLUR_RADIUS, BLUR_RADIUS + 1, device=images.device, dtype=images.dtype)
+    kernel = torch.exp(-(k**2) / (2 * s**2))
+    kernel = kernel / kernel.sum(dim=1, keepdim=True)  # (B, K)
+    x = images.unsqueeze(0)  # (1, B, H, W): one channel per image, grouped convolution
+    x = F.conv2d(x, kernel.view(b, 1, 1, -1), padding=(0, BLUR_RADIUS), groups=b)
+    x = F.conv2d(x, kernel.view(b, 1, -1, 1), padding=(BLUR_RADIUS, 0), groups=b)
+    return x.squeeze(0)
+
+
+def contrast(images: torch.Tensor, strength: float) -> torch.Tensor:
+    """Grey levels to a power in [2^-strength, 2^strength]: softer or harder stroke edges."""
+    if not strength:
+        return images
+    gamma = torch.exp2(_uniform(images.shape[0], 1, images.device) * strength).view(-1, 1, 1)
+    return images.clamp_min(0).pow(gamma)
+
+
+def ink(images: torch.Tensor, strength: float) -> torch.Tensor:
+    """Fainter ink: each image scaled by a factor in [1 - ``strength``, 1]."""
+    if not strength:
+        return images
+    return images * (1 - torch.rand(images.shape[0], 1, 1, device=images.device) * strength)
+
+
+def noise(images: torch.Tensor, std: float) -> torch.Tensor:
+    """Gaussian noise of per-image standard deviation up to ``std``, clipped to [0, 1]."""
+    if not std:
+        return images
+    sd = torch.rand(images.shape[0], 1, 1, device=images.device) * std
+    return (images + torch.randn_like(images) * sd).clamp(0, 1)
 
 
 def random_affine(images: torch.Tensor) -> torch.Tensor:
-    """Randomly shifted, rotated and scaled copies of ``images`` (B, 28, 28) float in [0, 1]."""
-    b, h, w = images.shape
-    draws = torch.rand(b, 4, device=images.device) * 2 - 1  # (B, 4) uniform in [-1, 1]
-    angle = draws[:, 0] * math.radians(MAX_ROTATION)
-    scale = 1 + draws[:, 1] * MAX_SCALE
-    cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
-    # affine_grid maps output to input coordinates in [-1, 1]; a shift of s px is 2s/size there.
-    theta = torch.stack(
-        [
-            torch.stack([cos, -sin, draws[:, 2] * 2 * MAX_SHIFT / w], dim=1),
-            torch.stack([sin, cos, draws[:, 3] * 2 * MAX_SHIFT / h], dim=1),
-        ],
-        dim=1,
-    )  # (B, 2, 3)
-    grid = F.affine_grid(theta, (b, 1, h, w), align_corners=False)  # (B, 28, 28, 2)
-    return F.grid_sample(images.unsqueeze(1), grid, align_corners=False, padding_mode="zeros").squeeze(1)
+    """Randomly shifted (2 px), rotated (10 degrees) and scaled (10%) copies of ``images`` (B, 28, 28)."""
+    return warp(images, Augmentation(shift=2.0, rotate=10.0, scale=0.10))

@@ -93,7 +93,32 @@ class TrainingConfig:
     weight_decay: float = _opt(0.0, "weight decay (L2 for adam, decoupled for adamw)", ge=0.0, le=10.0)
     label_smoothing: float = _opt(0.0, "cross-entropy label smoothing", ge=0.0, lt=1.0)
     grad_clip: float = _opt(0.0, "clip the gradient's global norm to this; 0 turns clipping off", ge=0.0)
-    augment: bool = _opt(False, "random shifts (2 px), rotations (10 degrees) and scalings (10%) of training images")
+    # --- augmentation: `augment` turns on every aug_* transformation at its strength (0: that one off)
+    augment: bool = _opt(
+        True, "augment training images: each aug_* transformation below, with a random strength up to its value"
+    )
+    aug_shift: float = _opt(2.0, "augmentation: largest shift, in pixels", ge=0.0, le=8.0)
+    aug_rotate: float = _opt(10.0, "augmentation: largest rotation, in degrees", ge=0.0, le=45.0)
+    aug_scale: float = _opt(0.1, "augmentation: largest scaling, as a fraction of the size", ge=0.0, le=0.5)
+    aug_shear: float = _opt(0.0, "augmentation: largest shear (tangent of its angle), along each axis", ge=0.0, le=0.5)
+    aug_perspective: float = _opt(
+        0.0, "augmentation: largest perspective tilt (a corner moves by up to this fraction)", ge=0.0, le=0.3
+    )
+    aug_elastic: float = _opt(
+        0.0, "augmentation: largest elastic (smooth random) displacement, in pixels", ge=0.0, le=4.0
+    )
+    aug_thicker: float = _opt(
+        0.5, "augmentation: strokes up to this many pixels thicker on each side (grey-scale dilation)", ge=0.0, le=3.0
+    )
+    aug_thinner: float = _opt(
+        0.0, "augmentation: strokes up to this many pixels thinner on each side (grey-scale erosion)", ge=0.0, le=1.0
+    )
+    aug_blur: float = _opt(0.0, "augmentation: largest Gaussian blur sigma, in pixels", ge=0.0, le=1.5)
+    aug_contrast: float = _opt(
+        0.0, "augmentation: grey levels raised to a power up to 2**this (and down to 2**-this)", ge=0.0, le=2.0
+    )
+    aug_ink: float = _opt(0.0, "augmentation: ink up to this fraction fainter", ge=0.0, lt=1.0)
+    aug_noise: float = _opt(0.0, "augmentation: largest Gaussian noise standard deviation", ge=0.0, le=0.3)
     # --- data
     dataset: Dataset = _opt(
         "mnist",

@@ -33,6 +33,7 @@ class Prediction:
     trace: torch.Tensor | None = None  # (steps, 10): probabilities after every step, with --trace
     decided_at: int | None = None  # the step from which the final answer stayed on top, with --trace
     classes: tuple[str, ...] = DIGITS  # the model's class names (its data set's), in label order
+    uncertain: bool | None = None  # confidence below --min-confidence; None when no threshold was given
 
     @property
     def prediction(self) -> int:
@@ -69,7 +70,16 @@ class Prediction:
         if self.trace is not None:
             record["trace"] = [[round(float(p), 4) for p in step] for step in self.trace]
             record["decided_at"] = self.decided_at
+        if self.uncertain is not None:
+            record["uncertain"] = self.uncertain
         return record
+
+
+def mark_uncertain(results: Sequence[Prediction], min_confidence: float) -> None:
+    """Mark each prediction whose confidence is below ``min_confidence`` as uncertain (the others as not)."""
+    for r in results:
+        if r.error is None:
+            r.uncertain = r.confidence < min_confidence
 
 
 @torch.inference_mode()

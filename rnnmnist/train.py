@@ -22,7 +22,7 @@ import torch.distributed as dist
 from torch import nn
 
 from rnnmnist import checkpoint
-from rnnmnist.augment import random_affine
+from rnnmnist.augment import augment
 from rnnmnist.config import EVAL_BATCH_SIZE, Config
 from rnnmnist.data import BatchStream, Mnist, Split, scale
 from rnnmnist.device import autocast
@@ -318,7 +318,7 @@ def _train_step(run: Run, loss_fn: nn.Module) -> tuple[torch.Tensor, torch.Tenso
     idx = state.stream.next()[first : first + local]  # (b,): this rank's slice of the batch
     images = scale(train.images[idx])  # (b, 28, 28) float in [0, 1]
     if cfg.augment:
-        images = random_affine(images)
+        images = augment(images, cfg)
     labels = train.labels[idx]  # (b,)
     with autocast(images.device, cfg.precision):
         logits = run.net(images).float()  # (b, 10)

@@ -177,7 +177,10 @@ class Ui:
                 table.add_column("Decided", justify="right", no_wrap=True)
                 table.add_column("p(answer) as it reads", justify="left", no_wrap=True)
             for r in ok:
-                cells = [escape(_name(r.input)), escape(r.class_name), _pct(r.confidence)]
+                # Uncertain predictions (below --min-confidence) are flagged for a person to check.
+                flag = "[yellow]?[/] " if r.uncertain else ""
+                confidence = f"[yellow]{_pct(r.confidence)} uncertain[/]" if r.uncertain else _pct(r.confidence)
+                cells = [escape(_name(r.input)), f"{flag}{escape(r.class_name)}", confidence]
                 if not trace_mode:
                     cells.append("  ".join(f"{escape(r.classes[d])}:{100 * p:.1f}%" for d, p in r.top()))
                 if with_labels:
@@ -199,7 +202,8 @@ class Ui:
                 click.echo(f"Error: {_name(r.input)}: {_name(r.error)}", err=True)
         if show:
             for r in ok:
-                self.console.print(f"{_name(r.input)}: {r.class_name} ({_pct(r.confidence)})", markup=False)
+                note = ", uncertain" if r.uncertain else ""
+                self.console.print(f"{_name(r.input)}: {r.class_name} ({_pct(r.confidence)}{note})", markup=False)
                 self.console.print(self.digit_art(r.digit))
 
     def reading(self, r: Prediction, mode: str) -> Text:

@@ -22,7 +22,18 @@ def test_bench_tiny_runs_every_section(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr[-2000:]
     result = json.loads(out.read_text())
     sections = {row["section"] for row in result["rows"]}
-    assert sections == {"help", "train", "eval", "wall", "tta", "memory", "scaling", "predict", "redrawn"}
+    assert sections == {
+        "help",
+        "train",
+        "eval",
+        "wall",
+        "tta",
+        "memory",
+        "scaling",
+        "predict",
+        "redrawn",
+        "handwriting",
+    }
     for row in result["rows"]:
         if row["unit"]:  # rates, times, sizes, ratios
             assert row["value"] > 0, row

@@ -17,7 +17,7 @@ from rnnmnist import checkpoint
 
 # fp32 and no dropout or augmentation: two processes then compute what one does, up to float rounding.
 BASE = ("--val-size", "100", "--batch-size", "50", "--hidden-size", "16", "--log-every", "5", "--device", "cpu")
-BASE += ("--precision", "fp32")
+BASE += ("--precision", "fp32", "--no-augment")
 
 
 def rnnmnist(*args: str, timeout: int = 300) -> subprocess.CompletedProcess[str]:

@@ -23,6 +23,7 @@ Examples:
   cat digit.png | rnnmnist predict runs/five/checkpoint.pt -
   rnnmnist predict runs/five/checkpoint.pt --index 0 --index 7     # test-set images
   rnnmnist predict runs/five/checkpoint.pt my-digit.png --trace    # watch it read, row by row
+  rnnmnist predict runs/five/checkpoint.pt scans/ --json --min-confidence 0.9   # flag doubtful ones
 """
 
 
@@ -38,6 +39,12 @@ Examples:
 )
 @click.option("--show", is_flag=True, help="Print each 28x28 image the network sees, as terminal art.")
 @click.option(
+    "--min-confidence",
+    type=click.FloatRange(0, 1),
+    metavar="X",
+    help='Mark predictions less confident than X as uncertain (JSON: "uncertain": true).',
+)
+@click.option(
     "--trace",
     is_flag=True,
     help="Show how each answer forms as the network reads, row by row; --json adds trace and decided_at.",
@@ -47,7 +54,13 @@ Examples:
 @output_options
 @pass_common
 def predict(
-    common: Common, checkpoint: Path, inputs: tuple[str, ...], indices: tuple[int, ...], show: bool, trace: bool
+    common: Common,
+    checkpoint: Path,
+    inputs: tuple[str, ...],
+    indices: tuple[int, ...],
+    show: bool,
+    min_confidence: float | None,
+    trace: bool,
 ) -> int:
     """Predict the digit in each INPUT with CHECKPOINT.
 
@@ -89,6 +102,8 @@ def predict(
             f"note: this model was trained on {SPECS[ckpt.config.dataset].title}; images are prepared as digits "
             f"are (cropped to the ink, fitted in 20x20, centred by mass), which may not match how its images were made"
         )
+    if min_confidence is not None:
+        prediction.mark_uncertain(results, min_confidence)
     if common.as_json:
         for r in results:
             ui.emit_json(r.to_json())
