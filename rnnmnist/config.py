@@ -1,4 +1,4 @@
-"""The run configuration: one typed dataclass, the single source of every default.
+"""The run configuration: `Config` = `ModelConfig` + `TrainingConfig`, the single source of every default.
 
 Config files in ``configs/`` and command-line flags only override fields of
 :class:`Config`; nothing else in the package restates a default. This module
