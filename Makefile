@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml
 	touch $@
 
 test: install ## Run the test suite, then its precision tests as on a CPU without bf16 (real-data tests need RNNMNIST_DATA_DIR)
-	$(BIN)/pytest -m "not slow"
+	$(BIN)/pytest -m "not slow" --durations=15
 	RNNMNIST_DISABLE_BF16=1 $(BIN)/pytest -m "precision and not slow" -q
 
 test-nobf16: install ## The whole suite as on a CPU without AVX-512 BF16 (bf16 forced off)

@@ -7,9 +7,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
+@pytest.mark.slow
 def test_bench_tiny_runs_every_section(tmp_path: Path) -> None:
     out = tmp_path / "bench.json"
     done = subprocess.run(

@@ -100,6 +100,7 @@ def keep(path: Path) -> None:
         shutil.copy(path, Path(folder) / path.name)
 
 
+@pytest.mark.slow
 def test_draw_digits_in_chromium(chromium: str, server: str, tmp_path: Path) -> None:
     from playwright.sync_api import sync_playwright
 

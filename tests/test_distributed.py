@@ -58,6 +58,7 @@ def _ranks(launcher: int) -> list[int]:
     return [int(p) for p in children.read_text().split()] if children.exists() else []
 
 
+@pytest.mark.slow
 def test_a_dead_rank_ends_the_run_with_an_error(tiny_data: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"
     args = ["train", "--data-dir", str(tiny_data), "--out", str(out), *BASE, "--iters", "500001", "--nproc", "2"]
@@ -75,6 +76,7 @@ def test_a_dead_rank_ends_the_run_with_an_error(tiny_data: Path, tmp_path: Path)
     assert "rank 1 was killed (SIGKILL)" in stderr
 
 
+@pytest.mark.slow
 def test_distributed_resume(tiny_data: Path, tmp_path: Path) -> None:
     long = ("--iters", "10001", "--save-every", "10", "--hidden-size", "48")  # 200 steps
     whole = train(tiny_data, tmp_path / "whole", *long, nproc=2)

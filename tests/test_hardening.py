@@ -208,6 +208,7 @@ def stopped(tiny_data: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[
     return out, (out / "checkpoint.pt").read_bytes()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("what", DAMAGES)
 def test_8_damaged_training_state_is_one_line_on_resume(stopped: tuple[Path, bytes], tmp_path: Path, what: str) -> None:
     folder, good = stopped
@@ -276,6 +277,7 @@ def test_11_sigterm_while_reading_a_checkpoint_is_one_line(tmp_path: Path) -> No
     assert one_error_line(stderr) == "Error: interrupted (SIGTERM); files already written are intact"
 
 
+@pytest.mark.slow
 def test_11_sigint_during_the_final_evaluation_saves_and_resume_finishes(tmp_path: Path) -> None:
     from rnnmnist.synthetic import make_tiny_mnist
 

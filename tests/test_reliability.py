@@ -100,6 +100,7 @@ def assert_same_run(resumed: Path, resumed_result: dict, whole: tuple[Path, dict
     assert all(torch.equal(best_a[k], best_b[k]) for k in best_a)
 
 
+@pytest.mark.slow
 def test_sigkill_then_resume_is_bitwise_identical(tiny_data: Path, tmp_path: Path, uninterrupted) -> None:
     out = tmp_path / "run"
     proc = start(*train_args(tiny_data, out))
@@ -115,6 +116,7 @@ def test_sigkill_then_resume_is_bitwise_identical(tiny_data: Path, tmp_path: Pat
     assert_same_run(out, json.loads(done.stdout), uninterrupted)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("sig", "code", "name"), [(signal.SIGINT, 130, "SIGINT"), (signal.SIGTERM, 143, "SIGTERM")])
 def test_signal_saves_then_resume_is_identical(
     tiny_data: Path, tmp_path: Path, uninterrupted, sig: int, code: int, name: str
@@ -135,6 +137,7 @@ def test_signal_saves_then_resume_is_identical(
     assert_same_run(out, json.loads(done.stdout), uninterrupted)
 
 
+@pytest.mark.slow
 def test_second_sigint_stops_at_once(tiny_data: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"
     proc = start(*train_args(tiny_data, out))
@@ -290,6 +293,7 @@ def test_resume_checks_the_training_state(tiny_data: Path, tmp_path: Path) -> No
     assert "training state is damaged" in one_line(done.stderr)
 
 
+@pytest.mark.slow
 def test_kill_leaves_stale_temporaries_that_resume_removes(tiny_data: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"
     proc = start(*train_args(tiny_data, out))
