@@ -58,13 +58,7 @@ class Plan:
 def resumable(folder: Path) -> checkpoint.Checkpoint:
     """The checkpoint to continue the run in ``folder`` from, checked for resuming."""
     run_dir = RunDir(folder)
-    if not run_dir.path.is_dir():
-        raise RnnmnistError(f"--resume {folder}: no such run folder")
-    if not run_dir.checkpoint.is_file():
-        raise RnnmnistError(
-            f"--resume {folder}: no checkpoint.pt there to resume from "
-            f"(a run writes one every --save-every steps and when interrupted)"
-        )
+    run_dir.require_checkpoint()
     ckpt = checkpoint.load(run_dir.checkpoint)
     if ckpt.training is None:
         raise RnnmnistError(f"{run_dir.checkpoint} holds a finished run; there is nothing to resume")

@@ -179,7 +179,8 @@ class RunDir:
         except OSError as e:
             raise RnnmnistError(f"cannot prepare run folder {self.path}: {e.strerror or e}") from None
 
-    def prepare_resume(self) -> None:
+    def require_checkpoint(self) -> None:
+        """A folder to resume must exist and hold a checkpoint.pt."""
         if not self.path.is_dir():
             raise RnnmnistError(f"--resume {self.path}: no such run folder")
         if not self.checkpoint.is_file():
@@ -187,6 +188,9 @@ class RunDir:
                 f"--resume {self.path}: no checkpoint.pt there to resume from "
                 f"(a run writes one every --save-every steps and when interrupted)"
             )
+
+    def prepare_resume(self) -> None:
+        self.require_checkpoint()
         self.lock.acquire()
         self._remove_leftovers()
 

@@ -208,16 +208,23 @@ def stopped(tiny_data: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[
     return out, (out / "checkpoint.pt").read_bytes()
 
 
+def copy_of(stopped: tuple[Path, bytes], out: Path, checkpoint_bytes: bytes | None = None) -> Path:
+    """A copy of the stopped run's folder at ``out`` (its checkpoint, or the bytes given instead)."""
+    folder, good = stopped
+    out.mkdir()
+    for name in ("config.toml", "metrics.jsonl", "run.json"):
+        (out / name).write_bytes((folder / name).read_bytes())
+    (out / "checkpoint.pt").write_bytes(good if checkpoint_bytes is None else checkpoint_bytes)
+    return out
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("what", DAMAGES)
 def test_8_damaged_training_state_is_one_line_on_resume(stopped: tuple[Path, bytes], tmp_path: Path, what: str) -> None:
     folder, good = stopped
-    out = tmp_path / "run"
-    out.mkdir()
-    for name in ("config.toml", "metrics.jsonl", "run.json"):
-        (out / name).write_bytes((folder / name).read_bytes())
     payload = torch.load(__import__("io").BytesIO(good), weights_only=True)
     _damage(payload["training"], what)
+    out = copy_of(stopped, tmp_path / "run")
     torch.save(payload, out / "checkpoint.pt")
     done = rnnmnist("train", "--resume", str(out))  # the data folder comes from run.json
     assert done.returncode == 1, done.stderr
@@ -305,12 +312,7 @@ def test_11_sigint_during_the_final_evaluation_saves_and_resume_finishes(tmp_pat
 def test_12_a_second_writer_is_refused_and_a_dead_ones_lock_is_not_stale(
     run: Path, stopped: tuple[Path, bytes], tiny_data: Path, tmp_path: Path
 ) -> None:
-    folder, good = stopped
-    resumable = tmp_path / "resumable"
-    resumable.mkdir()
-    for name in ("config.toml", "metrics.jsonl", "run.json"):
-        (resumable / name).write_bytes((folder / name).read_bytes())
-    (resumable / "checkpoint.pt").write_bytes(good)
+    resumable = copy_of(stopped, tmp_path / "resumable")
     before = {p.name: p.read_bytes() for p in resumable.iterdir()}
     holders = [RunDir(resumable), RunDir(run)]
     for holder in holders:
@@ -349,12 +351,7 @@ def test_13_flags_win_over_the_environment(tiny_data: Path, tmp_path: Path) -> N
 
 
 def test_13_environment_settings_do_not_block_resume(stopped: tuple[Path, bytes], tmp_path: Path) -> None:
-    folder, good = stopped
-    out = tmp_path / "run"
-    out.mkdir()
-    for name in ("config.toml", "metrics.jsonl", "run.json"):
-        (out / name).write_bytes((folder / name).read_bytes())
-    (out / "checkpoint.pt").write_bytes(good)
+    out = copy_of(stopped, tmp_path / "run")
     result = invoke("train", "--resume", str(out), "--print-config", env={"RNNMNIST_TRAIN_LR": "0.5"})
     assert result.exit_code == 0, result.output
     assert "\nlr = 0.5\n" not in result.output
@@ -397,12 +394,7 @@ def test_5_file_names_with_markup_or_newlines_print_as_they_are(run: Path, tmp_p
 def test_resume_on_other_data_says_which_data_the_run_needs(stopped: tuple[Path, bytes], tmp_path: Path) -> None:
     from rnnmnist.synthetic import make_tiny_mnist
 
-    folder, good = stopped
-    out = tmp_path / "run"
-    out.mkdir()
-    for name in ("config.toml", "metrics.jsonl", "run.json"):
-        (out / name).write_bytes((folder / name).read_bytes())
-    (out / "checkpoint.pt").write_bytes(good)
+    out = copy_of(stopped, tmp_path / "run")
     other = make_tiny_mnist(tmp_path / "other", n_train=400)
     done = rnnmnist("train", "--resume", str(out), "--data-dir", str(other))
     assert done.returncode == 1
