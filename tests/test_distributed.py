@@ -31,6 +31,7 @@ def train(data: Path, out: Path, *extra: str, nproc: int = 1) -> dict:
     return json.loads(done.stdout)
 
 
+@pytest.mark.slow
 def test_two_processes_match_one(tiny_data: Path, tmp_path: Path) -> None:
     """Same global batch: DDP averages the two halves' gradients, which is the whole batch's gradient.
     Not bit for bit: the reductions add in a different order."""

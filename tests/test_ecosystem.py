@@ -68,7 +68,7 @@ def _onnx_outputs(path: Path, images: torch.Tensor) -> torch.Tensor:
     return torch.from_numpy(session.run(["logits"], {"images": images.numpy()})[0])
 
 
-@pytest.mark.parametrize("mode", ["rows", "permuted"])
+@pytest.mark.parametrize("mode", ["rows", pytest.param("permuted", marks=pytest.mark.slow)])
 def test_export_onnx_reproduces_pytorch(mode: str, tiny_data: Path, tmp_path: Path) -> None:
     pytest.importorskip("onnxruntime", reason="the export extra (onnxruntime) is not installed")
     pytest.importorskip("onnxscript", reason="the export extra (onnxscript) is not installed")

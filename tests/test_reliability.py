@@ -152,6 +152,7 @@ def test_second_sigint_stops_at_once(tiny_data: Path, tmp_path: Path) -> None:
     assert checkpoint.load(out / "checkpoint.pt").training["step"] >= 40
 
 
+@pytest.mark.slow
 def test_resume_rules(tiny_data: Path, tmp_path: Path, uninterrupted) -> None:
     whole, _ = uninterrupted
     done = rnnmnist("train", "--resume", str(whole), "--data-dir", str(tiny_data))
