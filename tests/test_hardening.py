@@ -35,7 +35,7 @@ ENV = {k: v for k, v in os.environ.items() if k != "RNNMNIST_DATA_DIR"}
 
 def rnnmnist(*args: str, **kwargs) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "rnnmnist", *args], capture_output=True, text=True, timeout=300, env=ENV, **kwargs
+        [sys.executable, "-m", "rnnmnist", *args], capture_output=True, text=True, timeout=900, env=ENV, **kwargs
     )
 
 
@@ -278,7 +278,7 @@ def test_11_sigterm_while_reading_a_checkpoint_is_one_line(tmp_path: Path) -> No
     )
     writer = os.open(fifo, os.O_WRONLY)  # returns once eval has opened it
     proc.send_signal(signal.SIGTERM)
-    _, stderr = proc.communicate(timeout=60)
+    _, stderr = proc.communicate(timeout=300)
     os.close(writer)
     assert proc.returncode == 143
     assert one_error_line(stderr) == "Error: interrupted (SIGTERM); files already written are intact"
