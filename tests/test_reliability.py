@@ -49,8 +49,10 @@ def wait_for_step(proc: subprocess.Popen[str], metrics: Path, step: int) -> None
     deadline = time.monotonic() + 600  # generous: a loaded 2-core machine is slow, and a pass returns early
     while time.monotonic() < deadline:
         if metrics.exists():
-            lines = metrics.read_text().splitlines()
-            if lines and json.loads(lines[-1] or "{}").get("step", 0) >= step:
+            # Only whole lines: the run may be writing the last one right now.
+            text = metrics.read_text()
+            lines = text[: text.rfind("\n") + 1].splitlines()
+            if lines and json.loads(lines[-1]).get("step", 0) >= step:
                 return
         assert proc.poll() is None, f"the run ended before step {step}: {proc.stderr.read()}"
         time.sleep(0.002)
