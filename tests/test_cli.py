@@ -57,7 +57,8 @@ def test_help_does_not_import_torch() -> None:
     code = (
         "import sys\n"
         "from rnnmnist.cli import main\n"
-        "for args in (['--help'], ['train', '--help'], ['eval', '--help'], ['predict', '--help']):\n"
+        "commands = ('train', 'eval', 'predict', 'plot', 'export', 'serve', 'runs', 'compare', 'sweep')\n"
+        "for args in (['--help'], *([c, '--help'] for c in commands)):\n"
         "    sys.argv = ['rnnmnist', *args]\n"
         "    try:\n"
         "        main()\n"
