@@ -230,6 +230,73 @@ def section_scaling(bench: Bench) -> None:
         bench.add("scaling", f"mode {mode}", train_samples_per_s(cfg, bench, n), "samples/s", note)
 
 
+def section_phases(bench: Bench) -> None:
+    """Seconds outside the training loop of `rnnmnist train --iters 100000`: each phase from --json."""
+    iters = "1001" if bench.tiny else "100000"
+    tiny = ["--hidden-size", "16", "--val-size", "100"] if bench.tiny else []
+    with tempfile.TemporaryDirectory() as tmp:
+        for precision in ("fp32", default_precision()):
+            base = ["train", "--data-dir", str(bench.data_dir), "--iters", iters, "--out", f"{tmp}/run", "--force"]
+            runs = []
+            for _ in range(bench.rounds):
+                argv = bench.cli(*base, *tiny, "--precision", precision, "--json")
+                seconds, _, stdout = bench.timed_process(argv)
+                runs.append((seconds, json.loads(stdout)["phases"]))
+            seconds, phases = sorted(runs, key=lambda r: r[0])[len(runs) // 2]  # the median process
+            note = f"{precision}, median of {bench.rounds} processes"
+            for name, value in phases.items():
+                bench.add("phases", f"{name} ({precision})", max(value, 1e-3), "s", note if name == "startup" else "")
+            outside = seconds - phases["train"]
+            bench.add("phases", f"outside training ({precision})", outside, "s", "process wall - train; goal <= 2.5")
+            if precision == default_precision():
+                break
+
+
+def section_fp32tta(bench: Bench) -> None:
+    """Plain `rnnmnist train --precision fp32` against the reference script's 781 steps, alternately, 3 seeds."""
+    seeds = (0,) if bench.tiny else (0, 1, 2)
+    tiny = ["--hidden-size", "16", "--val-size", "100", "--iters", "1001"] if bench.tiny else []
+    ref_tiny = ["--hidden-size", "16", "--val-size", "100", "--iters", "1001"] if bench.tiny else []
+    runs: dict[str, list[tuple[float, float]]] = {"reference": [], "fp32": [], default_precision(): []}
+    with tempfile.TemporaryDirectory() as tmp:
+        for seed in seeds:
+            ref = [sys.executable, "bench/reference_loop.py", "--data-dir", str(bench.data_dir), "--out", f"{tmp}/r.pt"]
+            seconds, _, stdout = bench.timed_process([*ref, *ref_tiny, "--seed", str(seed)])
+            runs["reference"].append((seconds, json.loads(stdout)["test_accuracy"]))
+            for precision in dict.fromkeys(("fp32", default_precision())):
+                argv = ["train", "--data-dir", str(bench.data_dir), "--out", f"{tmp}/run", "--force", "--json"]
+                argv += [*tiny, "--precision", precision, "--seed", str(seed)]
+                seconds, _, stdout = bench.timed_process(bench.cli(*argv))
+                runs[precision].append((seconds, json.loads(stdout)["test_accuracy"]))
+    ref_seconds = statistics.mean(s for s, _ in runs["reference"])
+    ref_acc = statistics.mean(a for _, a in runs["reference"])
+    bench.add("fp32tta", "reference script, 781 steps", ref_seconds, "s", f"mean of {len(seeds)}, test {ref_acc:.4f}")
+    for precision, results in runs.items():
+        if precision == "reference":
+            continue
+        seconds = statistics.mean(s for s, _ in results)
+        accs = [a for _, a in results]
+        label = f"rnnmnist train --precision {precision}"
+        bench.add("fp32tta", label, seconds, "s", "whole process, mean of seeds " + ", ".join(map(str, seeds)))
+        bench.add("fp32tta", f"{label} / reference", seconds / ref_seconds, "x", "goal (fp32): <= 0.8")
+        bench.add("fp32tta", f"{label}: mean test accuracy", statistics.mean(accs), "", f"min {min(accs):.4f}")
+
+
+def section_long(bench: Bench) -> None:
+    """784-step sequences (--mode pixels): per-time-step overhead and samples/s against batch size."""
+    import long_sequences
+
+    argv = ["--data-dir", str(bench.data_dir), "--steps", "1" if bench.tiny else "3"]
+    argv += ["--hidden-size", "16", "--batches", "4,16", "--val-size", "100"] if bench.tiny else []
+    for row in long_sequences.main(argv):
+        if row["what"] == "forward per time step":
+            note = f"fixed share {row['fixed_share']:.2f}"
+            bench.add("long", f"forward per time step, batch {row['batch']}", row["microseconds"], "us", note)
+        elif row["what"] == "training samples/s":
+            onednn = "oneDNN on" if row["onednn"] else "oneDNN off"
+            bench.add("long", f"pixels, batch {row['batch']}, {onednn}", row["samples_per_s"], "samples/s")
+
+
 def _write_images(folder: Path, digits: torch.Tensor, seed: int, redrawn: bool, png_only: bool = True) -> None:
     from PIL import Image
 
@@ -339,6 +406,9 @@ SECTIONS: dict[str, Callable[[Bench], None]] = {
     "wall": section_wall,
     "tta": section_tta,
     "scaling": section_scaling,
+    "phases": section_phases,
+    "fp32tta": section_fp32tta,
+    "long": section_long,
     "predict": section_predict,
     "redrawn": section_redrawn,
     "handwriting": section_handwriting,

@@ -15,6 +15,7 @@ import signal
 import socket
 import sys
 from types import FrameType
+from typing import Any
 
 # A download that gets no answer for this long fails instead of hanging (torchvision sets no timeout).
 DOWNLOAD_TIMEOUT = 30.0
@@ -83,3 +84,38 @@ def quiet_torchrun() -> None:
 def share_cores(nproc: int) -> None:
     """Local ranks inherit this: each takes its share of the cores (torchrun's default is one thread each)."""
     os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
+
+
+def defer_dynamo_import() -> None:
+    """Let torch's optimizers be built, zeroed and saved without importing ``torch._dynamo`` (~1 s).
+
+    Their methods are wrapped to be left alone by ``torch.compile``, and the wrapper
+    imports ``torch._dynamo`` on first use (it caches what to call as ``__dynamo_disable``
+    on the wrapped function). While ``torch._dynamo`` is not imported nothing is being
+    compiled, so the cached call is the plain function until then and dynamo's own after.
+    Touches torch's functions for the whole process, hence an opt-in. See rnnmnist/optimizer.py.
+    """
+    if "torch._dynamo" in sys.modules:
+        return
+    import torch
+
+    for name in ("add_param_group", "zero_grad", "state_dict", "load_state_dict"):
+        plain = getattr(getattr(torch.optim.Optimizer, name), "__wrapped__", None)
+        if plain is not None and getattr(plain, "__dynamo_disable", None) is None:
+            plain.__dynamo_disable = _disabled_once_dynamo_is_imported(plain)
+
+
+def _disabled_once_dynamo_is_imported(plain: Any) -> Any:
+    disabled = None
+
+    def call(*args: Any, **kwargs: Any) -> Any:
+        nonlocal disabled
+        if "torch._dynamo" not in sys.modules:
+            return plain(*args, **kwargs)
+        if disabled is None:
+            import torch._dynamo
+
+            disabled = torch._dynamo.disable(plain, recursive=True, wrapping=False)
+        return disabled(*args, **kwargs)
+
+    return call

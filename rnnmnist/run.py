@@ -23,6 +23,7 @@ from rnnmnist.data import Mnist, load_mnist
 from rnnmnist.device import resolve_device, training_precision
 from rnnmnist.errors import BadValueError, CheckpointError, DataError, RnnmnistError
 from rnnmnist.model import SequenceClassifier, training_bytes
+from rnnmnist.phases import Phases
 from rnnmnist.process import Terminated
 from rnnmnist.rundir import RunDir, check_out_path
 from rnnmnist.signals import GracefulStop
@@ -186,7 +187,11 @@ def _take_folder(run_dir: RunDir, plan: Plan, cfg: Config, data_dir: Path, rank:
 
 
 def train(plan: Plan, display: TrainCallbacks | None, started: float) -> TrainSummary:
-    """Run ``plan`` to the end; every rank of a distributed run calls this."""
+    """Run ``plan`` to the end; every rank of a distributed run calls this.
+
+    ``started`` (a ``time.perf_counter()`` value) is where the run's wall time and
+    start-up phase begin: the process's start for ``rnnmnist train``.
+    """
     rank = distributed.from_environment()
     resume = resumable(plan.out) if plan.resume else None
     cfg = resume.config if resume is not None else plan.config
@@ -200,7 +205,7 @@ def train(plan: Plan, display: TrainCallbacks | None, started: float) -> TrainSu
         device = distributed.join(rank, device)
         run_dir = RunDir(distributed.broadcast(str(run_dir.path)))  # rank 0's folder for every rank
     try:
-        return _train(plan, cfg, resume, run_dir, device, rank, display, started)
+        return _train(plan, cfg, resume, run_dir, device, rank, display, Phases(started))
     finally:
         distributed.leave()
         run_dir.lock.release()
@@ -214,9 +219,10 @@ def _train(
     device: torch.device,
     rank: distributed.Rank,
     display: TrainCallbacks | None,
-    started: float,
+    phases: Phases,
 ) -> TrainSummary:
-    data = _load_data(plan, cfg)
+    with phases.timed("data"):
+        data = _load_data(plan, cfg)
     if resume is not None:
         _check_same_data(resume, len(data.train), plan)
     try:
@@ -237,7 +243,7 @@ def _train(
         run.callbacks = CallbackList(*callbacks)
         run.callbacks.on_start(cfg, run.state.step + 1, run.state.total, device, len(run.data.train))
         # Signals stop the loop gracefully (a resumable checkpoint); outside it they end the process.
-        with GracefulStop() as stop, _out_of_memory_is_one_line(cfg):
+        with GracefulStop() as stop, _out_of_memory_is_one_line(cfg), phases.timed("train"):
             fit(run, stop)
     except StopEarly:
         run.save_resumable()  # a callback's request (a sweep's pruner): stop as after an interrupt, resumable
@@ -250,7 +256,7 @@ def _train(
         if board is not None:
             board.close()
     try:
-        return finish(run, started)
+        return finish(run, phases)
     except (Terminated, KeyboardInterrupt) as e:
         _interrupted_in_final_evaluation(run, e)
         raise

@@ -29,6 +29,8 @@ from rnnmnist.device import autocast
 from rnnmnist.distributed import SINGLE, Rank, all_gather, all_reduce, collective
 from rnnmnist.errors import CheckpointError, RnnmnistError, one_line, shown
 from rnnmnist.evaluate import EvalResult, evaluate
+from rnnmnist.optimizer import make_optimizer, optimizer_step
+from rnnmnist.phases import Phases
 from rnnmnist.rundir import MetricsLog, RunDir
 from rnnmnist.schedule import lr_and_beta1
 
@@ -107,14 +109,6 @@ class StopEarly(Exception):
 
 class TrainingDiverged(RnnmnistError):
     """The loss or the weights stopped being finite numbers."""
-
-
-def make_optimizer(cfg: Config, model: nn.Module, device: torch.device) -> torch.optim.Optimizer:
-    cls = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
-    # On the CPU torch defaults to a per-parameter loop; the foreach kernels measured ~10% faster
-    # per step there (fused was no better). Elsewhere torch's own choice (fused/foreach) stands.
-    foreach = True if device.type == "cpu" else None
-    return cls(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, foreach=foreach)
 
 
 def _rng_state(device: torch.device) -> dict[str, Any]:
@@ -242,6 +236,7 @@ class TrainSummary:
     test_accuracy_first256: float
     val: EvalResult | None
     best: dict[str, Any] | None = None  # best.pt's step and accuracies, with --eval-every
+    phases: dict[str, float] | None = None  # wall seconds of startup, data, train, evaluate, save
 
     @property
     def checkpoint(self) -> Path:
@@ -261,6 +256,7 @@ class TrainSummary:
             "train_seconds": self.train_seconds,
             "wall_seconds": self.wall_seconds,
             "best": self.best,
+            "phases": self.phases,
         }
 
 
@@ -327,7 +323,7 @@ def _train_step(run: Run, loss_fn: nn.Module) -> tuple[torch.Tensor, torch.Tenso
     loss.backward()
     if cfg.grad_clip > 0:
         nn.utils.clip_grad_norm_(run.model.parameters(), cfg.grad_clip)
-    state.optimizer.step()
+    optimizer_step(state.optimizer)
     state.step += 1
     return loss, logits, labels
 
@@ -433,14 +429,20 @@ def fit(run: Run, should_stop: Callable[[], int | None] = lambda: None) -> None:
             metrics.close()
 
 
-def finish(run: Run, started_at: float, on_saved: Callable[[TrainSummary], None] = lambda s: None) -> TrainSummary:
+def finish(run: Run, phases: Phases) -> TrainSummary:
     """After the last step: evaluate on the test and validation splits, keep best.pt honest, save the final
-    checkpoint with its metrics."""
+    checkpoint with its metrics.
+
+    The checkpoint's metrics are taken before it is written, so its ``wall_seconds`` and ``phases``
+    leave out its own saving; the returned summary's include it.
+    """
     run.callbacks.on_phase("evaluating")
-    test = run.evaluate(run.data.test)
-    val = run.evaluate(run.data.val) if len(run.data.val) else None
-    best = _final_best(run, test, val) if run.cfg.eval_every and val is not None else None
+    with phases.timed("evaluate"):
+        test = run.evaluate(run.data.test)
+        val = run.evaluate(run.data.val) if len(run.data.val) else None
     run.callbacks.on_phase("saving")
+    with phases.timed("save"):
+        best = _final_best(run, test, val) if run.cfg.eval_every and val is not None else None
     state = run.state
     summary = TrainSummary(
         config=run.cfg,
@@ -448,15 +450,17 @@ def finish(run: Run, started_at: float, on_saved: Callable[[TrainSummary], None]
         steps=state.step,
         examples=state.examples,
         train_seconds=state.train_seconds,
-        wall_seconds=0.0,
+        wall_seconds=phases.wall(),
         test=test,
         test_accuracy_first256=test.first_accuracy(run.data.test.labels, NOTEBOOK_TEST_IMAGES),
         val=val,
         best=best,
+        phases=phases.as_dict(),
     )
-    summary.wall_seconds = time.perf_counter() - started_at
     if run.rank.main:
-        checkpoint.save(run.run_dir.checkpoint, run.cfg, run.model, summary.metrics())
+        with phases.timed("save"):
+            checkpoint.save(run.run_dir.checkpoint, run.cfg, run.model, summary.metrics())
+    summary.wall_seconds, summary.phases = phases.wall(), phases.as_dict()
     return summary
 
 

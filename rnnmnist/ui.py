@@ -123,7 +123,13 @@ class Ui:
             )
         table.add_row("Steps / examples seen", f"{m['steps']:,} / {m['examples']:,}")
         table.add_row("Training time", f"{m['train_seconds']:.1f} s")
-        table.add_row("Wall time", f"{m['wall_seconds']:.1f} s")
+        table.add_row("Wall time", f"{summary.wall_seconds:.1f} s")
+        if summary.phases:
+            p = summary.phases
+            table.add_row(
+                "  start-up, data, evaluation, saving",
+                ", ".join(f"{p[k]:.2f}" for k in ("startup", "data", "evaluate", "save")) + " s",
+            )
         table.add_row("Checkpoint", str(summary.checkpoint))
         self.console.print(table)
 

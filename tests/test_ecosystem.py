@@ -193,6 +193,7 @@ def test_json_schemas_are_stable(run: Path, tiny_data: Path, tmp_path: Path) -> 
     assert set(trained) == {
         "test_accuracy", "test_loss", "test_accuracy_first256", "test_n", "val_accuracy", "val_loss", "steps",
         "examples", "train_seconds", "wall_seconds", "best", "checkpoint", "out_dir",
+        "phases",  # added with the speed work (issue 17)
     }  # fmt: skip
     report = json.loads(invoke("eval", str(run / "checkpoint.pt"), "--data-dir", str(tiny_data), "--json").stdout)
     assert set(report) == {

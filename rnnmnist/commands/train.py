@@ -132,7 +132,9 @@ def train(
     all 10,000 test images. Ctrl-C (or SIGTERM) stops after the current step and
     saves a checkpoint that --resume continues; a second Ctrl-C stops at once.
     """
-    started = time.perf_counter()
+    from rnnmnist.phases import process_started
+
+    started = process_started()  # the wall time and start-up phase of a run count from the process's start
     from_env, typed = flags_by_source(ctx, flags)
     if resume is not None:
         given = [f"--{k.replace('_', '-')}" for k in typed] + [
@@ -178,6 +180,7 @@ def _train(
     from rnnmnist.run import Plan, train
 
     process.tune_allocator()
+    process.defer_dynamo_import()
     plan = Plan(out, cfg, resume, force, common.data_dir, common.download, tb)
     main_rank = distributed.from_environment().main
     with ui.training() if main_rank else contextlib.nullcontext(None) as display:

@@ -1,0 +1,106 @@
+"""The CPU speed work (issue 17): phases in --json, and torch's Adam stepped without importing torch._dynamo."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import torch
+from click.testing import CliRunner
+from torch import nn
+
+from rnnmnist.cli import cli
+from rnnmnist.optimizer import optimizer_step
+from rnnmnist.phases import PHASES, Phases, process_started
+
+TINY_FLAGS = ["--hidden-size", "16", "--batch-size", "25", "--iters", "301", "--val-size", "100", "--device", "cpu"]
+
+
+def test_train_json_reports_each_phase_and_they_add_up_to_the_wall_time(tiny_data: Path, tmp_path: Path) -> None:
+    argv = ["train", "--data-dir", str(tiny_data), "--out", str(tmp_path / "run"), "--json", *TINY_FLAGS]
+    result = CliRunner().invoke(cli, argv)
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.stdout)
+    phases = out["phases"]
+    assert tuple(phases) == PHASES
+    assert all(v >= 0 for v in phases.values())
+    assert phases["train"] >= out["train_seconds"] * 0.99  # the loop holds its steps
+    assert phases["evaluate"] > 0 and phases["save"] > 0 and phases["data"] > 0
+    # The wall time counts from the process's start, so it holds every phase.
+    assert sum(phases.values()) <= out["wall_seconds"] + 0.01
+
+
+def test_phases_count_startup_as_the_time_before_training_that_no_phase_took() -> None:
+    phases = Phases(started=process_started())
+    with phases.timed("data"):
+        pass
+    assert phases.as_dict()["startup"] == 0.0  # training has not begun
+    with phases.timed("train"):
+        pass
+    shown = phases.as_dict()
+    assert shown["startup"] > 0  # this process has run a while: at least its imports
+    assert shown["startup"] <= phases.wall() + 0.001  # shown to the millisecond
+
+
+def _model_and_optimizer(seed: int) -> tuple[nn.Module, torch.optim.Optimizer]:
+    torch.manual_seed(seed)
+    model = nn.Sequential(nn.LSTM(4, 8, batch_first=True))
+    return model, torch.optim.Adam(model.parameters(), lr=0.01, foreach=True)
+
+
+def _train(model: nn.Module, opt: torch.optim.Optimizer, step) -> None:
+    torch.manual_seed(1)
+    for _ in range(5):
+        out, _ = model[0](torch.rand(3, 5, 4))
+        opt.zero_grad()
+        out.square().mean().backward()
+        step(opt)
+
+
+def test_optimizer_step_is_torchs_update_bit_for_bit() -> None:
+    a, opt_a = _model_and_optimizer(0)
+    b, opt_b = _model_and_optimizer(0)
+    _train(a, opt_a, lambda o: o.step())
+    _train(b, opt_b, optimizer_step)
+    for p, q in zip(a.parameters(), b.parameters(), strict=True):
+        assert torch.equal(p, q)
+    state_a, state_b = opt_a.state_dict()["state"], opt_b.state_dict()["state"]
+    assert all(torch.equal(state_a[i]["exp_avg_sq"], state_b[i]["exp_avg_sq"]) for i in state_a)
+
+
+def test_optimizer_step_keeps_step_hooks() -> None:
+    model, opt = _model_and_optimizer(0)
+    called = []
+    opt.register_step_post_hook(lambda *args: called.append(1))
+    _train(model, opt, optimizer_step)
+    assert len(called) == 5
+
+
+def test_a_training_command_never_imports_torch_dynamo(tiny_data: Path, tmp_path: Path) -> None:
+    """~1 s of a 10-second run: the CLI opts in to defer it (a fresh process, as users run it)."""
+    script = textwrap.dedent(
+        f"""
+        import sys
+        from rnnmnist.cli import main
+        sys.argv = ["rnnmnist", "train", "--data-dir", {str(tiny_data)!r}, "--out", {str(tmp_path / "run")!r},
+                    "-q", *{TINY_FLAGS!r}]
+        try:
+            main()
+        except SystemExit as e:
+            assert e.code in (0, None), e.code
+        print("dynamo imported:", "torch._dynamo" in sys.modules)
+        import torch, torch._dynamo  # once it is imported, the optimizers use its wrappers again
+        from torch import nn
+        opt = torch.optim.Adam(nn.Linear(2, 2).parameters())
+        opt.zero_grad()
+        opt.load_state_dict(opt.state_dict())
+        print("after import: ok")
+        """
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "dynamo imported: False" in done.stdout
+    assert "after import: ok" in done.stdout
