@@ -54,7 +54,7 @@ class ModelConfig:
         "how an image becomes a sequence: rows (28 steps of 28 pixels), pixels (784 steps of 1), "
         "permuted (784 steps under a fixed random permutation)",
     )
-    hidden_size: int = _opt(128, "hidden units per layer and direction", ge=1, le=4096)
+    hidden_size: int = _opt(64, "hidden units per layer and direction", ge=1, le=4096)
     layers: int = _opt(1, "stacked recurrent layers", ge=1, le=16)
     bidirectional: bool = _opt(False, "also read each sequence backwards")
     dropout: float = _opt(0.0, "dropout between layers and before the head", ge=0.0, lt=1.0)
@@ -74,17 +74,17 @@ class TrainingConfig:
 
     # --- length of training
     iters: int = _opt(
-        150_000,
+        220_000,
         "training examples to see, counted like the notebook (which used 100000): "
         "steps run while step * batch_size < iters",
         ge=1,
         le=10**10,
     )
     epochs: float = _opt(0.0, "passes over the training split; when > 0 it replaces iters", ge=0.0, le=10_000)
-    batch_size: int = _opt(128, "examples per optimisation step", ge=1, le=65_536)
+    batch_size: int = _opt(256, "examples per optimisation step", ge=1, le=65_536)
     # --- optimisation
     optimizer: Optimizer = _opt("adam", "adam, or adamw (decoupled weight decay)")
-    lr: float = _opt(0.01, "learning rate (the peak of onecycle and cosine schedules)", gt=0.0, le=10.0)
+    lr: float = _opt(0.02, "learning rate (the peak of onecycle and cosine schedules)", gt=0.0, le=10.0)
     schedule: Schedule = _opt(
         "onecycle",
         "learning-rate schedule: constant (the notebook), onecycle, or cosine (linear warm-up, cosine decay)",
@@ -92,7 +92,7 @@ class TrainingConfig:
     warmup: float = _opt(0.25, "fraction of the steps spent warming up (onecycle and cosine)", ge=0.0, lt=1.0)
     weight_decay: float = _opt(0.0, "weight decay (L2 for adam, decoupled for adamw)", ge=0.0, le=10.0)
     label_smoothing: float = _opt(0.0, "cross-entropy label smoothing", ge=0.0, lt=1.0)
-    grad_clip: float = _opt(0.0, "clip the gradient's global norm to this; 0 turns clipping off", ge=0.0)
+    grad_clip: float = _opt(1.0, "clip the gradient's global norm to this; 0 turns clipping off", ge=0.0)
     # --- augmentation: `augment` turns on every aug_* transformation at its strength (0: that one off)
     augment: bool = _opt(
         True, "augment training images: each aug_* transformation below, with a random strength up to its value"

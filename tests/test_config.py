@@ -121,6 +121,7 @@ def test_seed_config_is_the_notebook() -> None:
     assert (seed.optimizer, seed.lr, seed.schedule, seed.weight_decay) == ("adam", 0.001, "constant", 0.0)
     assert (seed.batch_size, seed.iters, seed.epochs, seed.log_every) == (128, 100_000, 0.0, 10)
     assert seed.precision == "fp32"
+    assert (seed.augment, seed.grad_clip, seed.label_smoothing, seed.dropout) == (False, 0.0, 0.0, 0.0)
     assert seed.training_steps(55_000) == 781
     assert seed.val_size == 5000  # TF's read_data_sets held out the first 5,000 training images
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from rnnmnist import checkpoint
+from rnnmnist import checkpoint, config
 from rnnmnist.cli import cli
 from rnnmnist.config import Config
 from rnnmnist.errors import CheckpointError
@@ -32,7 +32,7 @@ class StopAtFirstLog(TrainCallbacks):
 
 @pytest.fixture(scope="module")
 def runs_dir(tiny_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """fast/ and slow/ finished (lr 0.01 and 0.003), stopped/ resumable, group/killed/ failed."""
+    """fast/ and slow/ finished (the default lr and 0.003), stopped/ resumable, group/killed/ failed."""
     root = tmp_path_factory.mktemp("runs")
     for name, cfg in (("fast", TINY), ("slow", replace(TINY, lr=0.003))):
         train(Plan(root / name, cfg, data_dir=tiny_data, download=False), None, time.perf_counter())
@@ -145,7 +145,7 @@ def test_compare_shows_what_differs_and_plots(runs_dir: Path, tmp_path: Path) ->
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
     assert report["differing_keys"] == ["lr"]
-    assert [r["config_differing"]["lr"] for r in report["runs"]] == [0.01, 0.003, 0.01]
+    assert [r["config_differing"]["lr"] for r in report["runs"]] == [config.DEFAULTS.lr, 0.003, config.DEFAULTS.lr]
     assert report["files"] == [str(png)] and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     table = CliRunner().invoke(cli, ["compare", *folders[:2]])
     assert "0.003" in table.output and "test accuracy" in table.output

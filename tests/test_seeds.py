@@ -81,7 +81,7 @@ def test_seeds_summary_and_continuing(tiny_data: Path, tmp_path: Path) -> None:
     # Continuing with another config is refused, naming the difference.
     result = runner.invoke(cli, [*_seeds(tiny_data, out, "--seeds", "0,1"), "--lr", "0.003"])
     assert result.exit_code == 1
-    assert "was trained with another config (lr 0.01 (not 0.003))" in result.output
+    assert f"was trained with another config (lr {Config().lr} (not 0.003))" in result.output
 
 
 @pytest.mark.parametrize(
