@@ -283,18 +283,20 @@ def section_fp32tta(bench: Bench) -> None:
 
 
 def section_long(bench: Bench) -> None:
-    """784-step sequences (--mode pixels): per-time-step overhead and samples/s against batch size."""
-    import long_sequences
-
-    argv = ["--data-dir", str(bench.data_dir), "--steps", "1" if bench.tiny else "3"]
-    argv += ["--hidden-size", "16", "--batches", "4,16", "--val-size", "100"] if bench.tiny else []
-    for row in long_sequences.main(argv):
-        if row["what"] == "forward per time step":
-            note = f"fixed share {row['fixed_share']:.2f}"
-            bench.add("long", f"forward per time step, batch {row['batch']}", row["microseconds"], "us", note)
-        elif row["what"] == "training samples/s":
-            onednn = "oneDNN on" if row["onednn"] else "oneDNN off"
-            bench.add("long", f"pixels, batch {row['batch']}, {onednn}", row["samples_per_s"], "samples/s")
+    """784-step sequences (--mode pixels): per-time-step cost and training samples/s, denormals kept and flushed."""
+    argv = [sys.executable, "bench/long_sequences.py", "--data-dir", str(bench.data_dir), "--steps"]
+    argv += ["1", "--hidden-size", "16", "--batches", "4,16", "--val-size", "100"] if bench.tiny else ["2"]
+    for denormals in ("keep", "flush"):  # separate processes: the setting must precede torch's threads
+        _, _, stdout = bench.timed_process([*argv, "--denormals", denormals])
+        for row in map(json.loads, stdout.splitlines()):
+            where = f"denormals {denormals}"
+            if row["what"] == "forward per time step":
+                note = f"{where}, fixed share {row['fixed_share']:.2f}"
+                bench.add("long", f"forward per time step, batch {row['batch']}", row["microseconds"], "us", note)
+            elif row["what"] == "training samples/s":
+                onednn = "oneDNN on" if row["onednn"] else "oneDNN off"
+                name = f"pixels, batch {row['batch']}, {onednn}"
+                bench.add("long", name, row["samples_per_s"], "samples/s", where)
 
 
 def _write_images(folder: Path, digits: torch.Tensor, seed: int, redrawn: bool, png_only: bool = True) -> None:

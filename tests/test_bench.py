@@ -36,6 +36,9 @@ def test_bench_tiny_runs_every_section(tmp_path: Path) -> None:
         "predict",
         "redrawn",
         "handwriting",
+        "phases",
+        "fp32tta",
+        "long",
     }
     for row in result["rows"]:
         if row["unit"]:  # rates, times, sizes, ratios

@@ -57,6 +57,7 @@ def train_seeds(
 
     ui = common.ui()
     process.tune_allocator()
+    process.flush_denormals()  # before any computation starts torch's worker threads
     process.defer_dynamo_import()
 
     def train_one(step: Any, plan: Any) -> None:

@@ -97,6 +97,10 @@ def sweep(
     ui = common.ui()
     for p in space.params:
         ui.detail(f"searching {p.name}: {p.describe()}")
+    from rnnmnist import process
+
+    process.tune_allocator()  # the CLI's opt-ins for training, as `rnnmnist train` makes them
+    process.flush_denormals()
 
     @contextlib.contextmanager
     def display(number: int, params: dict[str, Any], folder: Path) -> Iterator[Any]:

@@ -180,6 +180,7 @@ def _train(
     from rnnmnist.run import Plan, train
 
     process.tune_allocator()
+    process.flush_denormals()  # before any computation starts torch's worker threads
     process.defer_dynamo_import()
     plan = Plan(out, cfg, resume, force, common.data_dir, common.download, tb)
     main_rank = distributed.from_environment().main
