@@ -84,7 +84,7 @@ class TrainingConfig:
     batch_size: int = _opt(256, "examples per optimisation step", ge=1, le=65_536)
     # --- optimisation
     optimizer: Optimizer = _opt("adam", "adam, or adamw (decoupled weight decay)")
-    lr: float = _opt(0.02, "learning rate (the peak of onecycle and cosine schedules)", gt=0.0, le=10.0)
+    lr: float = _opt(0.015, "learning rate (the peak of onecycle and cosine schedules)", gt=0.0, le=10.0)
     schedule: Schedule = _opt(
         "onecycle",
         "learning-rate schedule: constant (the notebook), onecycle, or cosine (linear warm-up, cosine decay)",
