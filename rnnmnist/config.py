@@ -108,7 +108,7 @@ class TrainingConfig:
         0.0, "augmentation: largest elastic (smooth random) displacement, in pixels", ge=0.0, le=4.0
     )
     aug_thicker: float = _opt(
-        0.5, "augmentation: strokes up to this many pixels thicker on each side (grey-scale dilation)", ge=0.0, le=3.0
+        0.25, "augmentation: strokes up to this many pixels thicker on each side (grey-scale dilation)", ge=0.0, le=3.0
     )
     aug_thinner: float = _opt(
         0.0, "augmentation: strokes up to this many pixels thinner on each side (grey-scale erosion)", ge=0.0, le=1.0
