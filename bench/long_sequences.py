@@ -12,7 +12,7 @@ after the other. Measured here:
 - with --epoch: test accuracy after one epoch at each batch size (the learning rate
   scaled with the square root of the batch), and its wall time.
 ``--denormals keep`` leaves the CPU's denormal floats on, as rnnmnist did before; the
-default flushes them to zero as the CLI now does (rnnmnist.process.flush_denormals):
+default flushes them to zero as the CLI now does (rnnmnist.process.denormals_flushed):
 back-propagated through 784 steps, gradients fall into the denormal range, where each
 operation takes a slow path. Results print as JSON lines; bench/run.py's `long`
 section runs a short form of both.
@@ -21,6 +21,7 @@ section runs a short form of both.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import math
 import sys
@@ -35,7 +36,7 @@ from rnnmnist import config
 from rnnmnist.data import load_mnist
 from rnnmnist.evaluate import evaluate
 from rnnmnist.model import SequenceClassifier
-from rnnmnist.process import flush_denormals, tune_allocator
+from rnnmnist.process import tune_allocator
 from rnnmnist.rundir import RunDir
 from rnnmnist.train import Run, TrainState, fit
 
@@ -80,8 +81,20 @@ class _tmp_run_dir:
 
 def one_epoch(data, batch: int, hidden: int, lr: float) -> dict:
     cfg = config.build(
-        ("bench", {"mode": "pixels", "hidden_size": hidden, "batch_size": batch, "epochs": 1.0, "lr": lr,
-                   "grad_clip": 1.0, "augment": False, "precision": "fp32", "log_every": 10**6})
+        (
+            "bench",
+            {
+                "mode": "pixels",
+                "hidden_size": hidden,
+                "batch_size": batch,
+                "epochs": 1.0,
+                "lr": lr,
+                "grad_clip": 1.0,
+                "augment": False,
+                "precision": "fp32",
+                "log_every": 10**6,
+            },
+        )
     )
     torch.manual_seed(0)
     model = SequenceClassifier(cfg.model)
@@ -89,8 +102,14 @@ def one_epoch(data, batch: int, hidden: int, lr: float) -> dict:
     with _tmp_run_dir() as run_dir:
         fit(Run(cfg, model, data, state, run_dir))
     test = evaluate(model, data.test, 1000, "fp32")
-    return {"batch": batch, "lr": lr, "steps": state.step, "train_seconds": state.train_seconds,
-            "samples_per_s": state.examples / state.train_seconds, "test_accuracy": test.accuracy}
+    return {
+        "batch": batch,
+        "lr": lr,
+        "steps": state.step,
+        "train_seconds": state.train_seconds,
+        "samples_per_s": state.examples / state.train_seconds,
+        "test_accuracy": test.accuracy,
+    }
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
@@ -104,9 +123,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
     p.add_argument("--denormals", choices=("flush", "keep"), default="flush")
     a = p.parse_args(argv)
     if a.denormals == "flush":
-        flush_denormals()  # before any computation, as `rnnmnist train` does
+        torch.set_flush_denormal(True)  # before any computation, as `rnnmnist train` does (this process's own)
     tune_allocator()
-    import torch._dynamo  # noqa: F401 - imported by some torch paths: keep it out of the timings
+    importlib.import_module("torch._dynamo")  # the optimizer's first step would import it: not in the timings
 
     rows: list[dict] = []
 
@@ -119,11 +138,22 @@ def main(argv: list[str] | None = None) -> list[dict]:
     one = per_timestep_seconds(a.hidden_size, 1)
     for b in batches:
         t = per_timestep_seconds(a.hidden_size, b)
-        out({"what": "forward per time step", "batch": b, "microseconds": 1e6 * t,
-             "fixed_share": min(1.0, one / t), "note": "fixed_share: batch 1's time step / this one's"})
+        out(
+            {
+                "what": "forward per time step",
+                "batch": b,
+                "microseconds": 1e6 * t,
+                "fixed_share": min(1.0, one / t),
+                "note": "fixed_share: batch 1's time step / this one's",
+            }
+        )
     data = load_mnist(a.data_dir, a.val_size, download=False)
-    base = config.build(("bench", {"mode": "pixels", "hidden_size": a.hidden_size, "precision": "fp32",
-                                   "augment": False, "log_every": 10**6}))
+    base = config.build(
+        (
+            "bench",
+            {"mode": "pixels", "hidden_size": a.hidden_size, "precision": "fp32", "augment": False, "log_every": 10**6},
+        )
+    )
     for b in batches:
         for mkldnn in (True, False):
             rate = train_samples_per_s(replace(base, batch_size=b), data, a.steps, mkldnn)

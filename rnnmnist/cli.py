@@ -156,4 +156,7 @@ def main() -> None:
     process.raise_on_signals()
     process.bound_network_waits()
     sys.stdout = _GuardedOutput(sys.stdout)
-    cli(prog_name="rnnmnist")
+    try:
+        cli(prog_name="rnnmnist")
+    except SystemExit as e:
+        process.exit_without_teardown(e.code)

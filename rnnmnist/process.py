@@ -7,6 +7,7 @@ exceptions; code importing rnnmnist as a library gets none of this.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import ctypes
 import logging
@@ -14,8 +15,12 @@ import os
 import signal
 import socket
 import sys
+import threading
+from collections.abc import Iterator
 from types import FrameType
-from typing import Any
+from typing import Any, NoReturn
+
+from rnnmnist.errors import RnnmnistError
 
 # A download that gets no answer for this long fails instead of hanging (torchvision sets no timeout).
 DOWNLOAD_TIMEOUT = 30.0
@@ -121,16 +126,47 @@ def _disabled_once_dynamo_is_imported(plain: Any) -> Any:
     return call
 
 
-def flush_denormals() -> None:
-    """Treat denormal floats as zero on the CPU (FTZ/DAZ): a 784-step LSTM trained ~10x slower without it.
+@contextlib.contextmanager
+def denormals_flushed() -> Iterator[None]:
+    """Treat denormal floats as zero on the CPU (FTZ/DAZ) while training: a 784-step LSTM trained ~14x slower
+    without it.
 
     Back-propagated through hundreds of time steps, gradients shrink below float32's
     normal range (~1e-38), where x86 CPUs take a slow path on every operation:
     measured here, the backward pass of a 784-step LSTM went from ~4 s to ~0.2 s a
-    batch. Values that small change nothing a model learns. It must run before torch
-    starts its worker threads (they copy the setting when they are created), so the
-    CLI calls it before any computation. A no-op where the CPU has no such mode.
+    batch (bench/long_sequences.py). Values that small change nothing a model learns.
+    It must begin before torch starts its worker threads (they copy the setting when
+    they are created), so the CLI enters it before any computation. Turned off again on
+    the way out, for whatever else runs in the process. A no-op where the CPU has no such mode.
     """
     import torch
 
     torch.set_flush_denormal(True)
+    try:
+        yield
+    finally:
+        torch.set_flush_denormal(False)
+
+
+def exit_without_teardown(code: int | str | None) -> NoReturn:
+    """End the process as ``sys.exit(code)`` would, but skip the interpreter's teardown.
+
+    Once torch is loaded, tearing the interpreter down (freeing every module, running
+    C++ static destructors) takes ~0.4 s after the command has finished and said all it
+    had to say (bench/run.py's phases section: 0.37-0.41 s of a 4-second training run).
+    Exit handlers still run (multiprocessing's, tempfile's, logging's) and the standard
+    streams are flushed first. While other Python threads are alive, or torch was never
+    loaded (nothing to gain), the ordinary exit happens instead.
+    """
+    if "torch" not in sys.modules or threading.active_count() > 1:
+        raise SystemExit(code)
+    atexit._run_exitfuncs()
+    status = code if isinstance(code, int) else 0 if code is None else 1
+    if isinstance(code, str):
+        print(code, file=sys.stderr)
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError, RnnmnistError):  # a stdout that failed was reported already
+            status = status or 1
+    os._exit(status)

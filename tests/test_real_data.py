@@ -18,7 +18,8 @@ def rnnmnist(*args: str) -> subprocess.CompletedProcess[str]:
 def real_run(real_data: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
     out = tmp_path_factory.mktemp("real") / "run"
     # 200 steps of 128 (the notebook counts examples: 200 * 128 < 25,601).
-    done = rnnmnist("train", "--data-dir", str(real_data), "--iters", "25601", "--out", str(out), "--json")
+    args = ["--iters", "25601", "--batch-size", "128"]
+    done = rnnmnist("train", "--data-dir", str(real_data), *args, "--out", str(out), "--json")
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout)
 

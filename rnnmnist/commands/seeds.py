@@ -57,7 +57,6 @@ def train_seeds(
 
     ui = common.ui()
     process.tune_allocator()
-    process.flush_denormals()  # before any computation starts torch's worker threads
     process.defer_dynamo_import()
 
     def train_one(step: Any, plan: Any) -> None:
@@ -77,7 +76,8 @@ def train_seeds(
             train(plan, display, time.perf_counter())
 
     try:
-        steps, summary = run_seeds(cfg, seeds, out, train_one, force, common.data_dir, common.download, tb)
+        with process.denormals_flushed():  # before any computation starts torch's worker threads
+            steps, summary = run_seeds(cfg, seeds, out, train_one, force, common.data_dir, common.download, tb)
     except TrainingInterrupted as e:
         again = f"rnnmnist train --seeds {','.join(map(str, seeds))} --out {out} ..."
         raise TrainingInterrupted(

@@ -99,8 +99,7 @@ def sweep(
         ui.detail(f"searching {p.name}: {p.describe()}")
     from rnnmnist import process
 
-    process.tune_allocator()  # the CLI's opt-ins for training, as `rnnmnist train` makes them
-    process.flush_denormals()
+    process.tune_allocator()  # the CLI's opt-in for training, as `rnnmnist train` makes it
 
     @contextlib.contextmanager
     def display(number: int, params: dict[str, Any], folder: Path) -> Iterator[Any]:
@@ -111,9 +110,10 @@ def sweep(
             yield shown_display
 
     try:
-        result = library.run_sweep(
-            space, out, trials, storage, study_name, pruner, common.data_dir, common.download, heartbeat, display
-        )
+        with process.denormals_flushed():  # as `rnnmnist train` trains
+            result = library.run_sweep(
+                space, out, trials, storage, study_name, pruner, common.data_dir, common.download, heartbeat, display
+            )
     except TrainingInterrupted as e:
         raise TrainingInterrupted(
             f"{e.args[0].split(';')[0]}; the trial is marked failed; run the same command again to continue the study",

@@ -180,11 +180,11 @@ def _train(
     from rnnmnist.run import Plan, train
 
     process.tune_allocator()
-    process.flush_denormals()  # before any computation starts torch's worker threads
     process.defer_dynamo_import()
     plan = Plan(out, cfg, resume, force, common.data_dir, common.download, tb)
     main_rank = distributed.from_environment().main
-    with ui.training() if main_rank else contextlib.nullcontext(None) as display:
+    # Entered before any computation starts torch's worker threads (they inherit it).
+    with process.denormals_flushed(), ui.training() if main_rank else contextlib.nullcontext(None) as display:
         summary = train(plan, display, started)
     if not main_rank:
         return
