@@ -136,7 +136,11 @@ def launch(nproc: int, argv: list[str]) -> int:
     try:
         run(args)
     except ChildFailedError as e:
-        first = min(e.failures.values(), key=lambda f: f.timestamp)
+        failures = list(e.failures.values())
+        # A rank killed by a signal is the cause: the others then fail on their own ("lost contact"), and when
+        # they exit promptly the launcher can see both in one poll, with timestamps that do not tell which came first.
+        killed = [f for f in failures if f.exitcode < 0]
+        first = min(killed or failures, key=lambda f: f.timestamp)
         if first.exitcode < 0:  # killed by a signal: it could not say so itself
             sys.stderr.write(f"Error: rank {first.local_rank} was killed ({first.signal_name()}); the run stopped\n")
             return 1
