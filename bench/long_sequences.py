@@ -25,6 +25,7 @@ import importlib
 import json
 import math
 import sys
+import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -57,26 +58,20 @@ def per_timestep_seconds(hidden: int, batch: int, repeats: int = 3) -> float:
     return best / PIXELS
 
 
-def train_samples_per_s(cfg: config.Config, data, steps: int, mkldnn: bool = True) -> float:
-    cfg = replace(cfg, iters=steps * cfg.batch_size + 1, epochs=0.0, eval_every=0, save_every=0)
+def _fit(cfg: config.Config, data, mkldnn: bool = True) -> tuple[nn.Module, TrainState]:
+    """Train a fresh model (seed 0) by ``cfg`` through rnnmnist's own loop, in a throw-away run folder."""
     torch.manual_seed(0)
     model = SequenceClassifier(cfg.model)
     state = TrainState(cfg, model, len(data.train), torch.device("cpu"))
-    with torch.backends.mkldnn.flags(enabled=mkldnn), _tmp_run_dir() as run_dir:
-        run = Run(cfg, model, data, state, run_dir)
-        fit(run)
-        return steps * cfg.batch_size / state.train_seconds
+    with torch.backends.mkldnn.flags(enabled=mkldnn), tempfile.TemporaryDirectory() as tmp:
+        fit(Run(cfg, model, data, state, RunDir(Path(tmp))))
+    return model, state
 
 
-class _tmp_run_dir:
-    def __enter__(self) -> RunDir:
-        import tempfile
-
-        self._tmp = tempfile.TemporaryDirectory()
-        return RunDir(Path(self._tmp.name))
-
-    def __exit__(self, *exc: object) -> None:
-        self._tmp.cleanup()
+def train_samples_per_s(cfg: config.Config, data, steps: int, mkldnn: bool = True) -> float:
+    cfg = replace(cfg, iters=steps * cfg.batch_size + 1, epochs=0.0, eval_every=0, save_every=0)
+    _, state = _fit(cfg, data, mkldnn)
+    return steps * cfg.batch_size / state.train_seconds
 
 
 def one_epoch(data, batch: int, hidden: int, lr: float) -> dict:
@@ -96,11 +91,7 @@ def one_epoch(data, batch: int, hidden: int, lr: float) -> dict:
             },
         )
     )
-    torch.manual_seed(0)
-    model = SequenceClassifier(cfg.model)
-    state = TrainState(cfg, model, len(data.train), torch.device("cpu"))
-    with _tmp_run_dir() as run_dir:
-        fit(Run(cfg, model, data, state, run_dir))
+    model, state = _fit(cfg, data)
     test = evaluate(model, data.test, 1000, "fp32")
     return {
         "batch": batch,

@@ -256,12 +256,11 @@ def section_fp32tta(bench: Bench) -> None:
     """Plain `rnnmnist train --precision fp32` against the reference script's 781 steps, alternately, 3 seeds."""
     seeds = (0,) if bench.tiny else (0, 1, 2)
     tiny = ["--hidden-size", "16", "--val-size", "100", "--iters", "1001"] if bench.tiny else []
-    ref_tiny = ["--hidden-size", "16", "--val-size", "100", "--iters", "1001"] if bench.tiny else []
     runs: dict[str, list[tuple[float, float]]] = {"reference": [], "fp32": [], default_precision(): []}
     with tempfile.TemporaryDirectory() as tmp:
         for seed in seeds:
             ref = [sys.executable, "bench/reference_loop.py", "--data-dir", str(bench.data_dir), "--out", f"{tmp}/r.pt"]
-            seconds, _, stdout = bench.timed_process([*ref, *ref_tiny, "--seed", str(seed)])
+            seconds, _, stdout = bench.timed_process([*ref, *tiny, "--seed", str(seed)])
             runs["reference"].append((seconds, json.loads(stdout)["test_accuracy"]))
             for precision in dict.fromkeys(("fp32", default_precision())):
                 argv = ["train", "--data-dir", str(bench.data_dir), "--out", f"{tmp}/run", "--force", "--json"]

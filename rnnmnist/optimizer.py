@@ -2,8 +2,8 @@
 
 torch's optimizers wrap ``step``, ``zero_grad``, ``state_dict`` and friends so that
 ``torch.compile`` leaves them alone; the wrappers import ``torch._dynamo`` on first
-use, which costs about a second of a 10-second run on 2 cores (measured in
-bench/phases.py). While ``torch._dynamo`` is not imported nothing can be compiling,
+use, which costs about a second of a 10-second run on 2 cores (measured with
+``bench/run.py --sections phases``). While ``torch._dynamo`` is not imported nothing can be compiling,
 so those wrappers have nothing to do: :func:`optimizer_step` then calls Adam's own update
 directly, and :func:`rnnmnist.process.defer_dynamo_import` (a CLI opt-in, since it
 touches torch's functions for the whole process) does the same for the others.
@@ -12,8 +12,10 @@ The update itself is torch's, unchanged: same kernels, same state_dict.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import sys
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -39,6 +41,12 @@ def _hooked(optimizer: torch.optim.Optimizer) -> bool:
     )
 
 
+@functools.cache
+def _own_step(cls: type) -> Callable[[torch.optim.Optimizer], object]:
+    """The class's own ``step``, under torch's wrappers (looked up once per class, not every step)."""
+    return inspect.unwrap(cls.step)
+
+
 def optimizer_step(optimizer: torch.optim.Optimizer) -> None:
     """``optimizer.step()``, without the wrappers that import torch._dynamo while it is not imported.
 
@@ -48,6 +56,6 @@ def optimizer_step(optimizer: torch.optim.Optimizer) -> None:
     if "torch._dynamo" in sys.modules or _hooked(optimizer) or optimizer.defaults.get("differentiable"):
         optimizer.step()
         return
-    update = inspect.unwrap(type(optimizer).step)  # the class's own step, under torch's wrappers
+    update = _own_step(type(optimizer))
     with torch.no_grad():  # what the grad-mode wrapper sets for a non-differentiable optimizer
         update(optimizer)

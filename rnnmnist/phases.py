@@ -1,7 +1,7 @@
 """Where a training run's wall time goes: start-up, data, training, evaluation, saving.
 
 ``rnnmnist train --json`` reports these as ``phases`` so that users (and
-``bench/phases.py``) see the seconds spent outside the training loop.
+``bench/run.py --sections phases``) see the seconds spent outside the training loop.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 PHASES = ("startup", "data", "train", "evaluate", "save")
+_IMPORTED = time.perf_counter()  # the fallback start: when rnnmnist's CLI imported this module
 
 
 def process_started() -> float:
@@ -28,9 +29,6 @@ def process_started() -> float:
         if 0 <= age < 10**7:
             return time.perf_counter() - age
     return _IMPORTED
-
-
-_IMPORTED = time.perf_counter()
 
 
 class Phases:
