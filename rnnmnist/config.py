@@ -92,10 +92,13 @@ class TrainingConfig:
     warmup: float = _opt(0.25, "fraction of the steps spent warming up (onecycle and cosine)", ge=0.0, lt=1.0)
     weight_decay: float = _opt(0.0, "weight decay (L2 for adam, decoupled for adamw)", ge=0.0, le=10.0)
     label_smoothing: float = _opt(0.0, "cross-entropy label smoothing", ge=0.0, lt=1.0)
-    grad_clip: float = _opt(1.0, "clip the gradient's global norm to this; 0 turns clipping off", ge=0.0)
+    grad_clip: float = _opt(0.0, "clip the gradient's global norm to this; 0 turns clipping off", ge=0.0)
     # --- augmentation: `augment` turns on every aug_* transformation at its strength (0: that one off)
     augment: bool = _opt(
         True, "augment training images: each aug_* transformation below, with a random strength up to its value"
+    )
+    aug_fraction: float = _opt(
+        1.0, "augmentation: share of each batch augmented; the rest trains as it is (cheaper steps)", ge=0.0, le=1.0
     )
     aug_shift: float = _opt(2.0, "augmentation: largest shift, in pixels", ge=0.0, le=8.0)
     aug_rotate: float = _opt(10.0, "augmentation: largest rotation, in degrees", ge=0.0, le=45.0)

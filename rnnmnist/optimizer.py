@@ -26,10 +26,11 @@ from rnnmnist.config import Config
 
 def make_optimizer(cfg: Config, model: nn.Module, device: torch.device) -> torch.optim.Optimizer:
     cls = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
-    # On the CPU torch defaults to a per-parameter loop; the foreach kernels measured ~10% faster
-    # per step there (fused was no better). Elsewhere torch's own choice (fused/foreach) stands.
-    foreach = True if device.type == "cpu" else None
-    return cls(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, foreach=foreach)
+    # On the CPU torch defaults to a per-parameter loop; its fused kernel took 0.06 ms a step for the
+    # default model where the foreach kernels took 0.16 and the loop 0.17 (~2% of a step, in the training
+    # loop). Elsewhere torch's own choice (foreach on CUDA) stands.
+    fused = True if device.type == "cpu" else None
+    return cls(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, fused=fused)
 
 
 def _hooked(optimizer: torch.optim.Optimizer) -> bool:

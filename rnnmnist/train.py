@@ -312,10 +312,11 @@ def _train_step(run: Run, loss_fn: nn.Module) -> tuple[torch.Tensor, torch.Tenso
     local = cfg.batch_size // run.rank.world_size
     first = run.rank.rank * local
     idx = state.stream.next()[first : first + local]  # (b,): this rank's slice of the batch
-    images = scale(train.images[idx])  # (b, 28, 28) float in [0, 1]
+    # index_select, not images[idx]: torch's general indexing took ~10 times as long for this row gather.
+    images = scale(train.images.index_select(0, idx))  # (b, 28, 28) float in [0, 1]
     if cfg.augment:
         images = augment(images, cfg)
-    labels = train.labels[idx]  # (b,)
+    labels = train.labels.index_select(0, idx)  # (b,)
     with autocast(images.device, cfg.precision):
         logits = run.net(images).float()  # (b, 10)
     loss = loss_fn(logits, labels)

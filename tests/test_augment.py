@@ -135,3 +135,40 @@ def test_tiny_training_run_with_every_augmentation(tiny_data: Path, tmp_path: Pa
     assert runs[0].config.aug_thicker == 2.0 and runs[0].config.augment
     for key, value in runs[0].model_state.items():  # the same seed: the same augmented batches, bit for bit
         assert torch.equal(value, runs[1].model_state[key]), key
+
+
+def test_dilation_and_erosion_are_3x3_max_and_min_filters() -> None:
+    from torch.nn import functional as F
+
+    from rnnmnist.augment import _dilate, _erode
+
+    x = torch.randn(4, 28, 28)  # signed: the border must ignore outside pixels, not treat them as 0
+    assert torch.equal(_dilate(x), F.max_pool2d(x.unsqueeze(1), 3, 1, 1).squeeze(1))
+    assert torch.equal(_erode(x), -F.max_pool2d(-x.unsqueeze(1), 3, 1, 1).squeeze(1))
+
+
+def test_warp_is_grid_sample_on_torchs_affine_grid(digits: torch.Tensor) -> None:
+    from torch.nn import functional as F
+
+    from rnnmnist.augment import _matrix, warp
+
+    aug = Augmentation(shift=2, rotate=10, scale=0.1, shear=0.2)
+    torch.manual_seed(3)
+    ours = warp(digits, aug)
+    torch.manual_seed(3)
+    theta = _matrix(len(digits), 28, 28, aug, digits.device)[:, :2]  # (B, 2, 3): no perspective row
+    grid = F.affine_grid(theta, [len(digits), 1, 28, 28], align_corners=False)
+    reference = F.grid_sample(digits.unsqueeze(1), grid, align_corners=False).squeeze(1).clamp(0, 1)
+    assert torch.allclose(ours, reference, atol=1e-5)
+
+
+def test_aug_fraction_augments_that_share_of_each_batch_and_leaves_the_rest(digits: torch.Tensor) -> None:
+    half = dataclasses.replace(DEFAULTS, aug_fraction=0.5)
+    torch.manual_seed(0)
+    out = augment(digits, half)
+    assert torch.equal(out[16:], digits[16:])  # the second half as it was
+    assert all(not torch.equal(out[i], digits[i]) for i in range(16))
+    torch.manual_seed(0)
+    assert torch.equal(out[:16], apply(digits[:16], Augmentation.from_config(DEFAULTS)))
+    assert torch.equal(augment(digits, dataclasses.replace(DEFAULTS, aug_fraction=0.0)), digits)
+    assert augment(digits[:1], dataclasses.replace(DEFAULTS, aug_fraction=0.4)).shape == (1, 28, 28)  # rounds to 0

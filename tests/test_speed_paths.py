@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -149,3 +150,23 @@ def test_denormals_are_flushed_in_every_thread_while_training_and_kept_after() -
     assert done.returncode == 0, done.stderr[-2000:]
     assert "inside: 0.0" in done.stdout
     assert "after, this thread: 1e-39" in done.stdout or "after, this thread: 1.0000" in done.stdout
+
+
+def test_the_cpu_uses_torchs_fused_adam_and_resumes_a_foreach_state() -> None:
+    from rnnmnist.config import DEFAULTS
+    from rnnmnist.optimizer import make_optimizer
+
+    model, old = _model_and_optimizer(0)  # a state from before: foreach kernels
+    _train(model, old, optimizer_step)
+    new = make_optimizer(DEFAULTS, model, torch.device("cpu"))
+    assert new.defaults["fused"] is True
+    new.load_state_dict(old.state_dict())  # the saved state's kernel choice comes with it, and it steps
+    _train(model, new, optimizer_step)
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+    fused, opt_fused = _model_and_optimizer(0)
+    opt_fused = make_optimizer(dataclasses.replace(DEFAULTS, lr=0.01), fused, torch.device("cpu"))
+    plain, opt_plain = _model_and_optimizer(0)
+    _train(fused, opt_fused, optimizer_step)
+    _train(plain, opt_plain, optimizer_step)
+    for p, q in zip(fused.parameters(), plain.parameters(), strict=True):  # the same update, to rounding
+        assert torch.allclose(p, q, rtol=1e-5, atol=1e-6)
