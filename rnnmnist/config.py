@@ -74,7 +74,7 @@ class TrainingConfig:
 
     # --- length of training
     iters: int = _opt(
-        220_000,
+        210_000,
         "training examples to see, counted like the notebook (which used 100000): "
         "steps run while step * batch_size < iters",
         ge=1,
@@ -84,12 +84,19 @@ class TrainingConfig:
     batch_size: int = _opt(256, "examples per optimisation step", ge=1, le=65_536)
     # --- optimisation
     optimizer: Optimizer = _opt("adam", "adam, or adamw (decoupled weight decay)")
-    lr: float = _opt(0.015, "learning rate (the peak of onecycle and cosine schedules)", gt=0.0, le=10.0)
+    lr: float = _opt(0.02, "learning rate (the peak of onecycle and cosine schedules)", gt=0.0, le=10.0)
     schedule: Schedule = _opt(
         "onecycle",
         "learning-rate schedule: constant (the notebook), onecycle, or cosine (linear warm-up, cosine decay)",
     )
     warmup: float = _opt(0.25, "fraction of the steps spent warming up (onecycle and cosine)", ge=0.0, lt=1.0)
+    beta2: float = _opt(
+        0.99,
+        "Adam's second-moment decay; 0.99 (torch's default is 0.999) adapts sooner, which measured steadier "
+        "across seeds and better at lr 0.02 in a run of a few hundred steps",
+        gt=0.0,
+        lt=1.0,
+    )
     weight_decay: float = _opt(0.0, "weight decay (L2 for adam, decoupled for adamw)", ge=0.0, le=10.0)
     label_smoothing: float = _opt(0.0, "cross-entropy label smoothing", ge=0.0, lt=1.0)
     grad_clip: float = _opt(0.0, "clip the gradient's global norm to this; 0 turns clipping off", ge=0.0)
@@ -277,6 +284,11 @@ def length_override(values: dict[str, Any]) -> dict[str, Any]:
     return {**values, "epochs": 0.0} if "iters" in values else values
 
 
+# Fields added after checkpoints were first written, with the value that versions before them trained
+# with: a stored config without one is read with that value, not today's default.
+BEFORE_FIELD_EXISTED: dict[str, Any] = {"beta2": 0.999}
+
+
 def from_stored(values: dict[str, Any]) -> tuple[Config, list[str]]:
     """The config stored in a checkpoint, for using its model: model fields must be valid (the weights
     depend on them); a training field that this version does not know or accept is set aside.
@@ -284,7 +296,7 @@ def from_stored(values: dict[str, Any]) -> tuple[Config, list[str]]:
     Returns the config and one note per field set aside, so a checkpoint written by
     another rnnmnist version (or with a damaged training setting) still evaluates.
     """
-    notes, usable = [], {}
+    notes, usable = [], {key: value for key, value in BEFORE_FIELD_EXISTED.items() if key not in values}
     for key, value in values.items():
         if key not in CONFIG_FIELDS:
             if key in MODEL_FIELDS:  # pragma: no cover - every model field is a config field

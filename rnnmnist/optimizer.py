@@ -23,6 +23,8 @@ from torch.optim import optimizer as torch_optimizer
 
 from rnnmnist.config import Config
 
+ADAM_BETA1 = 0.9  # torch's default; constant and cosine schedules keep it
+
 
 def make_optimizer(cfg: Config, model: nn.Module, device: torch.device) -> torch.optim.Optimizer:
     cls = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
@@ -30,7 +32,8 @@ def make_optimizer(cfg: Config, model: nn.Module, device: torch.device) -> torch
     # default model where the foreach kernels took 0.16 and the loop 0.17 (~2% of a step, in the training
     # loop). Elsewhere torch's own choice (foreach on CUDA) stands.
     fused = True if device.type == "cpu" else None
-    return cls(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, fused=fused)
+    betas = (ADAM_BETA1, cfg.beta2)  # a onecycle schedule cycles beta1 from here (rnnmnist.schedule)
+    return cls(model.parameters(), lr=cfg.lr, betas=betas, weight_decay=cfg.weight_decay, fused=fused)
 
 
 def _hooked(optimizer: torch.optim.Optimizer) -> bool:

@@ -119,6 +119,7 @@ def test_seed_config_is_the_notebook() -> None:
     assert (seed.cell, seed.mode, seed.hidden_size, seed.layers) == ("lstm", "rows", 128, 1)
     assert (seed.init, seed.forget_bias) == ("tf", 1.0)
     assert (seed.optimizer, seed.lr, seed.schedule, seed.weight_decay) == ("adam", 0.001, "constant", 0.0)
+    assert seed.beta2 == 0.999  # TF1's AdamOptimizer
     assert (seed.batch_size, seed.iters, seed.epochs, seed.log_every) == (128, 100_000, 0.0, 10)
     assert seed.precision == "fp32"
     assert (seed.augment, seed.grad_clip, seed.label_smoothing, seed.dropout) == (False, 0.0, 0.0, 0.0)
@@ -164,3 +165,17 @@ def test_sweep_files_are_valid_search_spaces(path: Path) -> None:
     space = read_space(path)
     assert space.params, f"{path.name} searches nothing"
     config.build((path.name, space.fixed))  # the settings every trial shares are a valid config
+
+
+def test_a_stored_config_from_before_beta2_existed_reads_as_what_it_trained_with() -> None:
+    stored = config.DEFAULTS.to_dict()
+    del stored["beta2"]  # written by a version whose Adam always used torch's 0.999
+    cfg, notes = config.from_stored(stored)
+    assert cfg.beta2 == 0.999 and not notes
+    assert config.from_stored(config.DEFAULTS.to_dict())[0].beta2 == config.DEFAULTS.beta2 == 0.99
+
+
+def test_beta2_out_of_range_is_refused_naming_it() -> None:
+    for bad in (0.0, 1.0, 1.5):
+        with pytest.raises(config.ConfigError, match="beta2"):
+            config.from_dict({"beta2": bad})

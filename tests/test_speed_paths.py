@@ -159,12 +159,12 @@ def test_the_cpu_uses_torchs_fused_adam_and_resumes_a_foreach_state() -> None:
     model, old = _model_and_optimizer(0)  # a state from before: foreach kernels
     _train(model, old, optimizer_step)
     new = make_optimizer(DEFAULTS, model, torch.device("cpu"))
-    assert new.defaults["fused"] is True
+    assert new.defaults["fused"] is True and new.defaults["betas"] == (0.9, DEFAULTS.beta2)
     new.load_state_dict(old.state_dict())  # the saved state's kernel choice comes with it, and it steps
     _train(model, new, optimizer_step)
     assert all(torch.isfinite(p).all() for p in model.parameters())
     fused, opt_fused = _model_and_optimizer(0)
-    opt_fused = make_optimizer(dataclasses.replace(DEFAULTS, lr=0.01), fused, torch.device("cpu"))
+    opt_fused = make_optimizer(dataclasses.replace(DEFAULTS, lr=0.01, beta2=0.999), fused, torch.device("cpu"))
     plain, opt_plain = _model_and_optimizer(0)
     _train(fused, opt_fused, optimizer_step)
     _train(plain, opt_plain, optimizer_step)
