@@ -67,8 +67,10 @@ def augment(images: torch.Tensor, cfg: Any) -> torch.Tensor:
     """
     aug = _strengths(cfg)
     n = round(images.shape[0] * cfg.aug_fraction)
-    if n == 0 or n == images.shape[0]:
-        return apply(images, aug) if n else images
+    if n == images.shape[0]:
+        return apply(images, aug)
+    if n == 0:
+        return images
     return torch.cat([apply(images[:n], aug), images[n:]])  # (B, 28, 28)
 
 
