@@ -148,6 +148,16 @@ def denormals_flushed() -> Iterator[None]:
         torch.set_flush_denormal(False)
 
 
+@contextlib.contextmanager
+def training() -> Iterator[None]:
+    """Every opt-in of a command that trains (train, --seeds, sweep), entered before any computation:
+    the tuned allocator, torch's optimizers without the dynamo import, denormals flushed while inside."""
+    tune_allocator()
+    defer_dynamo_import()
+    with denormals_flushed():
+        yield
+
+
 def exit_without_teardown(code: int | str | None) -> NoReturn:
     """End the process as ``sys.exit(code)`` would, but skip the interpreter's teardown.
 

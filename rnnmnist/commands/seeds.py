@@ -56,8 +56,6 @@ def train_seeds(
     from rnnmnist.train import TrainingInterrupted
 
     ui = common.ui()
-    process.tune_allocator()
-    process.defer_dynamo_import()
 
     def train_one(step: Any, plan: Any) -> None:
         what = "resuming" if step.action == "resume" else "training"
@@ -76,7 +74,7 @@ def train_seeds(
             train(plan, display, time.perf_counter())
 
     try:
-        with process.denormals_flushed():  # before any computation starts torch's worker threads
+        with process.training():
             steps, summary = run_seeds(cfg, seeds, out, train_one, force, common.data_dir, common.download, tb)
     except TrainingInterrupted as e:
         again = f"rnnmnist train --seeds {','.join(map(str, seeds))} --out {out} ..."

@@ -99,8 +99,6 @@ def sweep(
         ui.detail(f"searching {p.name}: {p.describe()}")
     from rnnmnist import process
 
-    process.tune_allocator()  # the CLI's opt-in for training, as `rnnmnist train` makes it
-
     @contextlib.contextmanager
     def display(number: int, params: dict[str, Any], folder: Path) -> Iterator[Any]:
         if ui.verbosity >= 0:
@@ -110,7 +108,7 @@ def sweep(
             yield shown_display
 
     try:
-        with process.denormals_flushed():  # as `rnnmnist train` trains
+        with process.training():  # as `rnnmnist train` trains
             result = library.run_sweep(
                 space, out, trials, storage, study_name, pruner, common.data_dir, common.download, heartbeat, display
             )

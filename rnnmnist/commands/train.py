@@ -179,12 +179,9 @@ def _train(
     from rnnmnist import distributed, process
     from rnnmnist.run import Plan, train
 
-    process.tune_allocator()
-    process.defer_dynamo_import()
     plan = Plan(out, cfg, resume, force, common.data_dir, common.download, tb)
     main_rank = distributed.from_environment().main
-    # Entered before any computation starts torch's worker threads (they inherit it).
-    with process.denormals_flushed(), ui.training() if main_rank else contextlib.nullcontext(None) as display:
+    with process.training(), ui.training() if main_rank else contextlib.nullcontext(None) as display:
         summary = train(plan, display, started)
     if not main_rank:
         return
