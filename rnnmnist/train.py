@@ -441,9 +441,9 @@ def finish(run: Run, phases: Phases) -> TrainSummary:
     with phases.timed("evaluate"):
         test = run.evaluate(run.data.test)
         val = run.evaluate(run.data.val) if len(run.data.val) else None
-    run.callbacks.on_phase("saving")
-    with phases.timed("save"):
+        # best.pt's test accuracy (and its rewrite with it, a small save) with --eval-every
         best = _final_best(run, test, val) if run.cfg.eval_every and val is not None else None
+    run.callbacks.on_phase("saving")
     state = run.state
     summary = TrainSummary(
         config=run.cfg,
