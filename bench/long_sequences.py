@@ -21,6 +21,7 @@ section runs a short form of both.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import json
 import math
@@ -37,7 +38,7 @@ from rnnmnist import config
 from rnnmnist.data import load_mnist
 from rnnmnist.evaluate import evaluate
 from rnnmnist.model import SequenceClassifier
-from rnnmnist.process import tune_allocator
+from rnnmnist.process import denormals_flushed, tune_allocator
 from rnnmnist.rundir import RunDir
 from rnnmnist.train import Run, TrainState, fit
 
@@ -113,11 +114,14 @@ def main(argv: list[str] | None = None) -> list[dict]:
     p.add_argument("--val-size", type=int, default=5000)
     p.add_argument("--denormals", choices=("flush", "keep"), default="flush")
     a = p.parse_args(argv)
-    if a.denormals == "flush":
-        torch.set_flush_denormal(True)  # before any computation, as `rnnmnist train` does (this process's own)
     tune_allocator()
-    importlib.import_module("torch._dynamo")  # the optimizer's first step would import it: not in the timings
+    # Entered before any computation, as `rnnmnist train` does: torch's threads copy the setting.
+    with denormals_flushed() if a.denormals == "flush" else contextlib.nullcontext():
+        importlib.import_module("torch._dynamo")  # the optimizer's first step would import it: not in the timings
+        return _measure(a)
 
+
+def _measure(a: argparse.Namespace) -> list[dict]:
     rows: list[dict] = []
 
     def out(row: dict) -> None:

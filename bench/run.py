@@ -51,10 +51,14 @@ Row = dict  # {"section", "name", "value", "unit", "note"}
 class Bench:
     def __init__(self, data_dir: Path, tiny: bool, rounds: int, models: list[Path] | None = None) -> None:
         self.data_dir, self.tiny, self.rounds = data_dir, tiny, rounds
-        self.models = models or []  # more checkpoints for the handwriting section
+        self.models = models or []  # more checkpoints for the handwriting and redrawn sections
         self.rows: list[Row] = []
         self._data: Mnist | None = None
         self._checkpoint: Path | None = None
+
+    def named_models(self) -> list[tuple[str, Path]]:
+        """The bench's own default-recipe model, then the checkpoints given with --models, each with its name."""
+        return [("default recipe", self.checkpoint()), *((str(p), p) for p in self.models)]
 
     def checkpoint(self) -> Path:
         """A model trained with the default recipe, plain `rnnmnist train` (trained once, on first use)."""
@@ -353,7 +357,7 @@ def section_redrawn(bench: Bench) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / "images"
         _write_images(folder, digits, 99, redrawn=True, png_only=False)
-        for name, path in [("default recipe", bench.checkpoint()), *((str(p), p) for p in bench.models)]:
+        for name, path in bench.named_models():
             original, ours, plain = _redrawn_accuracy(path, folder, digits, labels)
             note = f"{name}: {n} test digits from #{first}"
             bench.add("redrawn", "accuracy, original test digits", original, "", note)
@@ -393,8 +397,7 @@ def section_handwriting(bench: Bench) -> None:
     from rnnmnist.checkpoint import load_model
 
     inputs = handwriting.prepare("test", limit=40 if bench.tiny else None)
-    models = [("default recipe", bench.checkpoint()), *((str(p), p) for p in bench.models)]
-    for name, path in models:
+    for name, path in bench.named_models():
         model, ckpt = load_model(path)
         hw = handwriting.measure(model, ckpt.config.precision, inputs)
         mnist = handwriting.mnist_test(model, ckpt.config.precision, bench.data_dir)
