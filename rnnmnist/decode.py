@@ -180,6 +180,19 @@ def _quiet() -> Iterator[None]:
         pil.setLevel(level)
 
 
+def pixel_count(data: bytes) -> int:
+    """Width x height of the image in ``data`` (its first frame, the one decoded), read from its header
+    without decoding any pixel; 0 if it cannot even be opened (preparing it then fails as cheaply)."""
+    try:
+        with _quiet(), _open(data) as im:
+            width, height = im.size
+            return width * height
+    except ImageError:
+        return 0
+    except Exception:  # as in prepare: a format plugin's own exception on a damaged header; prepare names it
+        return 0
+
+
 def prepare(source: Source) -> np.ndarray | Failed:
     """The digit in one input, or why it cannot be used: the per-input error boundary; never raises for an image."""
     try:

@@ -18,6 +18,7 @@ import binascii
 import json
 import math
 import os
+import re
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -39,7 +40,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from rnnmnist import __version__
 from rnnmnist import checkpoint as ckpt_io
-from rnnmnist.decode import MAX_PIXELS, Failed, prepare
+from rnnmnist.decode import MAX_PIXELS, Failed, pixel_count, prepare
 from rnnmnist.device import resolve_device, usable_precision
 from rnnmnist.model import sequence_shape
 from rnnmnist.predict import Prediction, predict_digits
@@ -47,6 +48,12 @@ from rnnmnist.preprocess import ImageError, to_mnist
 
 MAX_BODY = 10 * 1024 * 1024  # bytes per request; larger ones get 413
 MAX_BATCH = 256  # images per batch request
+# Decoding costs time and memory by the pixel (about 11 ms and 11 MB per megapixel measured), and a
+# 49 MP PNG can be 6 KB: what a request may decode is capped by pixels, read from the images' headers
+# before any is decoded. One image may have MAX_PIXELS (50 MP, as `rnnmnist predict`); one request this
+# many in all (a 49 MP image, or five 12 MP photos), so a request holds a thread about a second at most.
+MAX_REQUEST_PIXELS = 64_000_000
+BODY_TIMEOUT = 30.0  # seconds for a request's whole body to arrive; a stalled upload gets 408
 MAX_NAME = 200  # characters of an input's name echoed back
 PIXELS_SIDE = 28
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
@@ -83,6 +90,14 @@ class BodyTooLarge(Exception):
     pass
 
 
+class BodyCut(Exception):
+    """A body not read to its end (too slow, or the server stopping): answered, then the connection closed."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status, self.message = status, message
+
+
 def _error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": " ".join(str(message).split())}, status_code=status)
 
@@ -109,7 +124,10 @@ def _pixels(value: Any) -> np.ndarray:
             raise ValueError(f"pixels must be {PIXELS_SIDE} rows of {PIXELS_SIDE} numbers")
         if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in row):
             raise ValueError("pixels must be numbers")
-    a = np.asarray(value, dtype=np.float64)  # (28, 28)
+    try:
+        a = np.asarray(value, dtype=np.float64)  # (28, 28)
+    except OverflowError:  # an integer beyond any float (JSON allows 10**400)
+        raise ValueError("pixels must be finite numbers in [0, 1] or 0-255") from None
     if not np.isfinite(a).all() or a.min() < 0 or a.max() > 255:
         raise ValueError("pixels must be finite numbers in [0, 1] or 0-255")
     return (a / 255.0 if a.max() > 1 else a).astype(np.float32)
@@ -120,10 +138,17 @@ def _base64_image(value: Any) -> bytes:
         raise ValueError("image_base64 must be a string")
     if value.startswith("data:"):  # a data URL, as a browser's canvas.toDataURL() gives
         value = value.partition(",")[2]
+    # Line breaks as `base64` (76 columns) and Python's encodebytes write them; anything else is refused.
+    value = _WRAPPING.sub("", value)
+    if not value:
+        raise ValueError("image_base64 is empty")
     try:
         return base64.b64decode(value, validate=True)
     except (binascii.Error, ValueError):
         raise ValueError("image_base64 is not valid base64") from None
+
+
+_WRAPPING = re.compile(r"[ \t\r\n]+")
 
 
 def _json_item(item: Any, default_name: str) -> tuple[str, Source]:
@@ -212,7 +237,23 @@ def _prepare(source: Source) -> np.ndarray | Failed:
         return Failed(str(e))
 
 
-def _prepare_all(items: list[tuple[str, Source]]) -> list[tuple[str, np.ndarray | Failed]]:
+def _decode_cost(source: Source) -> int:
+    """The pixels decoding ``source`` would cost, from its header only (a larger image is refused undecoded)."""
+    if isinstance(source, bytes):
+        pixels = pixel_count(source)
+        return pixels if pixels <= MAX_PIXELS else 0
+    return source.size if isinstance(source, np.ndarray) else 0
+
+
+def _prepare_all(items: list[tuple[str, Source]], max_pixels: int) -> list[tuple[str, np.ndarray | Failed]]:
+    """Every item prepared, or :class:`ApiError` (413), before any is decoded, if together they cost too much."""
+    cost = sum(_decode_cost(source) for _, source in items)
+    if cost > max_pixels:
+        raise ApiError(
+            413,
+            f"the images add up to {cost / 1e6:.1f} MP, over the {max_pixels / 1e6:.0f} MP one request may "
+            "decode: send them in several requests",
+        )
     return [(name, _prepare(source)) for name, source in items]
 
 
@@ -302,21 +343,80 @@ _ERRORS = {code: {"model": ErrorOut} for code in (400, 413, 415, 422)}
 # --- the ASGI app
 
 
-class _Guard:
-    """Around every request: the Host check, the body size limit, security headers and the log line."""
+# A Host header: a name or IPv4 address, or an IPv6 address in brackets; then an optional port, ASCII digits only.
+_HOST = re.compile(r"(?:\[(?P<ipv6>[0-9A-Fa-f:.]+)\]|(?P<name>[^\[\]:]+))(?::[0-9]{1,5})?")
 
-    def __init__(self, app: ASGIApp, max_body: int, allowed_hosts: tuple[str, ...] | None, log: Log | None) -> None:
+
+def host_name(host: str) -> str | None:
+    """The name (or address) in a Host header, lower case and without brackets or port; None if malformed."""
+    match = _HOST.fullmatch(host)
+    if match is None:
+        return None
+    return (match["ipv6"] or match["name"]).lower()
+
+
+class Reading:
+    """The request bodies being read: each has until its deadline, and all are cut short when the server stops."""
+
+    def __init__(self, timeout: float) -> None:
+        self.timeout, self.stopping = timeout, False
+        self._deadlines: set[asyncio.Timeout] = set()
+
+    def stop(self) -> None:
+        """Cut every body being read short (each gets 503), and any that starts later; call on the event loop."""
+        self.stopping = True
+        for deadline in self._deadlines:
+            deadline.reschedule(asyncio.get_running_loop().time())
+
+    def receiver(self, receive: Receive, max_body: int) -> Receive:
+        """``receive`` for one request, refusing a body over ``max_body`` bytes, late, or read while stopping."""
+        received, complete = 0, False
+        deadline = asyncio.get_running_loop().time() + self.timeout
+
+        async def limited_receive() -> Message:
+            nonlocal received, complete
+            if complete:  # the body is in: what follows is only the client's going away
+                return await receive()
+            try:
+                if self.stopping:
+                    raise TimeoutError
+                async with asyncio.timeout_at(deadline) as cut:
+                    self._deadlines.add(cut)
+                    try:
+                        message = await receive()
+                    finally:
+                        self._deadlines.discard(cut)
+            except TimeoutError:
+                if self.stopping:
+                    raise BodyCut(503, "the server is stopping; send the request again later") from None
+                raise BodyCut(408, f"the request body did not arrive within {self.timeout:g} s") from None
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > max_body:  # no Content-Length, or a false one
+                    raise BodyTooLarge
+                complete = not message.get("more_body", False)
+            return message
+
+        return limited_receive
+
+
+class _Guard:
+    """Around every request: the Host check, the body's size and time limits, security headers and the log line."""
+
+    def __init__(
+        self, app: ASGIApp, max_body: int, allowed_hosts: tuple[str, ...] | None, log: Log | None, reading: Reading
+    ) -> None:
         self.app, self.max_body, self.allowed_hosts, self.log = app, max_body, allowed_hosts, log
+        self.reading = reading
 
     def _refusal(self, headers: Headers) -> JSONResponse | None:
         if self.allowed_hosts is not None:
             host = headers.get("host", "")
-            name = host[1:].partition("]")[0] if host.startswith("[") else host.rpartition(":")[0] or host
-            if name.lower() not in self.allowed_hosts:
+            if host_name(host) not in self.allowed_hosts:
                 return _error(400, f"unexpected Host header {host!r}: this server answers to {self.allowed_hosts[0]}")
         length = headers.get("content-length")
         if length is not None:
-            if not length.isdigit():
+            if not re.fullmatch("[0-9]+", length):
                 return _error(400, "bad Content-Length header")
             if int(length) > self.max_body:
                 return _error(413, f"the request is over the {self.max_body // (1024 * 1024)} MB limit")
@@ -337,23 +437,12 @@ class _Guard:
                     headers.setdefault(key, value)
             await send(message)
 
-        received = 0
-
-        async def limited_receive() -> Message:
-            nonlocal received
-            message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > self.max_body:  # no Content-Length, or a false one
-                    raise BodyTooLarge
-            return message
-
         try:
             refusal = self._refusal(Headers(scope=scope))
             if refusal is not None:
                 await refusal(scope, receive, send_with_headers)
             else:
-                await self.app(scope, limited_receive, send_with_headers)
+                await self.app(scope, self.reading.receiver(receive, self.max_body), send_with_headers)
         finally:
             if self.log is not None:
                 client = scope.get("client") or ("-", 0)
@@ -377,6 +466,8 @@ def create_app(
     log: Log | None = None,
     allowed_hosts: tuple[str, ...] | None = None,
     max_body: int = MAX_BODY,
+    max_request_pixels: int = MAX_REQUEST_PIXELS,
+    body_timeout: float = BODY_TIMEOUT,
     workers: int | None = None,
 ) -> FastAPI:
     """The app serving the model in ``checkpoint_path``, loaded once, on ``device``.
@@ -384,6 +475,10 @@ def create_app(
     ``log`` receives one line per request; ``allowed_hosts`` (names, no ports), when
     given, are the only Host headers answered (for a server on loopback, this stops
     DNS-rebinding pages from reaching it); ``workers`` threads decode and preprocess.
+    A request may send ``max_body`` bytes, within ``body_timeout`` seconds, of images
+    that decode to ``max_request_pixels`` in all. ``app.state.stop_reading()``, called
+    on the event loop when the server begins to stop, answers the uploads still
+    arriving with 503 rather than leaving them to be cancelled.
     """
     dev = resolve_device(device)
     model, ckpt = ckpt_io.load_model(checkpoint_path, dev)
@@ -404,8 +499,15 @@ def create_app(
         "trace": model.directions == 1,
         "config": _finite(ckpt.config.to_dict()),
         "metrics": _finite(ckpt.metrics),
-        "limits": {"max_request_bytes": max_body, "max_batch": MAX_BATCH, "max_image_pixels": MAX_PIXELS},
+        "limits": {
+            "max_request_bytes": max_body,
+            "max_batch": MAX_BATCH,
+            "max_image_pixels": MAX_PIXELS,
+            "max_request_pixels": max_request_pixels,
+            "body_timeout_s": body_timeout,
+        },
     }
+    reading = Reading(body_timeout)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> Any:
@@ -421,7 +523,7 @@ def create_app(
         redoc_url=None,
         lifespan=lifespan,
     )
-    app.state.model, app.state.checkpoint = model, ckpt
+    app.state.model, app.state.checkpoint, app.state.stop_reading = model, ckpt, reading.stop
 
     async def in_pool(pool: ThreadPoolExecutor, func: Callable[..., Any], *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(pool, func, *args)
@@ -432,7 +534,7 @@ def create_app(
         items = await read_items(request, batch)
         if len(items) > MAX_BATCH:
             raise ApiError(400, f"a batch holds at most {MAX_BATCH} images")
-        named = await in_pool(prep_pool, _prepare_all, items)
+        named = await in_pool(prep_pool, _prepare_all, items, max_request_pixels)
         results: list[Prediction] = await in_pool(model_pool, predict_digits, model, precision, named, trace)
         records = []
         for r in results:
@@ -449,6 +551,12 @@ def create_app(
     @app.exception_handler(BodyTooLarge)
     async def too_large(request: Request, e: BodyTooLarge) -> JSONResponse:
         return _error(413, f"the request is over the {max_body // (1024 * 1024)} MB limit")
+
+    @app.exception_handler(BodyCut)
+    async def cut(request: Request, e: BodyCut) -> JSONResponse:
+        response = _error(e.status, e.message)
+        response.headers["connection"] = "close"  # the rest of the body is still on its way: do not read it
+        return response
 
     @app.exception_handler(ClientDisconnect)
     async def gone(request: Request, e: ClientDisconnect) -> JSONResponse:
@@ -530,5 +638,5 @@ def create_app(
     ) -> dict[str, Any]:
         return {"predictions": await predictions(request, True, trace, show)}
 
-    app.add_middleware(_Guard, max_body=max_body, allowed_hosts=allowed_hosts, log=log)
+    app.add_middleware(_Guard, max_body=max_body, allowed_hosts=allowed_hosts, log=log, reading=reading)
     return app

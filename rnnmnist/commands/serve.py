@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
+import logging
 import signal
 import socket
+import time
+import traceback
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 import click
 
@@ -14,7 +19,8 @@ from rnnmnist.commands.options import Common, device_option, pass_common
 from rnnmnist.errors import RnnmnistError
 
 EXTRA = "pip install 'rnnmnist[serve]'"
-
+MAX_CONNECTIONS = 64  # open at once (each request at most 10 MB); beyond, uvicorn answers 503
+GRACEFUL_SECONDS = 5  # on Ctrl-C, how long requests already being answered may take to finish
 SERVE_EXAMPLES = """\b
 Examples:
   rnnmnist serve runs/five/checkpoint.pt              # then open http://127.0.0.1:8000
@@ -69,8 +75,14 @@ def _loopback(host: str) -> bool:
         return False
 
 
+def _check_host(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    if not value.strip():  # an empty host means every interface to getaddrinfo, yet cannot be listened on
+        raise click.BadParameter("it is empty: give an address, e.g. 127.0.0.1 (this machine) or 0.0.0.0 (every one)")
+    return value
+
+
 def _warn_exposed(host: str) -> None:
-    everywhere = host in ("0.0.0.0", "::", "")
+    everywhere = host in ("0.0.0.0", "::")
     where = "on every network interface" if everywhere else f"on {host}"
     click.echo(
         f"Warning: serving {where}: anyone who can reach this machine can use the page and the API "
@@ -87,12 +99,55 @@ def _raise_stop(signum: int, frame: FrameType | None) -> None:
     raise _Stop(signum)
 
 
+class _UvicornLines(logging.Handler):
+    """uvicorn's own messages as this command's lines: the refusals it answers itself (a connection over the
+    limit, malformed HTTP) as request lines, hidden by --quiet; requests cancelled at a stop as one line,
+    without the traceback of each cancellation; anything else (a bug) as uvicorn says it."""
+
+    def __init__(self, quiet: bool) -> None:
+        super().__init__(logging.WARNING)
+        self.quiet = quiet
+
+    def emit(self, record: logging.LogRecord) -> None:
+        error = record.exc_info[1] if record.exc_info else None
+        if isinstance(error, asyncio.CancelledError):
+            return  # cancelled by the stop, which says so in the "Cancel N running task(s)" line
+        message = record.getMessage()
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+        if message.startswith("Exceeded concurrency limit"):
+            line = f"{stamp} 503 refused a request: {MAX_CONNECTIONS} connections are open, the most served at once"
+        elif message.startswith("Invalid HTTP request"):
+            line = f"{stamp} 400 refused a malformed HTTP request"
+        elif message.startswith("Cancel ") and record.args:
+            _log(f"stopping: {record.args[0]} request(s) still running after {GRACEFUL_SECONDS} s were cancelled")
+            return
+        else:
+            _log(message + ("\n" + "".join(traceback.format_exception(error)).rstrip() if error else ""))
+            return
+        if not self.quiet:
+            _log(line)
+
+
+def _server(config: Any, stop_reading: Any) -> Any:
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+            # Uploads still arriving get 503 now, rather than holding the stop for the graceful timeout
+            # and then being cancelled.
+            stop_reading()
+            await super().shutdown(sockets)
+
+    return Server(config)
+
+
 @click.command(epilog=SERVE_EXAMPLES)
 @click.argument("checkpoint", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option(
     "--host",
     default="127.0.0.1",
     show_default=True,
+    callback=_check_host,
     help="Address to listen on; 0.0.0.0 (or ::) serves other machines too, with a warning.",
 )
 @click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True, help="0 picks a free port.")
@@ -155,10 +210,14 @@ def serve(common: Common, checkpoint: Path, host: str, port: int, threads: int, 
         log_level="warning",
         access_log=False,
         server_header=False,
-        limit_concurrency=64,  # connections at once (each request at most 10 MB); beyond, 503
-        timeout_graceful_shutdown=5,
+        limit_concurrency=MAX_CONNECTIONS,
+        timeout_graceful_shutdown=GRACEFUL_SECONDS,
     )
-    server = uvicorn.Server(config)
+    server = _server(config, app.state.stop_reading)
+    uvicorn_log = logging.getLogger("uvicorn.error")
+    lines, propagate = _UvicornLines(quiet), uvicorn_log.propagate
+    uvicorn_log.addHandler(lines)
+    uvicorn_log.propagate = False  # else Python's last-resort handler prints them bare as well
     # uvicorn catches SIGINT/SIGTERM, shuts down gracefully, restores these handlers and raises the signal again.
     previous = {s: signal.signal(s, _raise_stop) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
@@ -169,6 +228,8 @@ def serve(common: Common, checkpoint: Path, host: str, port: int, threads: int, 
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
+        uvicorn_log.removeHandler(lines)
+        uvicorn_log.propagate = propagate
         sock.close()
     if not server.started:
         raise RnnmnistError("the server could not start (see the lines above)")

@@ -1,0 +1,305 @@
+"""`rnnmnist serve` under a hostile-but-fair client: decode budgets, stalled uploads, numbers that do not
+convert, strict Host parsing, wrapped base64, and a clean stop while an upload is stalled."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import signal
+import socket
+import struct
+import time
+import zlib
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from rnnmnist.redraw import draw_shape
+
+pytest.importorskip("fastapi", reason="the serve extra is not installed: pip install 'rnnmnist[serve]'")
+pytest.importorskip("httpx", reason="the serve tests need httpx (FastAPI's TestClient)")
+
+from fastapi.testclient import TestClient
+from test_serve import assert_error, assert_record, free_port, png, rnnmnist, save_model, wait_until_up
+
+from rnnmnist import serve as serve_module
+from rnnmnist.cli import cli
+from rnnmnist.decode import MAX_PIXELS
+from rnnmnist.serve import create_app
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return save_model(tmp_path_factory.mktemp("serve-limits") / "checkpoint.pt")
+
+
+@pytest.fixture(scope="module")
+def client(model: Path) -> TestClient:
+    with TestClient(create_app(model, "cpu")) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def seven() -> bytes:
+    return png(draw_shape("7"))
+
+
+def one_bit_png(width: int, height: int) -> bytes:
+    """A real, fully decodable 1-bit PNG of width x height white pixels: a few KB for tens of megapixels."""
+    row = b"\0" + b"\xff" * ((width + 7) // 8)  # filter byte, then the row's bits
+    ihdr = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    idat = zlib.compress(row * height, 9)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+
+
+# --- numbers that do not convert
+
+
+NOT_PIXELS = [  # (description, the "pixels" value, words in the error)
+    ("int too large for a float", [[10**400] * 28] * 28, ["finite"]),
+    ("one huge int", [[0] * 27 + [-(10**309)]] + [[0] * 28] * 27, ["finite"]),
+    ("bools", [[True] * 28] * 28, ["numbers"]),
+    ("strings", [["1"] * 28] * 28, ["numbers"]),
+    ("nulls", [[None] * 28] * 28, ["numbers"]),
+    ("one level too deep", [[[0] * 28] * 28] * 28, ["numbers"]),
+    ("one level too shallow", [0] * 28, ["28 rows"]),
+    ("an object", {"a": 1}, ["28 rows"]),
+]
+
+
+@pytest.mark.parametrize("what, pixels, words", NOT_PIXELS, ids=[n[0] for n in NOT_PIXELS])
+def test_pixels_that_do_not_convert_are_a_400(client: TestClient, what: str, pixels: object, words: list) -> None:
+    assert_error(client.post("/api/predict", json={"pixels": pixels}), 400, *words)
+
+
+def test_a_bad_item_fails_alone_in_a_batch(client: TestClient, seven: bytes) -> None:
+    images = [
+        {"image_base64": base64.b64encode(seven).decode()},
+        {"pixels": [[10**400] * 28] * 28},
+        {"pixels": [[1e400] * 28] * 28},  # json.dumps writes Infinity, which Python's json reads
+        {"pixels": draw_shape("1").tolist()},
+    ]
+    body = json.dumps({"images": images}).encode()
+    r = client.post("/api/predict/batch", content=body, headers={"content-type": "application/json"})
+    assert r.status_code == 200, r.text
+    good, huge, infinite, one = r.json()["predictions"]
+    assert_record(good) and assert_record(one)
+    assert "finite" in huge["error"] and "finite" in infinite["error"]
+
+
+# --- wrapped base64
+
+
+def test_wrapped_base64_is_accepted(client: TestClient, seven: bytes) -> None:
+    reference = client.post("/api/predict", content=seven, headers={"content-type": "image/png"}).json()
+    plain = base64.b64encode(seven).decode()
+    wrapped = [
+        base64.encodebytes(seven).decode(),  # Python's: 76 columns, a newline after each line
+        "\r\n".join(plain[i : i + 76] for i in range(0, len(plain), 76)) + "\r\n",  # coreutils base64 on Windows
+        "data:image/png;base64," + " \n".join(plain[i : i + 64] for i in range(0, len(plain), 64)),
+    ]
+    for value in wrapped:
+        r = client.post("/api/predict", json={"image_base64": value})
+        assert r.status_code == 200, r.text
+        assert r.json()["probabilities"] == reference["probabilities"]
+
+
+@pytest.mark.parametrize("value", ["!!!", "QUJD\nx", "QUJD-_", "QUJ", "\n\n", "QU\x00JD"])
+def test_base64_is_still_strictly_validated(client: TestClient, value: str) -> None:
+    assert_error(client.post("/api/predict", json={"image_base64": value}), 400, "base64")
+
+
+# --- Host headers
+
+
+@pytest.mark.parametrize(
+    "host, ok",
+    [
+        ("127.0.0.1", True),
+        ("127.0.0.1:8000", True),
+        ("LOCALHOST:8000", True),
+        ("[::1]", True),
+        ("[::1]:8000", True),
+        ("127.0.0.1:evil", False),
+        ("127.0.0.1:80:80", False),
+        ("127.0.0.1:８０", False),  # digits, but not ASCII ones
+        ("[::1]evil.com", False),
+        ("[::1]:evil", False),
+        ("[::1", False),
+        ("::1", False),  # an IPv6 address in a Host header is bracketed
+        ("127.0.0.1.evil.com", False),
+        ("", False),
+    ],
+)
+def test_host_header_is_parsed_strictly(model: Path, host: str, ok: bool) -> None:
+    with TestClient(create_app(model, "cpu", allowed_hosts=("127.0.0.1", "localhost", "::1"))) as c:
+        r = c.get("/api/health", headers={"host": host.encode()})
+    if ok:
+        assert r.status_code == 200, r.text
+    else:
+        assert_error(r, 400, "Host")
+
+
+def test_empty_host_is_refused_up_front(model: Path) -> None:
+    r = CliRunner().invoke(cli, ["serve", str(model), "--host", "", "--port", "0"])
+    assert r.exit_code == 2, r.output
+    lines = r.output.strip().splitlines()
+    assert len(lines) == 1 and "--host" in lines[0] and "Warning" not in r.output, r.output
+
+
+# --- the decode budget
+
+
+def test_a_batch_over_the_pixel_budget_is_refused_before_decoding(client: TestClient) -> None:
+    bomb = one_bit_png(7000, 7000)  # 49 MP: under the per-image limit, 6 KB
+    assert 7000 * 7000 <= MAX_PIXELS < 2 * 7000 * 7000 and serve_module.MAX_REQUEST_PIXELS < 2 * 7000 * 7000
+    files = [("files", (f"{i}.png", bomb, "image/png")) for i in range(64)]
+    started = time.perf_counter()
+    r = client.post("/api/predict/batch", files=files)
+    assert time.perf_counter() - started < 3  # decoding them would take ~0.5 s each, and 35 GB
+    assert_error(r, 413, "MP")
+    images = [{"image_base64": base64.b64encode(bomb).decode()}] * 2
+    assert_error(client.post("/api/predict/batch", json={"images": images}), 413, "MP")
+
+
+def test_a_batch_within_the_budget_is_predicted(client: TestClient, seven: bytes) -> None:
+    big = one_bit_png(3000, 3000)  # 9 MP, blank: decoded, then "no ink"
+    files = [("files", ("a.png", seven, "image/png")), ("files", ("big.png", big, "image/png"))]
+    r = client.post("/api/predict/batch", files=files)
+    assert r.status_code == 200, r.text
+    a, blank = r.json()["predictions"]
+    assert_record(a) and "no ink" in blank["error"]
+    limits = client.get("/api/model").json()["limits"]
+    assert limits["max_request_pixels"] == serve_module.MAX_REQUEST_PIXELS and limits["max_image_pixels"] == MAX_PIXELS
+
+
+# --- stalled uploads, through the ASGI interface (a real server is below)
+
+
+def _scope(length: int) -> dict:
+    headers = [(b"host", b"127.0.0.1"), (b"content-type", b"image/png"), (b"content-length", str(length).encode())]
+    return {
+        "type": "http",
+        "asgi": {"version": "3.0", "spec_version": "2.3"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": "/api/predict",
+        "raw_path": b"/api/predict",
+        "root_path": "",
+        "query_string": b"",
+        "headers": headers,
+        "client": ("127.0.0.1", 5000),
+        "server": ("127.0.0.1", 8000),
+    }
+
+
+async def _stalled_upload(app, stop_after: float | None = None) -> tuple[int, dict, bytes, float]:
+    """POST one byte of a 1,000-byte body, then a byte every 3 s; the answer and how long it took."""
+    sent, answer = 0, {}
+
+    async def receive() -> dict:
+        nonlocal sent
+        if sent:
+            await asyncio.sleep(3)
+        sent += 1
+        return {"type": "http.request", "body": b"\x89", "more_body": True}
+
+    async def send(message: dict) -> None:
+        if message["type"] == "http.response.start":
+            answer["status"], answer["headers"] = message["status"], dict(message["headers"])
+        elif message["type"] == "http.response.body":
+            answer["body"] = answer.get("body", b"") + message.get("body", b"")
+
+    async def stop() -> None:
+        await asyncio.sleep(stop_after)
+        app.state.stop_reading()
+
+    started = time.perf_counter()
+    stopper = asyncio.ensure_future(stop()) if stop_after is not None else None
+    await asyncio.wait_for(app(_scope(1000), receive, send), 20)
+    if stopper is not None:
+        await stopper
+    return answer["status"], answer["headers"], answer["body"], time.perf_counter() - started
+
+
+def test_a_stalled_upload_is_cut_off(model: Path) -> None:
+    app = create_app(model, "cpu", body_timeout=1.0)
+    status, headers, body, took = asyncio.run(_stalled_upload(app))
+    assert status == 408 and b"1 s" in body and headers[b"connection"] == b"close", body
+    assert 0.9 < took < 2.5
+
+
+def test_stopping_cuts_a_stalled_upload_short(model: Path) -> None:
+    app = create_app(model, "cpu", body_timeout=60.0)
+    status, headers, body, took = asyncio.run(_stalled_upload(app, stop_after=0.3))
+    assert status == 503 and b"stopping" in body and headers[b"connection"] == b"close", body
+    assert took < 2
+
+
+# --- a real server: overflow, malformed HTTP, and a stop while an upload is stalled
+
+
+def _stalled(port: int) -> socket.socket:
+    s = socket.create_connection(("127.0.0.1", port))
+    s.sendall(
+        b"POST /api/predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: image/png\r\n"
+        b"Content-Length: 100000\r\n\r\n\x89"
+    )
+    return s
+
+
+@pytest.mark.parametrize("signum, quiet", [(signal.SIGINT, False), (signal.SIGTERM, True)])
+def test_real_server_overflow_and_stop_while_stalled(model: Path, seven: bytes, signum: int, quiet: bool) -> None:
+    import httpx
+
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    server = rnnmnist("serve", str(model), "--port", str(port), "--device", "cpu", *(["-q"] if quiet else []))
+    held: list[socket.socket] = []
+    try:
+        wait_until_up(url, server)
+        # Over the connection limit: refused with 503, and said in the server's own words (or not at all).
+        held = [socket.create_connection(("127.0.0.1", port)) for _ in range(64)]
+        time.sleep(0.3)
+        assert httpx.get(url + "/api/health", timeout=10).status_code == 503
+        for s in held:
+            s.close()
+        held = []
+        time.sleep(0.3)
+        with socket.create_connection(("127.0.0.1", port)) as bad:  # malformed HTTP
+            bad.sendall(b"GARBAGE / HTTP/1.1\r\n\r\n")
+            assert bad.recv(1000).startswith(b"HTTP/1.1 400")
+        # A stalled upload, then the signal: it is cut short and the server stops at once.
+        held = [_stalled(port)]
+        time.sleep(0.5)
+        with httpx.Client(base_url=url, timeout=10) as http:  # still answering
+            assert http.get("/api/health").status_code == 200
+    finally:
+        started = time.monotonic()
+        server.send_signal(signum)
+        _, err = server.communicate(timeout=30)
+        took = time.monotonic() - started
+        answers = []
+        for s in held:
+            s.settimeout(5)
+            answers.append(s.recv(1000))
+            s.close()
+    assert answers and answers[0].startswith(b"HTTP/1.1 503"), answers  # told why, not just cut
+    text = err.decode()
+    assert server.returncode == 128 + signum, text
+    assert "Traceback" not in text and "CancelledError" not in text and "Exception in ASGI" not in text, text
+    assert "Exceeded concurrency limit." not in text.splitlines(), text
+    assert "Invalid HTTP request received." not in text.splitlines(), text
+    assert f"stopped ({signal.Signals(signum).name})" in text
+    assert took < 4, text  # the stalled upload does not hold the stop for the graceful timeout (5 s)
+    if quiet:
+        assert "503" not in text and "400" not in text, text
+    else:
+        assert "503" in text and "connections" in text and "malformed" in text, text
