@@ -25,6 +25,7 @@ from rnnmnist.commands.evaluate import eval_command
 from rnnmnist.commands.export import export
 from rnnmnist.commands.plot import plot
 from rnnmnist.commands.predict import predict
+from rnnmnist.commands.presets import presets
 from rnnmnist.commands.runs import compare, runs
 from rnnmnist.commands.serve import serve
 from rnnmnist.commands.sweep import sweep
@@ -131,15 +132,42 @@ class RnnmnistGroup(click.Group):
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100, "auto_envvar_prefix": "RNNMNIST"}
 
 
+def _show_version(ctx: click.Context, param: click.Parameter, value: bool) -> None:
+    """rnnmnist's version, torch's, and where and in what precision `rnnmnist train` would compute here."""
+    if not value or ctx.resilient_parsing:
+        return
+    import torch
+
+    from rnnmnist.config import DEFAULTS
+    from rnnmnist.device import auto_precision, resolve_device, training_precision
+
+    device = resolve_device(DEFAULTS.device)
+    if DEFAULTS.precision == "auto":
+        precision, why = auto_precision(device)
+    else:
+        precision, why = training_precision(DEFAULTS.precision, device), "the default"
+    where = f"would train on {device.type} in {precision}: {why}"
+    click.echo(f"rnnmnist {__version__} (torch {torch.__version__}; {where})")
+    ctx.exit()
+
+
 @click.group(cls=RnnmnistGroup, context_settings=CONTEXT)
-@click.version_option(__version__, "--version", prog_name="rnnmnist", message="%(prog)s %(version)s")
+@click.option(
+    "--version",
+    is_flag=True,
+    expose_value=False,
+    is_eager=True,
+    callback=_show_version,
+    help="Show the version, torch's, and the device and precision rnnmnist train would use here; exit.",
+)
 def cli() -> None:
     """Train, evaluate and use recurrent networks (LSTM, GRU, RNN) that read MNIST digits as sequences.
 
     \b
     Quick start:
       rnnmnist train --iters 100000          # the notebook's length, the improved recipe
-      rnnmnist train --config configs/seed.toml   # the original notebook, setting for setting
+      rnnmnist train --config seed           # the original notebook, setting for setting
+      rnnmnist presets                       # the other presets: best, handwriting, pixels, ...
       rnnmnist eval runs/<run>/checkpoint.pt
       rnnmnist predict runs/<run>/checkpoint.pt --index 0 --index 7
     """
@@ -149,6 +177,7 @@ for command in (train, eval_command, predict, plot, export, serve):
     cli.add_command(command)
 for command in (runs, compare, sweep):  # experiments (issue 16)
     cli.add_command(command)
+cli.add_command(presets)
 
 
 def main() -> None:

@@ -70,28 +70,37 @@ def bf16_runs(device: torch.device) -> bool:
     return _bf16_runs(device.type)
 
 
-def _cpu_has_native_bf16() -> bool:
-    """bf16 matrix units (AVX-512 BF16 or AMX) make bf16 faster than fp32; emulated bf16 is slower."""
+def _cpu_bf16_units() -> str | None:
+    """The CPU's bf16 matrix units (AMX, AVX-512 BF16), which make bf16 faster than fp32; None: emulated, slower."""
     if torch.backends.cpu.get_cpu_capability() not in ("AVX512", "AVX512_BF16", "AMX"):
-        return False
+        return None
     if not sys.platform.startswith("linux"):
-        return True  # the probe decided it runs; without /proc/cpuinfo trust torch's AVX-512 build
+        return "AVX-512"  # the probe decided it runs; without /proc/cpuinfo trust torch's AVX-512 build
     try:
         flags = Path("/proc/cpuinfo").read_text(encoding="ascii", errors="replace")
     except OSError:
-        return True
-    return "avx512_bf16" in flags or "amx_bf16" in flags
+        return "AVX-512"
+    return "AMX" if "amx_bf16" in flags else "AVX-512 BF16" if "avx512_bf16" in flags else None
+
+
+def auto_precision(device: torch.device) -> tuple[str, str]:
+    """What ``precision = "auto"`` computes in on ``device``, and why in a few words: bf16 where it runs
+    *and* pays off, else fp32."""
+    if not bf16_runs(device):
+        return "fp32", _why_not_bf16(device)
+    if device.type == "cuda":
+        if torch.cuda.is_bf16_supported():
+            return "bf16", "the GPU supports it"
+        return "fp32", "this GPU has no fast bf16"
+    if device.type == "cpu":
+        units = _cpu_bf16_units()
+        return ("bf16", units) if units else ("fp32", "no AVX-512 BF16 or AMX, so bf16 would be emulated and slower")
+    return "fp32", f"bf16 runs on {device.type} but was not measured to be faster"
 
 
 def bf16_fast(device: torch.device) -> bool:
     """Whether bf16 runs *and* pays off on ``device`` (what ``precision = "auto"`` picks it for)."""
-    if not bf16_runs(device):
-        return False
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    if device.type == "cpu":
-        return _cpu_has_native_bf16()
-    return False  # MPS: runs, but not measured to be faster
+    return auto_precision(device)[0] == "bf16"
 
 
 def _why_not_bf16(device: torch.device) -> str:

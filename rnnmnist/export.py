@@ -21,12 +21,14 @@ import torch
 from rnnmnist import checkpoint
 from rnnmnist.data import load_split, scale
 from rnnmnist.errors import DataError, RnnmnistError, one_line
+from rnnmnist.extras import require
 from rnnmnist.files import atomic_path
 
 FORMATS = ("onnx", "torchscript")
 SUFFIXES = {"onnx": ".onnx", "torchscript": ".ts"}
 TOLERANCE = 1e-4  # max |logit difference| accepted between the export and PyTorch (fp32 both)
 CHECK_IMAGES = 256
+ONNX_COMMAND = "rnnmnist export --format onnx"  # what needs the onnx extra
 
 
 @dataclass
@@ -37,10 +39,6 @@ class ExportReport:
     inputs: str  # "test images" or "random images"
     max_abs_diff: float
     same_predictions: bool
-
-
-def _missing(package: str) -> RnnmnistError:
-    return RnnmnistError(f"export needs {package}: pip install 'rnnmnist[export]'")
 
 
 def _quietly() -> contextlib.ExitStack:
@@ -54,11 +52,7 @@ def _quietly() -> contextlib.ExitStack:
 
 
 def _to_onnx(model: torch.nn.Module, example: torch.Tensor, path: Path) -> None:
-    for package in ("onnx", "onnxscript"):
-        try:
-            __import__(package)
-        except ImportError:
-            raise _missing(package) from None
+    require(ONNX_COMMAND, "onnx", "onnx", "onnxscript")
 
     with atomic_path(path) as tmp, _quietly():
         torch.onnx.export(
@@ -74,10 +68,9 @@ def _to_onnx(model: torch.nn.Module, example: torch.Tensor, path: Path) -> None:
 
 
 def _run_onnx(path: Path, images: torch.Tensor) -> torch.Tensor:
-    try:
-        import onnxruntime
-    except ImportError:
-        raise _missing("onnxruntime") from None
+    require(ONNX_COMMAND, "onnx", "onnxruntime")
+    import onnxruntime
+
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     return torch.from_numpy(session.run(["logits"], {"images": images.numpy()})[0])
 

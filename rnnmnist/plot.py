@@ -1,7 +1,7 @@
 """Pictures of a run: training curves, the test confusion matrix, the most confidently wrong digits,
 and how the network reads (its answer after each row, and accuracy against rows read).
 
-Needs matplotlib (``pip install 'rnnmnist[plot]'``); figures are drawn off-screen
+Needs matplotlib (``pip install 'rnnmnist[plots]'``); figures are drawn off-screen
 and written atomically as PNG files.
 """
 
@@ -22,6 +22,7 @@ from rnnmnist.datasets import DIGITS, class_names
 from rnnmnist.device import usable_precision
 from rnnmnist.errors import RnnmnistError
 from rnnmnist.evaluate import confusion_matrix
+from rnnmnist.extras import require
 from rnnmnist.files import write_atomic
 from rnnmnist.predict import probabilities
 from rnnmnist.rundir import RunDir
@@ -31,11 +32,11 @@ TRAIN_KEYS = ("examples", "loss", "accuracy", "lr")  # what a training line of m
 VAL_KEYS = ("examples", "val_loss", "val_accuracy")
 
 
-def _pyplot() -> ModuleType:
-    try:
-        import matplotlib
-    except ImportError:
-        raise RnnmnistError("rnnmnist plot needs matplotlib: pip install 'rnnmnist[plot]'") from None
+def _pyplot(what: str = "rnnmnist plot") -> ModuleType:
+    """matplotlib's pyplot, drawing to files; ``what`` names the command in the missing-extra error."""
+    require(what, "plots", "matplotlib")
+    import matplotlib
+
     matplotlib.use("Agg")  # files only, no display
     import matplotlib.pyplot as plt
 

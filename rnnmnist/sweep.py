@@ -23,7 +23,7 @@ on the same storage and study name shares the study; ``--trials N`` is the
 study's total of finished (complete or pruned) trials, so a restarted sweep runs
 only what is missing. Workers send a heartbeat; a trial whose worker died (killed,
 machine lost) is marked failed by the next worker after two missed beats.
-Optuna is imported only here (``pip install 'rnnmnist[sweep]'``).
+Optuna is imported only here (``pip install 'rnnmnist[sweep]'``; rnnmnist.extras).
 """
 
 from __future__ import annotations
@@ -44,6 +44,7 @@ from typing import Any
 from rnnmnist import config
 from rnnmnist.config import Config, ConfigError
 from rnnmnist.errors import RnnmnistError
+from rnnmnist.extras import missing, require
 from rnnmnist.files import write_atomic
 
 SEARCH_TABLE = "search"
@@ -53,14 +54,12 @@ TRIALS_FOLDER = "trials"
 DEFAULT_STUDY = "rnnmnist"
 PRUNERS = ("median", "hyperband", "none")
 OPEN_ATTEMPTS = 5
-INSTALL_HINT = "rnnmnist sweep needs Optuna: pip install 'rnnmnist[sweep]'"
 
 
 def require_optuna() -> Any:
-    try:
-        import optuna
-    except ImportError:
-        raise RnnmnistError(INSTALL_HINT) from None
+    require("rnnmnist sweep", "sweep", "optuna")
+    import optuna
+
     return optuna
 
 
@@ -218,6 +217,8 @@ def open_study(
                     raise
                 time.sleep(0.2 * (attempt + 1) + random.random() * 0.2)
     except ImportError as e:  # the database's driver (e.g. psycopg2 for PostgreSQL)
+        if storage_url.startswith("postgresql"):
+            raise missing(f"--storage {_safe(storage_url)}", "postgres") from None
         raise RnnmnistError(f"--storage {_safe(storage_url)}: its database driver is missing ({e})") from None
     except (SQLAlchemyError, optuna.exceptions.OptunaError, ValueError) as e:  # bad URL, server down, password
         raise RnnmnistError(f"cannot open the study in {_safe(storage_url)}: {type(e).__name__}: {e}") from None

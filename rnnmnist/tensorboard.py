@@ -7,15 +7,12 @@ from pathlib import Path
 import torch
 
 from rnnmnist.config import Config
-from rnnmnist.errors import RnnmnistError
+from rnnmnist.extras import require
 from rnnmnist.train import LogRecord, TrainCallbacks
 
 
 def require_tensorboard() -> None:
-    try:
-        import tensorboard  # noqa: F401
-    except ImportError:
-        raise RnnmnistError("--tensorboard needs tensorboard: pip install 'rnnmnist[tensorboard]'") from None
+    require("rnnmnist train --tensorboard", "tensorboard", "tensorboard")
 
 
 class TensorBoardLogger(TrainCallbacks):

@@ -57,7 +57,7 @@ def test_help_does_not_import_torch() -> None:
     code = (
         "import sys\n"
         "from rnnmnist.cli import main\n"
-        "commands = ('train', 'eval', 'predict', 'plot', 'export', 'serve', 'runs', 'compare', 'sweep')\n"
+        "commands = ('train', 'eval', 'predict', 'plot', 'export', 'serve', 'runs', 'compare', 'sweep', 'presets')\n"
         "for args in (['--help'], *([c, '--help'] for c in commands)):\n"
         "    sys.argv = ['rnnmnist', *args]\n"
         "    try:\n"
@@ -79,10 +79,18 @@ def test_command_help_has_examples(command: str) -> None:
     assert f"rnnmnist {command}" in result.output
 
 
-def test_version() -> None:
+def test_version_names_torch_and_where_train_would_compute(monkeypatch: pytest.MonkeyPatch) -> None:
+    from rnnmnist.device import auto_precision, resolve_device
+
     result = invoke("--version")
     assert result.exit_code == 0
-    assert result.output.strip() == f"rnnmnist {__version__}"
+    device = resolve_device("auto")
+    precision, why = auto_precision(device)
+    where = f"would train on {device.type} in {precision}: {why}"
+    assert result.output == f"rnnmnist {__version__} (torch {torch.__version__}; {where})\n"
+    monkeypatch.setenv("RNNMNIST_DISABLE_BF16", "1")
+    result = invoke("--version")
+    assert result.output.endswith("in fp32: bf16 is turned off by RNNMNIST_DISABLE_BF16)\n")
 
 
 def test_python_dash_m() -> None:

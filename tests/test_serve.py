@@ -392,7 +392,7 @@ def test_without_the_extra_one_line(model: Path) -> None:
     )
     assert r.returncode == 1
     assert r.stderr.strip().splitlines() == [
-        "Error: rnnmnist serve needs FastAPI, uvicorn and python-multipart: pip install 'rnnmnist[serve]'"
+        "Error: rnnmnist serve needs the serve extra: pip install 'rnnmnist[serve]'"
     ]
 
 

@@ -84,7 +84,7 @@ def test_without_optuna_it_says_which_extra(tmp_path: Path, monkeypatch: pytest.
     space = _space(tmp_path, "lr = [0.01, 0.003]\n")
     result = CliRunner().invoke(cli, ["sweep", "--config", str(space), "--trials", "1", "--out", str(tmp_path / "o")])
     assert result.exit_code == 1
-    assert result.output == "Error: rnnmnist sweep needs Optuna: pip install 'rnnmnist[sweep]'\n"
+    assert result.output == "Error: rnnmnist sweep needs the sweep extra: pip install 'rnnmnist[sweep]'\n"
 
 
 def test_a_tiny_sweep_continues_and_writes_the_best_config(tiny_data: Path, tmp_path: Path) -> None:

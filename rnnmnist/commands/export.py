@@ -31,8 +31,8 @@ def export(common: Common, checkpoint: Path, fmt: str, out: Path | None) -> None
     [0, 1], light digit on black; it returns "logits": float32 (N, 10). The
     sequence layout (rows, pixels, permutation) is inside. It is run on test
     images (random ones if MNIST is not at hand) and must match PyTorch within
-    1e-4. It never overwrites CHECKPOINT. ONNX needs rnnmnist[export] (onnx,
-    onnxscript, onnxruntime).
+    1e-4. It never overwrites CHECKPOINT. ONNX needs the onnx extra (onnx,
+    onnxscript, onnxruntime): pip install 'rnnmnist[onnx]'.
     """
     from rnnmnist.export import export as export_model
 

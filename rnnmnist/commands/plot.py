@@ -24,7 +24,7 @@ Examples:
 def plot(common: Common, run: Path, out: Path | None) -> None:
     """Draw a run: training curves, the test confusion matrix, the most confident mistakes (PNG).
 
-    Needs matplotlib: pip install 'rnnmnist[plot]'. The confusion matrix and the
+    Needs matplotlib: pip install 'rnnmnist[plots]'. The confusion matrix and the
     mistakes need the run's checkpoint.pt and the MNIST test set (from the folder
     the run was trained with, unless --data-dir says otherwise).
     """

@@ -162,7 +162,7 @@ def runs(common: Common, folder: Path, sort_key: str | None, reverse: bool, cond
     "--plot",
     "plot_path",
     type=click.Path(dir_okay=False, path_type=Path),
-    help="Also draw the runs' training curves overlaid into this PNG (needs rnnmnist[plot]).",
+    help="Also draw the runs' training curves overlaid into this PNG (needs rnnmnist[plots]).",
 )
 @output_options
 @pass_common
@@ -179,7 +179,7 @@ def compare(common: Common, folders: tuple[Path, ...], plot_path: Path | None) -
     if plot_path is not None:
         from rnnmnist.plot import _pyplot
 
-        _pyplot()  # fail before any work when matplotlib is missing
+        _pyplot("rnnmnist compare --plot")  # fail before any work when matplotlib is missing
     result = library.compare(list(folders))
     written = []
     if plot_path is not None:

@@ -18,7 +18,6 @@ import click
 from rnnmnist.commands.options import Common, device_option, pass_common
 from rnnmnist.errors import RnnmnistError
 
-EXTRA = "pip install 'rnnmnist[serve]'"
 MAX_CONNECTIONS = 64  # open at once (each request at most 10 MB); beyond, uvicorn answers 503
 GRACEFUL_SECONDS = 5  # on Ctrl-C, how long requests already being answered may take to finish
 SERVE_EXAMPLES = """\b
@@ -38,12 +37,9 @@ class _Stop(BaseException):
 
 
 def _require_serve() -> None:
-    try:
-        import fastapi  # noqa: F401
-        import python_multipart  # noqa: F401
-        import uvicorn  # noqa: F401
-    except ImportError:
-        raise RnnmnistError(f"rnnmnist serve needs FastAPI, uvicorn and python-multipart: {EXTRA}") from None
+    from rnnmnist.extras import require
+
+    require("rnnmnist serve", "serve", "fastapi", "python_multipart", "uvicorn")
 
 
 def _listen(host: str, port: int) -> socket.socket:

@@ -11,12 +11,13 @@ from typing import Any
 import click
 
 from rnnmnist.commands.options import Common, data_options, output_options, pass_common
+from rnnmnist.commands.presets import ConfigFile
 
 EXAMPLES = """\b
 Examples:
-  rnnmnist sweep --config configs/sweep-rows.toml --trials 20 --out sweeps/rows
-  rnnmnist sweep --config configs/sweep-rows.toml --trials 20 --out sweeps/rows   # again: continues
-  rnnmnist sweep --config configs/sweep-rows.toml --trials 100 \\
+  rnnmnist sweep --config sweep-rows --trials 20 --out sweeps/rows   # a packaged sweep space
+  rnnmnist sweep --config sweep-rows --trials 20 --out sweeps/rows   # again: continues
+  rnnmnist sweep --config sweep-rows --trials 100 \\
       --storage postgresql://rnnmnist:PASSWORD@db-host/rnnmnist --study-name rows   # on every machine
   rnnmnist train --config sweeps/rows/best.toml       # the best trial's config
 """
@@ -28,8 +29,9 @@ SHOWN_TRIALS = 10
     "--config",
     "space_file",
     required=True,
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="Sweep file: settings of every trial, and a [search] table of choices or {low, high, log} ranges.",
+    type=ConfigFile("sweep"),
+    help="Sweep file: settings of every trial, and a [search] table of choices or {low, high, log} ranges; "
+    "or a packaged sweep space's name (sweep-rows; see rnnmnist presets).",
 )
 @click.option(
     "--trials",

@@ -21,12 +21,13 @@ from rnnmnist.commands.options import (
     output_options,
     pass_common,
 )
+from rnnmnist.commands.presets import ConfigFile
 
 EXAMPLES = """\b
 Examples:
   rnnmnist train --iters 100000                  # 781 steps, as the notebook
-  rnnmnist train --config configs/seed.toml      # the notebook exactly
-  rnnmnist train --config configs/seed.toml --iters 200000
+  rnnmnist train --config seed                   # the notebook exactly (rnnmnist presets lists the presets)
+  rnnmnist train --config seed --iters 200000
   rnnmnist train --epochs 5 --out runs/five --json > result.json
   rnnmnist train --config runs/five/config.toml --out runs/again   # rerun a run
   rnnmnist train --resume runs/five              # continue an interrupted run
@@ -77,8 +78,9 @@ def _default_out_dir() -> Path:
 @click.option(
     "--config",
     "config_file",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="TOML file of config keys (see configs/); flags given here override it.",
+    type=ConfigFile("train"),
+    help="A preset's name (seed, best, ...: see rnnmnist presets) or a TOML file of config keys; "
+    "flags given here override it.",
 )
 @config_options
 @click.option(
