@@ -53,6 +53,9 @@ MAX_BATCH = 256  # images per batch request
 # before any is decoded. One image may have MAX_PIXELS (50 MP, as `rnnmnist predict`); one request this
 # many in all (a 49 MP image, or five 12 MP photos), so a request holds a thread about a second at most.
 MAX_REQUEST_PIXELS = 64_000_000
+# A request that decodes at most this many pixels in all (a drawing, a scan of a digit, a small photo) is
+# prepared in threads of its own, so it never queues behind large images that others send.
+LIGHT_PIXELS = 4_000_000
 BODY_TIMEOUT = 30.0  # seconds for a request's whole body to arrive; a stalled upload gets 408
 MAX_NAME = 200  # characters of an input's name echoed back
 PIXELS_SIDE = 28
@@ -237,7 +240,7 @@ def _prepare(source: Source) -> np.ndarray | Failed:
         return Failed(str(e))
 
 
-def _decode_cost(source: Source) -> int:
+def _pixels_to_decode(source: Source) -> int:
     """The pixels decoding ``source`` would cost, from its header only (a larger image is refused undecoded)."""
     if isinstance(source, bytes):
         pixels = pixel_count(source)
@@ -245,15 +248,12 @@ def _decode_cost(source: Source) -> int:
     return source.size if isinstance(source, np.ndarray) else 0
 
 
-def _prepare_all(items: list[tuple[str, Source]], max_pixels: int) -> list[tuple[str, np.ndarray | Failed]]:
-    """Every item prepared, or :class:`ApiError` (413), before any is decoded, if together they cost too much."""
-    cost = sum(_decode_cost(source) for _, source in items)
-    if cost > max_pixels:
-        raise ApiError(
-            413,
-            f"the images add up to {cost / 1e6:.1f} MP, over the {max_pixels / 1e6:.0f} MP one request may "
-            "decode: send them in several requests",
-        )
+def decode_cost(items: list[tuple[str, Source]]) -> int:
+    """The pixels preparing ``items`` would decode in all, read from their headers: cheap, decodes nothing."""
+    return sum(_pixels_to_decode(source) for _, source in items)
+
+
+def _prepare_all(items: list[tuple[str, Source]]) -> list[tuple[str, np.ndarray | Failed]]:
     return [(name, _prepare(source)) for name, source in items]
 
 
@@ -487,6 +487,7 @@ def create_app(
     assets = _read_assets()
     workers = workers or min(4, os.cpu_count() or 1)
     prep_pool = ThreadPoolExecutor(workers, thread_name_prefix="rnnmnist-prepare")
+    light_pool = ThreadPoolExecutor(2, thread_name_prefix="rnnmnist-prepare-light")  # see LIGHT_PIXELS
     model_pool = ThreadPoolExecutor(1, thread_name_prefix="rnnmnist-model")  # one forward pass at a time
     # The first forward pass allocates and picks kernels: do it now rather than in the first request.
     predict_digits(model, precision, [("warm-up", np.zeros((28, 28), dtype=np.float32))], model.directions == 1)
@@ -513,6 +514,7 @@ def create_app(
     async def lifespan(app: FastAPI) -> Any:
         yield
         prep_pool.shutdown(cancel_futures=True)
+        light_pool.shutdown(cancel_futures=True)
         model_pool.shutdown(cancel_futures=True)
 
     app = FastAPI(
@@ -534,7 +536,14 @@ def create_app(
         items = await read_items(request, batch)
         if len(items) > MAX_BATCH:
             raise ApiError(400, f"a batch holds at most {MAX_BATCH} images")
-        named = await in_pool(prep_pool, _prepare_all, items, max_request_pixels)
+        cost = await in_pool(light_pool, decode_cost, items)
+        if cost > max_request_pixels:  # refused before anything is decoded
+            raise ApiError(
+                413,
+                f"the images add up to {cost / 1e6:.1f} MP, over the {max_request_pixels / 1e6:.0f} MP one request "
+                "may decode: send them in several requests",
+            )
+        named = await in_pool(light_pool if cost <= LIGHT_PIXELS else prep_pool, _prepare_all, items)
         results: list[Prediction] = await in_pool(model_pool, predict_digits, model, precision, named, trace)
         records = []
         for r in results:

@@ -179,6 +179,30 @@ def test_a_batch_within_the_budget_is_predicted(client: TestClient, seven: bytes
     assert limits["max_request_pixels"] == serve_module.MAX_REQUEST_PIXELS and limits["max_image_pixels"] == MAX_PIXELS
 
 
+def test_a_small_request_does_not_wait_behind_large_images(model: Path, seven: bytes) -> None:
+    import httpx
+
+    app = create_app(model, "cpu", workers=1)
+    big = one_bit_png(5000, 5000)  # 25 MP (over LIGHT_PIXELS): about a quarter of a second each to decode, alone
+
+    async def race() -> list[str]:
+        done: list[str] = []
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver", timeout=120) as http:
+
+            async def post(name: str, data: bytes, after: float) -> None:
+                await asyncio.sleep(after)
+                r = await http.post("/api/predict", content=data, headers={"content-type": "image/png"})
+                assert r.status_code in (200, 422), r.text
+                done.append(name)
+
+            await asyncio.gather(*(post(f"big{i}", big, 0) for i in range(3)), post("small", seven, 0.05))
+        return done
+
+    done = asyncio.run(race())
+    assert done.index("small") < 2, done  # not queued behind all three
+
+
 # --- stalled uploads, through the ASGI interface (a real server is below)
 
 
