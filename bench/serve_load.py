@@ -6,8 +6,15 @@ Starts `rnnmnist serve CHECKPOINT --quiet` on a free local port, posts PNGs of r
 same run, it first times the same work in-process (decode, preprocess and predict one image at a
 time), so the figure survives a noisy shared machine as a ratio.
 
+With --attacks it measures instead how the server holds up under hostile clients: the latency of
+/api/health (probed every 50 ms) and of one honest client's /api/predict, alone and during each
+attack: batch bombs (256 tiny 7000x7000 1-bit PNGs in one request, refused by the decode budget),
+the heaviest work the budget still admits (one 49 MP image per request, from several clients), and
+stalled uploads (a byte every 3 s on many connections, until the server's body timeout cuts them).
+
     python bench/serve_load.py runs/five/checkpoint.pt --data-dir ../shared/data
     python bench/serve_load.py CKPT --requests 2000 --concurrency 16 --trace --json
+    python bench/serve_load.py CKPT --attacks
 """
 
 from __future__ import annotations
@@ -20,9 +27,11 @@ import os
 import platform
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import time
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -40,8 +49,7 @@ def digits_as_png(data_dir: str | None, n: int = 256) -> list[bytes]:
 
         images = load_split(Path(data_dir), "test", 0, False).images[:n].numpy()  # (n, 28, 28) uint8
     else:
-        sys.path.insert(0, str(ROOT / "tests"))
-        from drawn import draw_shape
+        from rnnmnist.redraw import draw_shape
 
         images = np.stack([(draw_shape(k) * 255).astype(np.uint8) for k in "017"] * (n // 3))
     out = []
@@ -55,9 +63,9 @@ def digits_as_png(data_dir: str | None, n: int = 256) -> list[bytes]:
 def reference(checkpoint: str, pngs: list[bytes], trace: bool, seconds: float = 3.0) -> float:
     """Images/s for the same work in-process, one image at a time: decode, preprocess, predict."""
     import torch
-    from rnnmnist.images import load_digit
 
     from rnnmnist.checkpoint import load_model
+    from rnnmnist.decode import load_digit
     from rnnmnist.predict import predict_digits
 
     torch.set_num_threads(1)  # as the server runs it
@@ -134,6 +142,181 @@ async def load(url: str, pngs: list[bytes], requests: int, concurrency: int, tra
     }
 
 
+# --- attacks
+
+
+def one_bit_png(width: int, height: int) -> bytes:
+    """A real, decodable 1-bit PNG of width x height blank pixels: 6 KB for 49 MP."""
+    row = b"\0" + b"\xff" * ((width + 7) // 8)
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
+    idat = zlib.compress(row * height, 9)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+
+
+def percentiles(seconds: list[float]) -> dict:
+    if not seconds:
+        return {"n": 0}
+    ms = np.array(seconds) * 1000
+    return {
+        "n": len(ms),
+        "p50_ms": round(float(np.percentile(ms, 50)), 1),
+        "p99_ms": round(float(np.percentile(ms, 99)), 1),
+        "max_ms": round(float(ms.max()), 1),
+    }
+
+
+async def stalled_upload(port: int, every: float, until: float) -> tuple[str, float]:
+    """POST a 100 kB body a byte every ``every`` s; what the server answered (or did) and after how long."""
+    started = time.perf_counter()
+    reader, writer = await asyncio.open_connection(HOST, port)
+    writer.write(
+        f"POST /api/predict HTTP/1.1\r\nHost: {HOST}\r\nContent-Type: image/png\r\n"
+        "Content-Length: 100000\r\n\r\n".encode()
+    )
+    outcome = "still open"
+    try:
+        while time.perf_counter() < until:
+            writer.write(b"\x89")
+            await writer.drain()
+            try:
+                line = await asyncio.wait_for(reader.readline(), every)
+            except TimeoutError:
+                continue
+            outcome = line.decode("latin-1").split(" ")[1] if line.startswith(b"HTTP/") else "closed"
+            break
+    except ConnectionError:
+        outcome = "closed"
+    finally:
+        writer.close()
+    return outcome, time.perf_counter() - started
+
+
+def multipart(files: list[tuple[str, bytes]], boundary: str = "rnnmnist-bench") -> tuple[bytes, str]:
+    """A multipart/form-data body of (name, PNG) files, built once: the attackers send it as it is."""
+    parts = [
+        f'--{boundary}\r\nContent-Disposition: form-data; name="files"; filename="{name}"\r\n'
+        f"Content-Type: image/png\r\n\r\n".encode()
+        + data
+        + b"\r\n"
+        for name, data in files
+    ]
+    return b"".join(parts) + f"--{boundary}--\r\n".encode(), f"multipart/form-data; boundary={boundary}"
+
+
+async def _attackers(url: str, port: int, kind: str, seconds: float, attackers: int) -> dict:
+    import httpx
+
+    until = time.perf_counter() + seconds
+    outcomes: dict[str, int] = {}
+    times: list[float] = []
+
+    def tally(outcome: str, took: float) -> None:
+        outcomes[outcome] = outcomes.get(outcome, 0) + 1
+        times.append(took)
+
+    async def bomber(body: bytes, kind: str) -> None:
+        async with httpx.AsyncClient(base_url=url, timeout=120) as http:
+            while time.perf_counter() < until:
+                started = time.perf_counter()
+                try:
+                    r = await http.post("/api/predict/batch", content=body, headers={"content-type": kind})
+                    tally(str(r.status_code), time.perf_counter() - started)
+                except httpx.HTTPError as e:
+                    tally(type(e).__name__, time.perf_counter() - started)
+
+    async def staller() -> None:
+        while time.perf_counter() < until:
+            tally(*await stalled_upload(port, 3.0, until))
+
+    bomb = one_bit_png(7000, 7000)  # 49 MP in 6 KB
+    if kind == "batch bomb":
+        body, content_type = multipart([(f"{i}.png", bomb) for i in range(256)])  # 1.5 MB, 12,544 MP
+        await asyncio.gather(*(bomber(body, content_type) for _ in range(attackers)))
+    elif kind == "largest admitted":
+        body, content_type = multipart([("big.png", bomb)])
+        await asyncio.gather(*(bomber(body, content_type) for _ in range(attackers)))
+    elif kind == "stalled uploads":
+        await asyncio.gather(*(staller() for _ in range(attackers)))
+    return {"attack_outcomes": outcomes, "attack_request": percentiles(times)}
+
+
+def run_attackers(url: str, port: int, kind: str, seconds: float, attackers: int) -> dict:
+    """The attack, in a process of its own: its clients' work must not slow the probes that measure it."""
+    return asyncio.run(_attackers(url, port, kind, seconds, attackers))
+
+
+async def probes(url: str, seconds: float, png: bytes) -> dict:
+    """/api/health every 50 ms, and one honest client's /api/predict (a digit PNG) every 100 ms."""
+    import httpx
+
+    until = time.perf_counter() + seconds
+    health: list[float] = []
+    honest: list[float] = []
+
+    async def probe() -> None:
+        async with httpx.AsyncClient(base_url=url, timeout=60) as http:
+            while time.perf_counter() < until:
+                started = time.perf_counter()
+                r = await http.get("/api/health")
+                if r.status_code == 200:
+                    health.append(time.perf_counter() - started)
+                await asyncio.sleep(max(0.0, 0.05 - (time.perf_counter() - started)))
+
+    async def predict() -> None:
+        async with httpx.AsyncClient(base_url=url, timeout=60) as http:
+            while time.perf_counter() < until:
+                started = time.perf_counter()
+                r = await http.post("/api/predict", files={"file": ("digit.png", png, "image/png")})
+                if r.status_code == 200:
+                    honest.append(time.perf_counter() - started)
+                await asyncio.sleep(0.1)
+
+    await asyncio.gather(probe(), predict())
+    return {"health": percentiles(health), "honest_predict": percentiles(honest)}
+
+
+def attacks(url: str, port: int, png: bytes, stall_seconds: float) -> list[dict]:
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    plan = [
+        ("none", 5.0, 0),
+        ("batch bomb", 10.0, 4),
+        ("largest admitted", 10.0, 4),
+        ("stalled uploads", stall_seconds, 48),
+    ]
+    results = []
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        pool.submit(time.sleep, 0).result()  # the process started before the clock does
+        for kind, seconds, attackers in plan:
+            attack = pool.submit(run_attackers, url, port, kind, seconds, attackers)
+            measured = asyncio.run(probes(url, seconds, png))
+            results.append({"attack": kind, "attackers": attackers, "seconds": seconds, **measured, **attack.result()})
+    return results
+
+
+def show_attacks(results: list[dict]) -> None:
+    def part(name: str, p: dict) -> str:
+        if not p.get("n"):
+            return f"{name}: none answered"
+        return f"{name} p50 {p['p50_ms']} / p99 {p['p99_ms']} / max {p['max_ms']} ms ({p['n']})"
+
+    for r in results:
+        print(
+            f"{r['attack']} ({r['attackers']} attackers, {r['seconds']:g} s): {part('/api/health', r['health'])}; "
+            f"{part('honest /api/predict', r['honest_predict'])}"
+            + (
+                f"; attack requests {r['attack_outcomes']}, {part('answered in', r['attack_request'])}"
+                if r["attack_outcomes"]
+                else ""
+            )
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("checkpoint")
@@ -143,11 +326,15 @@ def main() -> None:
     parser.add_argument("--data-dir", default=os.environ.get("RNNMNIST_DATA_DIR"), help="real MNIST test digits")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--attacks", action="store_true", help="measure latency under hostile clients instead")
+    parser.add_argument(
+        "--stall-seconds", type=float, default=40.0, help="how long the stalled uploads go on (past the body timeout)"
+    )
     args = parser.parse_args()
 
     sys.path.insert(0, str(ROOT))
     pngs = digits_as_png(args.data_dir)
-    in_process = reference(args.checkpoint, pngs, args.trace)
+    in_process = None if args.attacks else reference(args.checkpoint, pngs, args.trace)
     port = free_port()
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     command = [sys.executable, "-m", "rnnmnist", "serve", args.checkpoint, "--host", HOST, "--port", str(port)]
@@ -162,12 +349,22 @@ def main() -> None:
                     break
             except httpx.TransportError:
                 time.sleep(0.1)
-        server_before, client_before = cpu_seconds(server.pid), time.process_time()
-        result = asyncio.run(load(url, pngs, args.requests, args.concurrency, args.trace))
-        server_after, client_after = cpu_seconds(server.pid), time.process_time()
+        if args.attacks:
+            results = attacks(url, port, pngs[0], args.stall_seconds)
+        else:
+            server_before, client_before = cpu_seconds(server.pid), time.process_time()
+            result = asyncio.run(load(url, pngs, args.requests, args.concurrency, args.trace))
+            server_after, client_after = cpu_seconds(server.pid), time.process_time()
     finally:
         server.send_signal(signal.SIGINT)
         server.wait(timeout=30)
+    if args.attacks:
+        machine = {"cpus": os.cpu_count(), "machine": platform.processor() or platform.machine()}
+        if args.json:
+            print(json.dumps({"attacks": results, **machine}))
+        else:
+            show_attacks(results)
+        return
     result.update(
         {
             "trace": args.trace,
