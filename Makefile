@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 ARGS   ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-nobf16 test-slow lint format train bench clean
+.PHONY: help install test test-nobf16 test-slow lint format train bench wheel wheel-smoke clean
 
 help: ## List the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-12s %s\n", $$1, $$2}'
@@ -15,7 +15,7 @@ install: $(STAMP) ## Create .venv/ and install rnnmnist (editable) with its dev 
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet -e '.[dev,plot,export,tensorboard,serve,sweep,postgres]'
+	$(BIN)/pip install --quiet -e '.[dev,all]'
 	touch $@
 
 test: install ## Run the test suite, then its precision tests as on a CPU without bf16 (real-data tests need RNNMNIST_DATA_DIR)
@@ -36,11 +36,18 @@ format: install ## Reformat the code with ruff
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-train: install ## Train with the default recipe; pass flags with ARGS="--config configs/seed.toml"
+train: install ## Train with the default recipe; pass flags with ARGS="--config seed"
 	$(BIN)/rnnmnist train $(ARGS)
 
 bench: install ## Run the benchmarks (minutes; needs the real MNIST in RNNMNIST_DATA_DIR)
 	$(BIN)/python bench/run.py $(ARGS)
+
+wheel: install ## Build dist/rnnmnist-VERSION-py3-none-any.whl (the presets and the serve page inside)
+	rm -rf build dist
+	$(BIN)/python -m build --wheel
+
+wheel-smoke: wheel ## Install the wheel in a fresh venv outside the checkout; train, eval, predict from another folder
+	bash .ci/wheel-smoke.sh dist/rnnmnist-*.whl
 
 clean: ## Remove .venv/ and caches (runs/ is kept)
 	rm -rf $(VENV) .pytest_cache .ruff_cache
