@@ -11,12 +11,18 @@ checkpoint and no torch import (measured in docs/README-experiments.md).
 
 from __future__ import annotations
 
+import io
+import os
 import pickle
+import pickletools
+import stat
+import struct
 import zipfile
+import zlib
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from rnnmnist.errors import CheckpointError, one_line
 
@@ -59,21 +65,83 @@ class _PlainUnpickler(pickle.Unpickler):
         return _Storage()
 
 
+class NotRegularFileError(OSError):
+    """A path that is a FIFO, a device, a socket or a folder: reading it could block or never end."""
+
+
+def open_regular(path: Path) -> IO[bytes]:
+    """``path`` opened for reading, refused unless it is a regular file (:class:`NotRegularFileError`).
+
+    Opened without blocking, then checked: a FIFO would otherwise wait for a writer forever, and
+    checking before opening leaves a moment for the file to be swapped.
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise NotRegularFileError(f"{path} is not a regular file")
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def _check_memo(data: bytes) -> None:
+    """Refuse a memo index beyond the pickle's length (no pickle that size stores that many objects).
+
+    The C unpickler grows its memo list to the largest index it is given and zeroes it: one changed
+    byte (BINPUT becoming LONG_BINPUT) asks for gigabytes and seconds of work. ``pickletools`` reads the
+    opcodes without building anything.
+    """
+    for opcode, arg, _ in pickletools.genops(data):
+        if opcode.name in ("PUT", "BINPUT", "LONG_BINPUT") and not 0 <= int(arg) <= len(data):
+            raise pickle.UnpicklingError(f"memo index {arg} in a pickle of {len(data):,} bytes")
+
+
+def _unpickle(stream: IO[bytes]) -> Any:
+    """The plain pickle in ``stream``; a damaged one raises :class:`pickle.UnpicklingError`.
+
+    This is the boundary where any exception is caught, deliberately: pickle's documentation says that
+    unpickling bad bytes "may raise other exceptions, including (but not necessarily limited to)
+    AttributeError, EOFError, ImportError, and IndexError", and mutated checkpoints also raise
+    MemoryError, OverflowError, KeyError, TypeError, ValueError (and the zip member's CRC check
+    BadZipFile) from inside ``load``. The set is open, and nothing but the pickle machine runs in
+    here (:meth:`_PlainUnpickler.find_class` admits only the plain builders above), so every exception
+    means one thing: these bytes are not a checkpoint.
+    """
+    try:
+        data = stream.read(MAX_PICKLE_BYTES + 1)
+        if len(data) > MAX_PICKLE_BYTES:
+            raise pickle.UnpicklingError(f"data.pkl is over {MAX_PICKLE_BYTES:,} bytes, too large to be plain")
+        _check_memo(data)
+        return _PlainUnpickler(io.BytesIO(data)).load()
+    except pickle.UnpicklingError:
+        raise
+    except Exception as e:  # the documented boundary above: any exception here means damaged bytes
+        raise pickle.UnpicklingError(one_line(f"{type(e).__name__}: {e}" if str(e) else type(e).__name__)) from None
+
+
 def peek(path: Path) -> dict[str, Any]:
     """The checkpoint's dictionary with tensors as :class:`TensorStub`; a one-line CheckpointError if it is
-    not an rnnmnist checkpoint."""
+    not an rnnmnist checkpoint (whatever its bytes), or not a regular file."""
     try:
-        with zipfile.ZipFile(path) as archive:
+        with open_regular(path) as f, zipfile.ZipFile(f) as archive:
             names = [n for n in archive.namelist() if n.endswith("/data.pkl") and n.count("/") == 1]
             if len(names) != 1:
                 raise CheckpointError(f"{path} is not an rnnmnist checkpoint (no PyTorch data.pkl inside)")
             info = archive.getinfo(names[0])
             if info.file_size > MAX_PICKLE_BYTES:
                 raise CheckpointError(f"{path}: its data.pkl is {info.file_size:,} bytes, too large to be plain")
-            raw = _PlainUnpickler(archive.open(info)).load()
+            with archive.open(info) as member:
+                raw = _unpickle(member)
     except CheckpointError:
         raise
-    except (OSError, zipfile.BadZipFile, pickle.UnpicklingError, EOFError, ValueError, TypeError) as e:
+    except NotRegularFileError as e:
+        raise CheckpointError(str(e)) from None
+    # What zipfile raises on a damaged archive (a bad header, an unknown compression or version, a bad CRC).
+    except (OSError, zipfile.BadZipFile, NotImplementedError, EOFError, ValueError, struct.error, zlib.error) as e:
+        raise CheckpointError(f"{path} is not an rnnmnist checkpoint ({one_line(e, 120)})") from None
+    except pickle.UnpicklingError as e:
         raise CheckpointError(f"{path} is not an rnnmnist checkpoint ({one_line(e, 120)})") from None
     if not isinstance(raw, dict) or raw.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not an rnnmnist checkpoint (no rnnmnist format marker)")

@@ -8,12 +8,18 @@ finished   checkpoint.pt is final (it holds the test metrics)
 running    a process holds the folder's lock now (Linux: seen in /proc/locks, without taking the lock)
 resumable  checkpoint.pt is resumable: interrupted, stopped early (a sweep's pruner), or killed after a save
 failed     no usable checkpoint: killed or diverged before any save, or never trained a step
+damaged    a file it holds cannot be read: config.toml is not TOML, checkpoint.pt is not a
+           checkpoint, or a file is not a regular file (a FIFO is never opened: it could block)
+
+A damaged folder is listed with the reason (``problem``), never aborts the listing,
+and sorts last.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import time
 import tomllib
@@ -21,11 +27,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rnnmnist import config
+from rnnmnist import config, jsonout
 from rnnmnist.errors import BadValueError, CheckpointError, RnnmnistError, one_line
-from rnnmnist.peek import peek
+from rnnmnist.peek import NotRegularFileError, open_regular, peek
 
-STATUSES = ("finished", "running", "resumable", "failed")
+STATUSES = ("finished", "running", "resumable", "failed", "damaged")
+MAX_CONFIG_BYTES = 1 << 20  # a run's config.toml is under 2 KB
 # Always differs from the defaults in a run folder ("auto" is stored resolved), so it says nothing.
 NOT_IN_DIFF = ("precision",)
 SKIPPED_FOLDERS = ("tensorboard", "__pycache__")
@@ -82,15 +89,18 @@ class RunInfo:
         return self.config.get(key, getattr(config.DEFAULTS, key, None))
 
     def to_json(self) -> dict[str, Any]:
+        """Plain JSON values: a TOML date in config.toml as its ISO text, a NaN as None."""
         record = {key: getattr(self, key) for key in SORT_KEYS}
         record["date"] = _iso(self.date)
-        return {
-            **record,
-            "path": str(self.path),
-            "config_diff": self.diff,
-            "config": self.config,
-            "problem": self.problem,
-        }
+        return jsonout.plain(
+            {
+                **record,
+                "path": str(self.path),
+                "config_diff": self.diff,
+                "config": self.config,
+                "problem": self.problem,
+            }
+        )
 
 
 def _iso(stamp: float | None) -> str | None:
@@ -118,58 +128,82 @@ def _is_locked(folder: Path, held: set[tuple[int, int, int]]) -> bool:
     return (os.major(st.st_dev), os.minor(st.st_dev), st.st_ino) in held
 
 
-def _last_line(path: Path) -> dict[str, Any] | None:
-    """The last complete JSON line of metrics.jsonl, read from its end."""
+def _last_line(path: Path) -> tuple[dict[str, Any] | None, str | None]:
+    """The last complete JSON line of metrics.jsonl, read from its end; and what is wrong with the file."""
     try:
-        with path.open("rb") as f:
+        with open_regular(path) as f:
             f.seek(0, os.SEEK_END)
             size = f.tell()
             f.seek(max(0, size - TAIL_BYTES))
             tail = f.read()
+    except NotRegularFileError:
+        return None, "metrics.jsonl is not a regular file"
     except OSError:
-        return None
+        return None, None  # no metrics.jsonl (or gone): nothing logged yet
     for line in reversed(tail.splitlines()):
         with contextlib.suppress(ValueError):
             record = json.loads(line)
             if isinstance(record, dict):
-                return record
-    return None
+                return record, None
+    return None, None
 
 
 def _number(value: Any) -> float | None:
-    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+    """A finite number as a float; None for anything else (a bool, a NaN, an int no float holds)."""
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return None
+    try:
+        number = float(value)
+    except OverflowError:
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _count(value: Any) -> int | None:
+    """A step count: an int >= 0, not a bool (``true`` is no step)."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
 
 
 def _read_config(path: Path) -> tuple[dict[str, Any], str | None]:
     try:
-        values = tomllib.loads(path.read_text(encoding="utf-8"))
+        with open_regular(path) as f:
+            text = f.read(MAX_CONFIG_BYTES + 1)
+        if len(text) > MAX_CONFIG_BYTES:
+            return {}, f"config.toml is over {MAX_CONFIG_BYTES:,} bytes: not a run's config"
+        values = tomllib.loads(text.decode("utf-8"))
+    except NotRegularFileError:
+        return {}, "config.toml is not a regular file"
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
         return {}, f"config.toml unreadable: {one_line(e, 100)}"
     return {k: v for k, v in values.items() if not isinstance(v, dict)}, None
 
 
 def read_run(folder: Path, name: str | None = None, held: set[tuple[int, int, int]] | None = None) -> RunInfo:
-    """One run folder's row; never raises for a damaged folder (its ``problem`` says what is wrong)."""
+    """One run folder's row; never raises for a damaged folder (status damaged, ``problem`` says why)."""
     held = _locked_inodes() if held is None else held
     cfg_file, ckpt_file = folder / "config.toml", folder / "checkpoint.pt"
     cfg, problem = _read_config(cfg_file)
     info = RunInfo(name=name or str(folder), path=folder, status="failed", config=cfg, problem=problem)
     with contextlib.suppress(OSError):
         info.date = cfg_file.stat().st_mtime
-    last = _last_line(folder / "metrics.jsonl")
+    last, metrics_problem = _last_line(folder / "metrics.jsonl")
+    problem = problem or metrics_problem
     if last is not None:
-        info.steps = last.get("step") if isinstance(last.get("step"), int) else None
+        info.steps = _count(last.get("step"))
         info.train_seconds = _number(last.get("elapsed"))
-    if ckpt_file.is_file():
+    if os.path.lexists(ckpt_file):  # a FIFO or a dangling link is there, and damaged: peek refuses it
         try:
             _from_checkpoint(info, peek(ckpt_file))
         except CheckpointError as e:
-            info.problem = str(e)
+            problem = problem or str(e)
     elif problem is None:
         info.problem = "no checkpoint.pt: stopped before its first save" if info.steps else "never trained a step"
     if info.status != "finished" and info.best_val_accuracy is None and (folder / "best.pt").is_file():
-        with contextlib.suppress(CheckpointError):
-            info.best_val_accuracy = _number(peek(folder / "best.pt").get("metrics", {}).get("val_accuracy"))
+        with contextlib.suppress(CheckpointError):  # an extra figure: without it the row is still right
+            metrics = peek(folder / "best.pt").get("metrics")
+            info.best_val_accuracy = _number(metrics.get("val_accuracy")) if isinstance(metrics, dict) else None
+    if problem is not None:
+        info.status, info.problem = "damaged", problem
     if _is_locked(folder, held):
         info.status = "running"
     return info
@@ -180,13 +214,13 @@ def _from_checkpoint(info: RunInfo, raw: dict[str, Any]) -> None:
     training = raw.get("training")
     if isinstance(training, dict):
         info.status = "resumable"
-        info.steps = training.get("step") if isinstance(training.get("step"), int) else info.steps
+        info.steps = _count(training.get("step")) if _count(training.get("step")) is not None else info.steps
         info.train_seconds = _number(training.get("train_seconds")) or info.train_seconds
         best = _number(training.get("best_val_accuracy"))
         info.best_val_accuracy = best if best is not None and best >= 0 else None
         return
     info.status = "finished"
-    info.steps = metrics.get("steps") if isinstance(metrics.get("steps"), int) else info.steps
+    info.steps = _count(metrics.get("steps")) if _count(metrics.get("steps")) is not None else info.steps
     for key in ("test_accuracy", "test_loss", "val_accuracy", "wall_seconds", "train_seconds"):
         setattr(info, key, _number(metrics.get(key)))
     best = metrics.get("best")
@@ -264,10 +298,24 @@ def select(runs: list[RunInfo], where: list[tuple[str, Any]], sort: str | None, 
     key = sort.replace("-", "_")
     if key not in SORT_KEYS and key not in config.CONFIG_FIELDS:
         raise BadValueError(f"--sort {sort}: sort by one of {', '.join(SORT_KEYS)} or a config key")
-    present = [r for r in kept if r.value(key) is not None]
-    missing = [r for r in kept if r.value(key) is None]
     descending = (key in BEST_FIRST) != reverse
-    return sorted(present, key=lambda r: r.value(key), reverse=descending) + missing
+    # Values of one kind compare; a damaged file's config may hold any kind. So: numbers, then text, then
+    # anything else (by its JSON), each sorted; then runs without a value (or a NaN); damaged runs last.
+    groups: list[list[tuple[Any, RunInfo]]] = [[], [], [], [], []]
+    for r in kept:
+        value = r.value(key)
+        if r.status == "damaged":
+            groups[4].append((0, r))
+        elif value is None or (isinstance(value, float) and math.isnan(value)):
+            groups[3].append((0, r))
+        elif isinstance(value, (int, float)):
+            groups[0].append((value, r))
+        elif isinstance(value, str):
+            groups[1].append((value, r))
+        else:
+            groups[2].append((jsonout.dumps(value, sort_keys=True), r))
+    ordered = [sorted(g, key=lambda pair: pair[0], reverse=descending) for g in groups[:3]] + groups[3:]
+    return [r for group in ordered for _, r in group]
 
 
 # --- compare
@@ -277,10 +325,8 @@ class Comparison:
     differing: list[str]  # config keys whose values are not all the same
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "differing_keys": self.differing,
-            "runs": [{**r.to_json(), "config_differing": {k: r.value(k) for k in self.differing}} for r in self.runs],
-        }
+        runs = [{**r.to_json(), "config_differing": {k: r.value(k) for k in self.differing}} for r in self.runs]
+        return jsonout.plain({"differing_keys": self.differing, "runs": runs})
 
 
 def compare(folders: list[Path]) -> Comparison:
@@ -291,5 +337,5 @@ def compare(folders: list[Path]) -> Comparison:
             raise RnnmnistError(f"{folder} holds no config.toml: is it an rnnmnist run folder?")
         runs.append(read_run(folder, str(folder)))
     keys = list(config.CONFIG_FIELDS) + sorted({k for r in runs for k in r.config} - set(config.CONFIG_FIELDS))
-    differing = [k for k in keys if len({json.dumps(r.value(k)) for r in runs}) > 1]
+    differing = [k for k in keys if len({jsonout.dumps(r.value(k), sort_keys=True) for r in runs}) > 1]
     return Comparison(runs, differing)

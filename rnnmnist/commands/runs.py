@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from pathlib import Path
@@ -30,7 +29,7 @@ Examples:
 """
 PIPE_WIDTH = 150
 DIFF_WIDTH = 44  # characters of the config diff shown in the table (--json has all of it)
-STATUS_STYLE = {"finished": "green", "running": "cyan", "resumable": "yellow", "failed": "red"}
+STATUS_STYLE = {"finished": "green", "running": "cyan", "resumable": "yellow", "failed": "red", "damaged": "magenta"}
 
 
 def pct(x: float | None) -> str:
@@ -65,7 +64,9 @@ class _Output:
             self.console.width = max(self.console.width, PIPE_WIDTH)
 
     def emit_json(self, payload: dict[str, Any]) -> None:
-        sys.stdout.write(json.dumps(payload) + "\n")
+        from rnnmnist import jsonout
+
+        sys.stdout.write(jsonout.dumps(payload) + "\n")
         sys.stdout.flush()
 
     def line(self, text: str) -> None:
