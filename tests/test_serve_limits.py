@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from rnnmnist.redraw import draw_shape
 
@@ -91,6 +93,33 @@ def test_a_bad_item_fails_alone_in_a_batch(client: TestClient, seven: bytes) -> 
     good, huge, infinite, one = r.json()["predictions"]
     assert_record(good) and assert_record(one)
     assert "finite" in huge["error"] and "finite" in infinite["error"]
+
+
+JSON_SCALARS = (
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.integers(min_value=10**300, max_value=10**500)
+    | st.floats()
+    | st.text(max_size=3)
+)
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    cell=JSON_SCALARS | st.lists(JSON_SCALARS, max_size=2) | st.dictionaries(st.text(max_size=2), JSON_SCALARS),
+    where=st.tuples(st.integers(0, 27), st.integers(0, 27)),
+)
+def test_any_json_value_among_pixels_is_a_4xx_and_fails_alone(client: TestClient, cell: object, where: tuple) -> None:
+    pixels = draw_shape("1").tolist()
+    pixels[where[0]][where[1]] = cell
+    body = json.dumps({"images": [{"pixels": pixels}, {"pixels": draw_shape("7").tolist()}]}).encode()
+    r = client.post("/api/predict/batch", content=body, headers={"content-type": "application/json"})
+    assert r.status_code == 200, r.text  # the TestClient re-raises any exception inside the app, too
+    odd, seven = r.json()["predictions"]
+    assert_record(seven)
+    if "error" in odd:
+        assert "pixels" in odd["error"]
 
 
 # --- wrapped base64
