@@ -185,6 +185,12 @@ def test_empty_host_is_refused_up_front(model: Path) -> None:
 # --- the decode budget
 
 
+def test_help_states_the_limits() -> None:
+    text = " ".join(CliRunner().invoke(cli, ["serve", "--help"]).output.split())
+    assert f"{serve_module.MAX_BODY // 2**20} MB" in text and f"within {serve_module.BODY_TIMEOUT:g} s" in text
+    assert f"{serve_module.MAX_REQUEST_PIXELS / 1e6:g} MP in all" in text and f"{MAX_PIXELS / 1e6:g} MP each" in text
+
+
 def test_a_batch_over_the_pixel_budget_is_refused_before_decoding(client: TestClient) -> None:
     bomb = one_bit_png(7000, 7000)  # 49 MP: under the per-image limit, 6 KB
     assert 7000 * 7000 <= MAX_PIXELS < 2 * 7000 * 7000 and serve_module.MAX_REQUEST_PIXELS < 2 * 7000 * 7000

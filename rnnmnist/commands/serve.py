@@ -167,8 +167,9 @@ def serve(common: Common, checkpoint: Path, host: str, port: int, threads: int, 
     POST /api/predict/batch   many images
     GET  /api/health, /api/model, /docs, /openapi.json
 
-    The model is loaded once. Requests over 10 MB are refused (413). Ctrl-C stops
-    the server (exit code 130). Needs rnnmnist[serve] (FastAPI, uvicorn).
+    The model is loaded once. A request may send 10 MB (else 413), within 30 s
+    (else 408), of images that decode to 64 MP in all (else 413; 50 MP each).
+    Ctrl-C stops the server (exit code 130). Needs rnnmnist[serve] (FastAPI, uvicorn).
     """
     _require_serve()
     local = _loopback(host)
