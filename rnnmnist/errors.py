@@ -1,6 +1,18 @@
 """Errors a user can cause. The CLI prints their message as one line and exits."""
 
 
+# The program's exit codes, in one place: the CLI reference (docs/reference/cli.md) renders this table and
+# tests/test_docs.py checks the error classes' codes and the signal codes against it.
+EXIT_CODES: dict[int, str] = {
+    0: "success",
+    1: "a failure the user can fix: data missing or malformed, a checkpoint that cannot be used, "
+    "a gate not met (eval --min-accuracy), an output that cannot be written",
+    2: "a usage error: an unknown flag, a value out of range, a config file or preset that cannot be used",
+    130: "interrupted by SIGINT (Ctrl-C); files already written are intact",
+    143: "terminated by SIGTERM; files already written are intact",
+}
+
+
 class RnnmnistError(Exception):
     """A failure the user can act on (missing data, bad checkpoint, ...); exit code 1."""
 
