@@ -1,6 +1,5 @@
 """Errors a user can cause. The CLI prints their message as one line and exits."""
 
-
 # The program's exit codes, in one place: the CLI reference (docs/reference/cli.md) renders this table and
 # tests/test_docs.py checks the error classes' codes and the signal codes against it.
 EXIT_CODES: dict[int, str] = {
