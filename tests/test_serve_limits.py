@@ -332,6 +332,8 @@ def test_real_server_overflow_and_stop_while_stalled(model: Path, seven: bytes, 
             s.close()
         held = []
         time.sleep(0.3)
+        upgrade = {"connection": "Upgrade", "upgrade": "websocket"}  # uvicorn warns, twice, and answers as HTTP
+        assert httpx.get(url + "/api/health", headers=upgrade, timeout=10).status_code == 200
         with socket.create_connection(("127.0.0.1", port)) as bad:  # malformed HTTP
             bad.sendall(b"GARBAGE / HTTP/1.1\r\n\r\n")
             assert bad.recv(1000).startswith(b"HTTP/1.1 400")
@@ -356,9 +358,10 @@ def test_real_server_overflow_and_stop_while_stalled(model: Path, seven: bytes, 
     assert "Traceback" not in text and "CancelledError" not in text and "Exception in ASGI" not in text, text
     assert "Exceeded concurrency limit." not in text.splitlines(), text
     assert "Invalid HTTP request received." not in text.splitlines(), text
+    assert "WebSocket library" not in text and "Unsupported upgrade request." not in text.splitlines(), text
     assert f"stopped ({signal.Signals(signum).name})" in text
     assert took < 4, text  # the stalled upload does not hold the stop for the graceful timeout (5 s)
     if quiet:
         assert "503" not in text and "400" not in text, text
     else:
-        assert "503" in text and "connections" in text and "malformed" in text, text
+        assert "503" in text and "connections" in text and "malformed" in text and "WebSocket" in text, text

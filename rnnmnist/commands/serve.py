@@ -114,6 +114,10 @@ class _UvicornLines(logging.Handler):
             line = f"{stamp} 503 refused a request: {MAX_CONNECTIONS} connections are open, the most served at once"
         elif message.startswith("Invalid HTTP request"):
             line = f"{stamp} 400 refused a malformed HTTP request"
+        elif message.startswith("Unsupported upgrade request"):
+            line = f"{stamp} a request asked to switch to WebSocket, which this server does not offer"
+        elif message.startswith("No supported WebSocket library"):
+            return  # uvicorn's hint to install one: the page and API need none
         elif message.startswith("Cancel ") and record.args:
             _log(f"stopping: {record.args[0]} request(s) still running after {GRACEFUL_SECONDS} s were cancelled")
             return
