@@ -25,6 +25,7 @@ from rnnmnist.run import Plan
 from rnnmnist.rundir import RunDir
 
 SUMMARY_FILE = "summary.json"
+MAX_SEEDS = 1000  # one run folder each: more is a typo (0-99999999999), not an experiment
 STATISTICS = ("test_accuracy", "test_loss", "wall_seconds")  # summarised over seeds
 REPORTED = ("test_accuracy", "test_loss", "val_accuracy", "wall_seconds", "train_seconds", "steps")
 # Settings that may differ between a stored seed run and the command continuing it.
@@ -36,23 +37,29 @@ def seed_folder(out: Path, seed: int) -> Path:
 
 
 def parse_seeds(text: str) -> list[int]:
-    """``0,1,2`` (or ``0-4``, or both mixed) as a list of distinct seeds, in order."""
-    seeds: list[int] = []
+    """``0,1,2`` (or ``0-4``, or both mixed) as a list of distinct seeds, in order; at most :data:`MAX_SEEDS`
+    (a range is measured before it is expanded: a typo such as 0-99999999999 is refused at once)."""
+    seen: dict[int, None] = {}  # an ordered set
     for part in text.split(","):
         part = part.strip()
         low, dash, high = part.partition("-")
         try:
-            values = range(int(low), int(high) + 1) if dash and low else [int(part)]
+            values = range(int(low), int(high) + 1) if dash and low else range(int(part), int(part) + 1)
         except ValueError:
             raise RnnmnistError(f"--seeds {text}: {part!r} is not a seed (write e.g. 0,1,2 or 0-4)") from None
+        if values.start < 0:
+            raise RnnmnistError(f"--seeds {text}: seeds are >= 0")
+        if not values:
+            raise RnnmnistError(f"--seeds {text}: {part} is an empty range (write low-high)")
+        if len(values) > MAX_SEEDS:
+            raise RnnmnistError(f"--seeds {text}: too many seeds (max {MAX_SEEDS})")
         for seed in values:
-            if seed < 0:
-                raise RnnmnistError(f"--seeds {text}: seeds are >= 0")
-            if seed not in seeds:
-                seeds.append(seed)
-    if not seeds:
+            seen[seed] = None
+            if len(seen) > MAX_SEEDS:
+                raise RnnmnistError(f"--seeds {text}: too many seeds (max {MAX_SEEDS})")
+    if not seen:
         raise RnnmnistError(f"--seeds {text}: no seed given")
-    return seeds
+    return list(seen)
 
 
 @dataclass(frozen=True)
@@ -153,7 +160,7 @@ def summarise(base: Config, seeds: list[int], out: Path) -> dict[str, Any]:
         "runs": runs,
         **{key: _stats([float(r[key]) for r in runs]) for key in STATISTICS},
     }
-    write_atomic(out / SUMMARY_FILE, (json.dumps(summary, indent=2) + "\n").encode("utf-8"))
+    write_atomic(out / SUMMARY_FILE, (json.dumps(summary, indent=2) + "\n").encode("utf-8"), owner="seeds")
     return summary
 
 

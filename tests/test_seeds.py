@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import statistics
+import subprocess
+import sys
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -38,6 +40,20 @@ def test_parse_seeds() -> None:
     assert parse_seeds("3-5, 1, 3") == [3, 4, 5, 1]
     with pytest.raises(RnnmnistError, match="'x' is not a seed"):
         parse_seeds("0,x")
+    assert parse_seeds("0-999, 0-999, 5") == list(range(1000))  # distinct seeds count, in order
+    with pytest.raises(RnnmnistError, match=r"too many seeds \(max 1000\)"):
+        parse_seeds("0-1000")
+    with pytest.raises(RnnmnistError, match=r"too many seeds \(max 1000\)"):
+        parse_seeds("0-999,2000")
+    with pytest.raises(RnnmnistError, match="5-3 is an empty range"):
+        parse_seeds("5-3")
+
+
+def test_a_huge_seed_range_is_refused_at_once() -> None:
+    """A typo (0-99999999999) must not expand 10**11 seeds first: a regression fails here, it does not hang."""
+    code = "from rnnmnist.seeds import parse_seeds\nparse_seeds('0-99999999999')"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
+    assert "too many seeds (max 1000)" in done.stderr
 
 
 def test_seeds_summary_and_continuing(tiny_data: Path, tmp_path: Path) -> None:
@@ -90,12 +106,21 @@ def test_seeds_summary_and_continuing(tiny_data: Path, tmp_path: Path) -> None:
         (("--seeds", "0,1", "--repeat", "2"), "give --seeds or --repeat, not both"),
         (("--seeds", "0,1", "--seed", "3"), "give --seed or --seeds"),
         (("--seeds", "0,a"), "'a' is not a seed"),
+        (("--seeds", "0-99999999999"), "too many seeds (max 1000)"),
+        (("--repeat", "99999999999"), "--repeat 99999999999: too many seeds (max 1000)"),
     ],
 )
 def test_seed_flags_are_checked(tiny_data: Path, tmp_path: Path, flags: tuple[str, ...], message: str) -> None:
     result = CliRunner().invoke(cli, _seeds(tiny_data, tmp_path / "s", *flags))
     assert result.exit_code == 2 and message in result.output
     assert not (tmp_path / "s").exists()
+
+
+def test_the_seed_limit_is_in_the_help() -> None:
+    from rnnmnist.seeds import MAX_SEEDS
+
+    help_text = " ".join(CliRunner().invoke(cli, ["train", "--help"]).output.split())
+    assert f"at most {MAX_SEEDS} seeds" in help_text
 
 
 def test_seeds_refuse_resume(tmp_path: Path) -> None:

@@ -20,13 +20,15 @@ from rnnmnist.commands.options import Common
 def seeds_from_flags(seeds: str | None, repeat: int | None, cfg: config.Config, typed: dict[str, Any]) -> list[int]:
     """The seeds --seeds or --repeat ask for (--repeat N: N seeds from --seed, default 0)."""
     from rnnmnist.errors import RnnmnistError
-    from rnnmnist.seeds import parse_seeds
+    from rnnmnist.seeds import MAX_SEEDS, parse_seeds
 
     if seeds is not None and repeat is not None:
         raise click.UsageError("give --seeds or --repeat, not both")
     if seeds is not None and "seed" in typed:
         raise click.UsageError("give --seed or --seeds, not both (--repeat N starts at --seed)")
     if repeat is not None:
+        if repeat > MAX_SEEDS:
+            raise click.BadParameter(f"--repeat {repeat}: too many seeds (max {MAX_SEEDS})", param_hint="--repeat")
         return list(range(cfg.seed, cfg.seed + repeat))
     try:
         return parse_seeds(seeds or "")

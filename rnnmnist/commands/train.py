@@ -106,9 +106,11 @@ def _default_out_dir() -> Path:
     "--seeds",
     metavar="LIST",
     help="Train once per seed (e.g. 0,1,2 or 0-4) into OUT/seed-N/, then summarise in OUT/summary.json; "
-    "the same command again continues the seeds not finished.",
+    "the same command again continues the seeds not finished; at most 1000 seeds.",
 )
-@click.option("--repeat", type=click.IntRange(min=1), help="Like --seeds with N seeds from --seed (default 0).")
+@click.option(
+    "--repeat", type=click.IntRange(min=1), help="Like --seeds with N seeds from --seed (default 0; at most 1000)."
+)
 @data_options
 @output_options
 @pass_common
