@@ -14,6 +14,7 @@ import contextlib
 import gzip
 import io
 import math
+import os
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -175,18 +176,60 @@ def _missing(raw: Path, names: tuple[str, ...]) -> list[str]:
 def _download(data_dir: Path, dataset: str = "mnist") -> None:
     """Fetch the data set with torchvision's class into ``data_dir/<its folder>/raw``.
 
-    Raises :class:`DataError` with the reason in a few words. Network waits are
-    bounded by the CLI (socket default timeout), not here: that is process-wide.
+    Raises :class:`DataError` with the reason in a few words; a failed download leaves
+    nothing behind that was not there before (torchvision makes the folders first).
+    Network waits are bounded by the CLI (socket default timeout), not here: that is process-wide.
     """
+    raw = raw_folder(data_dir, dataset)
+    folders = [raw, raw.parent, Path(data_dir)]  # innermost first: the order to remove them in
+    existed = {folder: folder.is_dir() for folder in folders}
+    before = set(_entries(raw))
     # torchvision prints progress and each failed mirror on stdout, which belongs to --json output.
     said = io.StringIO()
     try:
         with contextlib.redirect_stdout(said):
             spec(dataset).download(data_dir)
-    except PermissionError:
-        raise DataError(f"download failed: cannot write into {data_dir} (permission denied)") from None
     except (OSError, RuntimeError, ValueError) as e:  # URLError is an OSError; torchvision raises RuntimeError
+        _remove_new(raw, before, folders, existed)
+        if isinstance(e, PermissionError):
+            raise DataError(f"download failed: cannot write into {data_dir} (permission denied)") from None
         raise DataError("download failed: " + _download_problem(f"{said.getvalue()} {e}")) from None
+
+
+def _entries(folder: Path) -> list[Path]:
+    with contextlib.suppress(OSError):
+        return list(folder.iterdir())
+    return []
+
+
+def _remove_new(raw: Path, before: set[Path], folders: list[Path], existed: dict[Path, bool]) -> None:
+    """Undo a failed download: the files it began in ``raw`` and the folders it made (only if empty)."""
+    for path in _entries(raw):
+        if path not in before and path.is_file() and not path.is_symlink():
+            with contextlib.suppress(OSError):
+                path.unlink()
+    for folder in folders:
+        if not existed[folder]:
+            with contextlib.suppress(OSError):
+                folder.rmdir()  # refuses a folder that is not empty: nothing of anyone else's goes
+
+
+def _misplaced(data_dir: Path, names: tuple[str, ...], dataset: str) -> str | None:
+    """Why ``data_dir`` is the wrong folder although the files are near: it is the data set's own folder
+    or its raw folder (the likeliest mistake), or holds the files directly. None when it is not that."""
+    s = spec(dataset)
+    name = "--data-dir"
+    here = Path(os.path.abspath(data_dir))  # as typed, made absolute: the parent named is one the user knows
+    if here.name == s.folder and not _missing(here / "raw", names):
+        return f"{name} {data_dir} is the {s.folder} folder itself: use its parent: --data-dir {here.parent}"
+    if here.name == "raw" and here.parent.name == s.folder and not _missing(here, names):
+        return f"{name} {data_dir} is the {s.folder}/raw folder itself: use --data-dir {here.parent.parent}"
+    if not _missing(here, names):
+        return (
+            f"{name} {data_dir} holds the {s.title} files directly, but rnnmnist reads them from "
+            f"{s.folder}/raw/ inside it: move them into {Path(data_dir) / s.folder / 'raw'}"
+        )
+    return None
 
 
 def _download_problem(text: str) -> str:
@@ -209,6 +252,9 @@ def ensure_files(data_dir: str | Path, names: tuple[str, ...], download: bool, d
     missing = _missing(raw, names)
     if not missing:
         return raw
+    misplaced = _misplaced(Path(data_dir), names, dataset)
+    if misplaced is not None:  # before any download, which would fetch a second copy inside it
+        raise DataError(misplaced)
     reason = "downloading is turned off (--no-download)"
     if download:
         try:

@@ -119,3 +119,48 @@ def test_batch_larger_than_split() -> None:
 def test_tiny_fixture_is_valid(tmp_path: Path) -> None:
     root = make_tiny_mnist(tmp_path, n_train=30, n_test=10)
     assert len(load_split(root, "test", 0, download=False)) == 10
+
+
+# --- --data-dir: the likeliest mistake named, and a failed download leaves nothing behind
+
+
+def _listing(folder: Path) -> list[str]:
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*")) if folder.exists() else ["(none)"]
+
+
+@pytest.mark.parametrize("made", ["nothing", "the folder", "MNIST/", "MNIST/raw/ with a file"])
+def test_a_failed_download_leaves_the_data_folder_as_it_was(
+    tmp_path: Path, made: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Every request goes to a closed local port: the download fails at once, with or without a network.
+    for name in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY"):
+        monkeypatch.setenv(name, "http://127.0.0.1:9")
+    monkeypatch.delenv("no_proxy", raising=False)
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    data = tmp_path / "data"
+    if made != "nothing":
+        data.mkdir()
+    if made.startswith("MNIST/"):
+        (data / "MNIST").mkdir()
+    if made.endswith("with a file"):
+        (data / "MNIST" / "raw").mkdir()
+        (data / "MNIST" / "raw" / "notes.txt").write_text("mine")
+    before = _listing(data)
+    with pytest.raises(DataError, match="download failed"):
+        load_mnist(data, val_size=100, download=True)
+    assert _listing(data) == before
+
+
+def test_the_mnist_folder_itself_is_named_with_its_parent(tiny_data: Path) -> None:
+    with pytest.raises(DataError, match=f"is the MNIST folder itself: use its parent: --data-dir {tiny_data}$"):
+        load_mnist(tiny_data / "MNIST", val_size=100, download=True)
+    with pytest.raises(DataError, match=f"is the MNIST/raw folder itself: use --data-dir {tiny_data}$"):
+        load_split(tiny_data / "MNIST" / "raw", "test", 0, download=False)
+
+
+def test_files_directly_in_the_data_folder_are_named(tiny_data: Path, tmp_path: Path) -> None:
+    flat = tmp_path / "flat"
+    shutil.copytree(tiny_data / "MNIST" / "raw", flat)
+    with pytest.raises(DataError, match=f"move them into {flat / 'MNIST' / 'raw'}"):
+        load_mnist(flat, val_size=100, download=True)
+    assert sorted(p.name for p in flat.iterdir()) == sorted(TRAIN_FILES + TEST_FILES)  # nothing downloaded
