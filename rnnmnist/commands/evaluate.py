@@ -8,6 +8,7 @@ import click
 
 from rnnmnist.commands.options import (
     Common,
+    FiniteFloat,
     checkpoint_argument,
     data_options,
     device_option,
@@ -31,7 +32,7 @@ Examples:
 @click.option("--batch-size", type=click.IntRange(min=1), default=EVAL_BATCH_SIZE, show_default=True)
 @click.option(
     "--min-accuracy",
-    type=click.FloatRange(0.0, 1.0),
+    type=FiniteFloat(0.0, 1.0),
     help="Exit with code 1 when accuracy is below this (a gate for CI), e.g. 0.98.",
 )
 @device_option

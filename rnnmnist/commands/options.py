@@ -7,6 +7,7 @@ context's :class:`Common` (``ctx.obj``), which the command takes with
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +22,23 @@ if TYPE_CHECKING:
     from rnnmnist.ui import Ui
 
 DATA_ENV = "RNNMNIST_DATA_DIR"
+
+
+class FiniteFloat(click.FloatRange):
+    """A float option: a finite number, optionally within a range. Every float option of every command
+    uses it: click's FloatRange lets ``nan`` through (NaN fails every comparison, so no bound refuses it),
+    and an unbounded float would take ``inf``."""
+
+    name = "float"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        return number
+
+    def _describe_range(self) -> str:
+        return "" if self.min is None and self.max is None else super()._describe_range()
 
 
 @dataclass
@@ -125,7 +143,7 @@ def _config_option(name: str) -> Callable[[Any], Any]:
     if kind is bool:
         return click.option(f"{flag}/--no-{name.replace('_', '-')}", name, default=None, help=help_text)
     allowed = config.choices(name)
-    click_type = click.Choice(allowed) if allowed else {int: click.INT, float: click.FLOAT}[kind]
+    click_type = click.Choice(allowed) if allowed else {int: click.INT, float: FiniteFloat()}[kind]
     return click.option(flag, name, type=click_type, default=None, callback=_check_flag, help=help_text)
 
 

@@ -8,6 +8,7 @@ import click
 
 from rnnmnist.commands.options import (
     Common,
+    FiniteFloat,
     checkpoint_argument,
     data_options,
     device_option,
@@ -40,7 +41,7 @@ Examples:
 @click.option("--show", is_flag=True, help="Print each 28x28 image the network sees, as terminal art.")
 @click.option(
     "--min-confidence",
-    type=click.FloatRange(0, 1),
+    type=FiniteFloat(0, 1),
     metavar="X",
     help='Mark predictions less confident than X as uncertain (JSON: "uncertain": true).',
 )
