@@ -78,15 +78,26 @@ def _save(fig: Any, path: Path) -> Path:
 def plot_curves(train: list[dict[str, Any]], val: list[dict[str, Any]], path: Path) -> Path:
     """Loss, accuracy and learning rate against examples seen."""
     plt = _pyplot()
+    fig = curves_figure(train, val)
+    path = _save(fig, path)
+    plt.close(fig)
+    return path
+
+
+def curves_figure(train: list[dict[str, Any]], val: list[dict[str, Any]]) -> Any:
+    """The figure of :func:`plot_curves`. Training figures are of one batch each (the loss and accuracy
+    of the batch about to be trained on), which the titles say: they are not test accuracy."""
+    plt = _pyplot()
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
     x = [r["examples"] for r in train]
     vx = [r["examples"] for r in val]
     axes[0].plot(x, [r["loss"] for r in train], lw=1, label="training batch")
     axes[0].plot(vx, [r["val_loss"] for r in val], "o-", ms=3, label="validation")
-    axes[0].set(title="Loss", yscale="log")
+    axes[0].set(title="Loss: training batch, validation" if val else "Training batch loss", yscale="log")
     axes[1].plot(x, [100 * r["accuracy"] for r in train], lw=1, label="training batch")
     axes[1].plot(vx, [100 * r["val_accuracy"] for r in val], "o-", ms=3, label="validation")
-    axes[1].set(title="Accuracy (%)", ylim=(max(0, min([100 * r["accuracy"] for r in train] or [0])), 100.5))
+    title = "Accuracy (%): training batch, validation" if val else "Training batch accuracy (%)"
+    axes[1].set(title=title, ylim=(max(0, min([100 * r["accuracy"] for r in train] or [0])), 100.5))
     axes[2].plot(x, [r["lr"] for r in train], lw=1)
     axes[2].set(title="Learning rate")
     from matplotlib.ticker import FuncFormatter
@@ -100,9 +111,7 @@ def plot_curves(train: list[dict[str, Any]], val: list[dict[str, Any]], path: Pa
         if val:
             ax.legend()
     fig.tight_layout()
-    path = _save(fig, path)
-    plt.close(fig)
-    return path
+    return fig
 
 
 def plot_confusion(confusion: np.ndarray, path: Path, classes: tuple[str, ...] = DIGITS) -> Path:
@@ -251,10 +260,13 @@ def plot_reading(
     return path
 
 
-def plot_run(run: Path, out: Path | None, data_dir: Path | None, download: bool) -> list[Path]:
+def plot_run(
+    run: Path, out: Path | None, data_dir: Path | None, download: bool, model_file: Path | None = None
+) -> list[Path]:
     """Every picture of the run in folder ``run``; returns the files written (in ``out``, default ``run``).
 
-    ``data_dir`` None: the data folder the run remembers (run.json), else ./data.
+    ``data_dir`` None: the data folder the run remembers (run.json), else ./data. The pictures of the
+    model (confusion, mistakes, reading) are of ``model_file``, default the run's checkpoint.pt.
     """
     _pyplot()  # fail early, before any work, when matplotlib is missing
     run_dir = RunDir(run)
@@ -267,8 +279,9 @@ def plot_run(run: Path, out: Path | None, data_dir: Path | None, download: bool)
         raise RnnmnistError(f"cannot create {out}: {e.strerror or e}") from None
     train, val = read_metrics(run_dir.metrics_file)
     written = [plot_curves(train, val, out / "curves.png")]
-    if run_dir.checkpoint.exists():
-        model, ckpt = checkpoint.load_model(run_dir.checkpoint)
+    model_file = model_file if model_file is not None else run_dir.checkpoint
+    if model_file.exists():
+        model, ckpt = checkpoint.load_model(model_file)
         if data_dir is None:
             data_dir = run_dir.remembered_data_dir() or Path("data")
         test = load_split(data_dir, "test", 0, download, ckpt.config.dataset)

@@ -68,6 +68,57 @@ def resumable(folder: Path) -> checkpoint.Checkpoint:
     return ckpt
 
 
+@dataclass(frozen=True)
+class Interrupted:
+    """A resumable run folder: where, and how far it got."""
+
+    folder: Path
+    step: int
+    total: int | None  # None when its length cannot be read without loading the data
+
+
+def interrupted_runs(parent: Path, cfg: Config) -> list[Interrupted]:
+    """Resumable runs of ``cfg`` in the folders directly under ``parent`` (where runs go by default),
+    latest first: a run stopped by Ctrl-C that the same command, typed again, would otherwise not mention.
+
+    ``cfg`` may leave precision "auto"; a stored run has it resolved, so then any precision matches.
+    Folders that are damaged, held by a running process or of another config are skipped.
+    """
+    from rnnmnist.config import ConfigError, from_stored, read_toml
+    from rnnmnist.runs import read_run
+
+    found = []
+    try:
+        folders = sorted((p for p in parent.iterdir() if p.is_dir()), key=lambda p: p.name, reverse=True)
+    except OSError:
+        return []
+    for folder in folders:
+        if not (folder / "config.toml").is_file() or not (folder / "checkpoint.pt").is_file():
+            continue
+        try:
+            stored, notes = from_stored(read_toml(folder / "config.toml"))  # as --resume would read it
+        except ConfigError:
+            continue
+        if notes or (stored != cfg and not (cfg.precision == "auto" and replace(stored, precision="auto") == cfg)):
+            continue
+        info = read_run(folder)
+        if info.status != "resumable" or info.steps is None:
+            continue
+        found.append(Interrupted(folder, info.steps, _total_steps(stored, folder)))
+    return found
+
+
+def _total_steps(cfg: Config, folder: Path) -> int | None:
+    from rnnmnist.peek import peek
+
+    if cfg.epochs == 0:
+        return cfg.training_steps(0)  # a length in examples does not depend on the data
+    with contextlib.suppress(CheckpointError, KeyError, TypeError, AttributeError, IndexError):
+        shape = peek(folder / "checkpoint.pt")["training"]["data_order"]["permutation"].shape
+        return cfg.training_steps(int(shape[0]))
+    return None
+
+
 def data_dir_for(plan: Plan) -> Path:
     """--data-dir (or its environment variable), else the folder a resumed run used, else ./data."""
     if plan.data_dir is not None:

@@ -173,6 +173,7 @@ class TrainState:
         self.total = cfg.training_steps(n_train)
         self.step = 0  # steps completed
         self.train_seconds = 0.0  # across resumes
+        self.resumed_seconds = 0.0  # of train_seconds, those spent by earlier processes (a resumed run)
         self.best_val_accuracy = -1.0  # of the model in best.pt (--eval-every)
         self.best_step = 0
 
@@ -217,6 +218,7 @@ class TrainState:
             what = f"missing {e}" if isinstance(e, KeyError) else one_line(e)
             raise CheckpointError(f"the checkpoint's training state is damaged ({what})") from None
         self.step, self.train_seconds, self.best_val_accuracy, self.best_step = step, seconds, best_accuracy, best_step
+        self.resumed_seconds = seconds
 
 
 class _Diverged(Exception):
@@ -230,13 +232,19 @@ class TrainSummary:
     run_dir: RunDir
     steps: int
     examples: int
-    train_seconds: float
-    wall_seconds: float
+    train_seconds: float  # training steps only, across resumes
+    wall_seconds: float  # this process's, from its start
     test: EvalResult
     test_accuracy_first256: float
     val: EvalResult | None
     best: dict[str, Any] | None = None  # best.pt's step and accuracies, with --eval-every
     phases: dict[str, float] | None = None  # wall seconds of startup, data, train, evaluate, save
+    resumed_seconds: float = 0.0  # of train_seconds, those of earlier processes (0 unless resumed)
+
+    @property
+    def train_seconds_this_process(self) -> float:
+        """This process's training steps: what compares with ``wall_seconds`` (train_seconds spans resumes)."""
+        return self.train_seconds - self.resumed_seconds
 
     @property
     def checkpoint(self) -> Path:
@@ -457,6 +465,7 @@ def finish(run: Run, phases: Phases) -> TrainSummary:
         val=val,
         best=best,
         phases=phases.as_dict(),
+        resumed_seconds=state.resumed_seconds,
     )
     if run.rank.main:
         with phases.timed("save"):

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 import numpy as np
+from rich import box
 from rich.color import Color
 from rich.console import Console
 from rich.markup import escape
@@ -26,6 +27,7 @@ from rich.text import Text
 
 from rnnmnist.config import to_toml
 from rnnmnist.datasets import DIGITS, SPECS
+from rnnmnist.textfit import Name, fit_name, flow, words
 from rnnmnist.train import LogRecord, TrainCallbacks
 
 if TYPE_CHECKING:
@@ -33,6 +35,7 @@ if TYPE_CHECKING:
 
     from rnnmnist.config import Config
     from rnnmnist.evaluate import EvalResult
+    from rnnmnist.machine import CpuShare
     from rnnmnist.predict import Prediction
     from rnnmnist.train import TrainSummary
 
@@ -40,7 +43,11 @@ ASCII_RAMP = " .:-=+*#%@"  # dark to light
 SPARKS = "▁▂▃▄▅▆▇█"
 EIGHTHS = " ▏▎▍▌▋▊▉█"
 TRACE_BAR = 10  # characters for a probability of 1
-LOG_COLUMNS = (("Step", 7), ("Iteration", 10), ("Loss", 8), ("Accuracy", 8), ("LR", 9), ("Examples/s", 10))
+# "Examples" is the notebook's "Iteration": examples seen so far (metrics.jsonl keeps the key "examples").
+LOG_COLUMNS = (("Step", 7), ("Examples", 10), ("Loss", 8), ("Accuracy", 8), ("LR", 9), ("Examples/s", 10))
+MIN_ROWS_PER_HEADING = 10  # the training table repeats its heading once a screen, never more often than this
+NARROW = 80  # terminals narrower than this get the compact trace sparkline
+SPARK_NARROW = 14  # its characters: one per two rows read
 
 
 def _name(text: str) -> str:
@@ -67,6 +74,23 @@ def _step_name(mode: str, steps: int) -> str:
     return "row" if mode == "rows" else "pixel"
 
 
+PERMUTED_NOTE = "(in the model's permuted reading order: the image is not read row by row)"
+HALF_BLOCK_INK = 0.4  # without colour, a pixel at least this bright is drawn as ink
+
+
+def _half_blocks(text: Text, top: np.ndarray, bottom: np.ndarray | None, colour: bool) -> None:
+    """Two image rows as one line of characters, so a pixel is about as wide as it is tall: in colour the
+    upper half block with the top pixel's grey as foreground and the bottom's as background; without
+    colour ▀ ▄ █ or a space for the pixels that hold ink."""
+    below = bottom if bottom is not None else np.zeros_like(top)
+    for t, b in zip(top, below):
+        if colour:
+            fg, bg = (round(255 * float(v)) for v in (t, b))
+            text.append("▀", Style(color=Color.from_rgb(fg, fg, fg), bgcolor=Color.from_rgb(bg, bg, bg)))
+        else:
+            text.append(" ▄▀█"[2 * (float(t) >= HALF_BLOCK_INK) + (float(b) >= HALF_BLOCK_INK)])
+
+
 class Ui:
     """Owns the Console; every command renders through one of these."""
 
@@ -84,8 +108,18 @@ class Ui:
         sys.stdout.write(json.dumps(payload) + "\n")
         sys.stdout.flush()
 
+    @property
+    def width(self) -> int:
+        return self.console.width
+
     def line(self, text: str) -> None:
         self.console.print(text, markup=False, soft_wrap=True)
+
+    def note(self, *sentences: str, keep: Sequence[str] = ()) -> None:
+        """Sentences wrapped to the terminal at spaces; the phrases in ``keep`` (commands) are never split."""
+        for sentence in sentences:
+            for text in flow(words(sentence, keep), self.width):
+                self.line(text)
 
     def detail(self, text: str) -> None:
         """A line shown only with --verbose."""
@@ -112,30 +146,42 @@ class Ui:
         table.add_column(justify="right")
         table.add_row(f"Test accuracy ({summary.test.n:,} images)", _pct(m["test_accuracy"]))
         table.add_row("Test loss", f"{m['test_loss']:.4f}")
-        table.add_row("Test accuracy, first 256 (the notebook's)", _pct(m["test_accuracy_first256"]))
+        table.add_row("Test accuracy, first 256 (notebook)", _pct(m["test_accuracy_first256"]))
         if summary.val is not None:
             table.add_row(f"Validation accuracy ({summary.val.n:,} images)", _pct(m["val_accuracy"]))
         if summary.best:
             b = summary.best
-            table.add_row(
-                f"Best on validation (step {b['step']:,}, best.pt)",
-                f"val {_pct(b['val_accuracy'])}, test {_pct(b['test_accuracy'])}",
-            )
+            table.add_row(f"best.pt (step {b['step']:,}): validation", _pct(b["val_accuracy"]))
+            table.add_row("best.pt: test", _pct(b["test_accuracy"]))
         table.add_row("Steps / examples seen", f"{m['steps']:,} / {m['examples']:,}")
-        table.add_row("Training time", f"{m['train_seconds']:.1f} s")
-        table.add_row("Wall time", f"{summary.wall_seconds:.1f} s")
+        if summary.resumed_seconds > 0:
+            # A resumed run's training time spans every process that trained it; its wall time is this
+            # process's alone, so the two compare only through this process's share.
+            table.add_row("Training time, all sessions", f"{m['train_seconds']:.1f} s")
+            table.add_row("Training time, this process", f"{summary.train_seconds_this_process:.1f} s")
+            table.add_row("Wall time, this process", f"{summary.wall_seconds:.1f} s")
+        else:
+            table.add_row("Training time", f"{m['train_seconds']:.1f} s")
+            table.add_row("Wall time", f"{summary.wall_seconds:.1f} s")
         if summary.phases:
             p = summary.phases
             table.add_row(
                 "  start-up, data, evaluation, saving",
                 ", ".join(f"{p[k]:.2f}" for k in ("startup", "data", "evaluate", "save")) + " s",
             )
-        table.add_row("Checkpoint", str(summary.checkpoint))
         self.console.print(table)
+        self.line("Checkpoint: " + fit_name(_name(str(summary.checkpoint)), self.width - len("Checkpoint: ")))
 
     # --- eval
-    def evaluation(self, result: EvalResult, title: str, classes: Sequence[str] = DIGITS) -> None:
-        head = Table(title=title, show_header=False, title_justify="left")
+    def evaluation(
+        self, result: EvalResult, title: str, classes: Sequence[str] = DIGITS, checkpoint: str | None = None
+    ) -> None:
+        """``title`` follows ``checkpoint`` (a path, shortened in the middle to fit the terminal) on a line
+        of its own: a table's title would wrap to the table's narrow width."""
+        if checkpoint is not None:
+            title = fit_name(_name(checkpoint), max(12, self.width - len(title) - 1)) + " " + title
+        self.note(title)
+        head = Table(show_header=False)
         head.add_column(style="bold")
         head.add_column(justify="right")
         head.add_row("Accuracy", f"{_pct(result.accuracy)} ({result.correct:,} of {result.n:,})")
@@ -144,7 +190,8 @@ class Ui:
         if self.verbosity < 0:
             return
 
-        per_class = Table(title="Per-class accuracy", title_justify="left")
+        self.line("Per-class accuracy")
+        per_class = Table()
         words = tuple(classes) != DIGITS
         for name in ("Class" if words else "Digit", "Images", "Correct", "Accuracy"):
             per_class.add_column(name, justify="right")
@@ -154,7 +201,9 @@ class Ui:
             per_class.add_row(label, f"{totals[d]:,}", f"{int(result.confusion[d, d]):,}", _pct(acc))
         self.console.print(per_class)
 
-        confusion = Table(title="Confusion matrix (rows: true, columns: predicted)", title_justify="left")
+        # Without vertical rules: 11 columns of up to 4 digits fit in 60 columns.
+        self.note("Confusion matrix (rows: true, columns: predicted)")
+        confusion = Table(box=box.SIMPLE_HEAD, pad_edge=False)
         confusion.add_column("", style="bold", justify="right")
         for d in range(10):
             confusion.add_column(str(d), justify="right")
@@ -170,23 +219,27 @@ class Ui:
         model's sequence mode) how each answer formed as the network read."""
         ok = [r for r in results if r.error is None]
         if ok and not self.json_mode:
-            table = Table(title="Predictions", title_justify="left")
+            # Without vertical rules the trace's columns fit in 60 terminal columns.
+            table = Table(
+                title="Predictions", title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 1, 0, 0)
+            )
             words = any(not c.isdigit() for c in ok[0].classes)
             head = "Class" if words else "Digit"
             columns = [("Input", "left"), (head, "right"), ("Confidence", "right"), ("Top 3", "left")]
             for name, justify in columns[:3] if trace_mode else columns:  # the trace takes Top 3's room
-                table.add_column(name, justify=justify, overflow="fold")
+                # Numbers and names never break; a Top 3 or an "uncertain" wraps at its spaces.
+                table.add_column(name, justify=justify, no_wrap=name in (head, "Input"), min_width=len(name))
             with_labels = any(r.label is not None for r in ok)
             if with_labels:
                 table.add_column("True", justify="right")
             if trace_mode is not None:
                 table.add_column("Decided", justify="right", no_wrap=True)
-                table.add_column("p(answer) as it reads", justify="left", no_wrap=True)
+                table.add_column("p(answer) as it reads", justify="left", min_width=SPARK_NARROW)
             for r in ok:
                 # Uncertain predictions (below --min-confidence) are flagged for a person to check.
                 flag = "[yellow]?[/] " if r.uncertain else ""
                 confidence = f"[yellow]{_pct(r.confidence)} uncertain[/]" if r.uncertain else _pct(r.confidence)
-                cells = [escape(_name(r.input)), f"{flag}{escape(r.class_name)}", confidence]
+                cells = [Name(_name(r.input)), f"{flag}{escape(r.class_name)}", confidence]
                 if not trace_mode:
                     cells.append("  ".join(f"{escape(r.classes[d])}:{100 * p:.1f}%" for d, p in r.top()))
                 if with_labels:
@@ -197,7 +250,8 @@ class Ui:
 
                     steps = len(r.trace)
                     cells.append(f"{_step_name(trace_mode, steps)} {r.decided_at}")
-                    cells.append(_sparkline([float(r.trace[t - 1, r.prediction]) for t in shown_steps(steps)]))
+                    shown = shown_steps(steps)[1::2] if self.width < NARROW else shown_steps(steps)  # room for Input
+                    cells.append(_sparkline([float(r.trace[t - 1, r.prediction]) for t in shown]))
                 table.add_row(*cells, end_section=show)
             self.console.print(table)
             if trace_mode is not None and self.verbosity >= 0:
@@ -209,41 +263,46 @@ class Ui:
         if show:
             for r in ok:
                 note = ", uncertain" if r.uncertain else ""
-                self.console.print(f"{_name(r.input)}: {r.class_name} ({_pct(r.confidence)}{note})", markup=False)
+                said = f": {r.class_name} ({_pct(r.confidence)}{note})"
+                self.console.print(fit_name(_name(r.input), self.width - len(said)) + said, markup=False)
                 self.console.print(self.digit_art(r.digit))
 
     def reading(self, r: Prediction, mode: str) -> Text:
-        """How one answer formed: per row (every 28th step for pixel models) the image row read,
+        """How one answer formed, a line per two image rows (half-block characters keep the digit's shape):
+        the steps read by the end of the second row (every 28th step for pixel models), the image rows,
         the top class then and its probability, and a bar of the final answer's probability."""
         from rnnmnist.trace import shown_steps
 
         steps, answer = len(r.trace), r.prediction
         unit = _step_name(mode, steps)
-        text = Text(f"{r.input}: {answer} ({_pct(r.confidence)}), decided at {unit} {r.decided_at} of {steps}")
+        said = f": {answer} ({_pct(r.confidence)}), decided at {unit} {r.decided_at} of {steps}"
         if mode == "pixels":
-            text.append(f" (image row {(r.decided_at - 1) // 28 + 1})")
-        elif mode == "permuted":
-            text.append(" (in the model's permuted reading order: the image is not read row by row)")
+            said += f" (image row {(r.decided_at - 1) // 28 + 1})"
+        title = fit_name(_name(r.input), max(12, self.width - len(said))) + said
+        text = Text("\n".join(flow(words(title, keep=[f"{unit} {r.decided_at} of {steps}"]), self.width)))
+        if mode == "permuted":
+            text.append("\n" + "\n".join(flow(words(PERMUTED_NOTE), self.width)))
         art = mode != "permuted"
-        text.append(f"\n  {'read':>6}  " + ("image row".ljust(28) + "  " if art else "") + f"top  prob  p({answer})\n")
+        # read (6) + image rows (28) + top (3) + prob (4) + separators (10): the bar and the marker get the rest.
+        room = self.width - (2 + 6 + 2 + (30 if art else 0) + 3 + 2 + 4 + 2)
+        marker = "  ◀ decided" if room >= TRACE_BAR + 11 else " ◀"
+        bar = max(4, min(TRACE_BAR, room - len(marker)))
+        text.append(f"\n  {'read':>6}  " + ("image rows".ljust(28) + "  " if art else "") + f"top  prob  p({answer})\n")
         colour = not (self.console.no_color or self.console.color_system is None)
         shown = shown_steps(steps)
-        for row, t in enumerate(shown):
+        for pair in range(0, len(shown), 2):
+            t = shown[min(pair + 1, len(shown) - 1)]  # the step after the pair's second row
             probs = r.trace[t - 1]  # (10,)
             top = int(probs.argmax())
             text.append(f"  {t:>6}  ")
             if art:
-                for v in r.digit[row]:
-                    if colour:
-                        grey = round(255 * float(v))
-                        text.append(" ", Style(bgcolor=Color.from_rgb(grey, grey, grey)))
-                    else:
-                        text.append(ASCII_RAMP[min(len(ASCII_RAMP) - 1, int(v * len(ASCII_RAMP)))])
+                _half_blocks(text, r.digit[pair], r.digit[pair + 1] if pair + 1 < len(r.digit) else None, colour)
                 text.append("  ")
             text.append(f"{top:>3}  {100 * float(probs[top]):>3.0f}%  ", style="bold" if top == answer else "")
-            text.append(_bar(float(probs[answer])), style="green" if top == answer else "")
-            decided = t >= r.decided_at and (row == 0 or shown[row - 1] < r.decided_at)
-            text.append("  ◀ decided" if decided else "")
+            text.append(_bar(float(probs[answer]), bar), style="green" if top == answer else "")
+            before = shown[pair - 1] if pair else 0  # the step the previous line showed
+            decided = before < r.decided_at <= t
+            text.append(marker if decided else "")
             text.append("\n")
         return text
 
@@ -263,24 +322,50 @@ class Ui:
         return text
 
 
+def header_lines(
+    cfg: Config, first_step: int, total_steps: int, device: str, n_train: int, share: CpuShare | None, width: int
+) -> list[str]:
+    """The training header, in lines of at most ``width``: a setting ("lr 0.02 onecycle") is never split;
+    on a CPU it names the threads used, and says when other work shares the CPU (times will be longer)."""
+    c = cfg
+    shape = f"{c.cell.upper()} {c.hidden_size}" + (f"x{c.layers}" if c.layers > 1 else "")
+    data = "" if c.dataset == "mnist" else f"{SPECS[c.dataset].title} "
+    threads = f", {share.threads} thread{'s' if share.threads != 1 else ''}" if share is not None else ""
+    chunks = [
+        "Training",
+        f"{shape} on",
+        f"{n_train:,} {data}images ({c.mode}),",
+        f"{total_steps:,} steps of {c.batch_size}",
+        f"on {device} ({c.precision}{threads}),",
+        f"lr {c.lr:g} {c.schedule}" + ("," if first_step > 1 else ""),
+    ]
+    if first_step > 1:
+        chunks.append(f"resuming at step {first_step:,}")
+    lines = flow(chunks, width)
+    if share is not None and share.shared:
+        cores = f"{share.cores} core{'s' if share.cores != 1 else ''}"
+        lines += flow(words(f"note: the CPU is shared: load {share.load:.1f} on {cores}; times will be longer"), width)
+    return lines
+
+
 class _TrainDisplay(TrainCallbacks):
     def __init__(self, ui: Ui) -> None:
         self.ui = ui
         self.progress: Progress | None = None
         self.task = None
+        self.rows = 0  # table rows since the heading was last printed
 
     def on_start(self, cfg: Config, first_step: int, total_steps: int, device: torch.device, n_train: int) -> None:
         if self.ui.verbosity < 0:
             return
         self.ui.detail("Configuration (as run):\n" + to_toml(cfg))
-        c = cfg
-        shape = f"{c.cell.upper()} {c.hidden_size}" + (f"x{c.layers}" if c.layers > 1 else "")
-        resuming = f", resuming at step {first_step:,}" if first_step > 1 else ""
-        data = "" if c.dataset == "mnist" else f"{SPECS[c.dataset].title} "
-        self.ui.line(
-            f"Training {shape} on {n_train:,} {data}images ({c.mode}), {total_steps:,} steps of {c.batch_size} "
-            f"on {device} ({c.precision}), lr {c.lr:g} {c.schedule}{resuming}"
-        )
+        share = None
+        if device.type == "cpu":
+            from rnnmnist.machine import current_cpu_share
+
+            share = current_cpu_share()
+        for text in header_lines(cfg, first_step, total_steps, str(device), n_train, share, self.ui.width):
+            self.ui.line(text)
         if self.ui.fancy:
             self.progress = Progress(
                 TextColumn("[bold]{task.description}"),
@@ -296,8 +381,14 @@ class _TrainDisplay(TrainCallbacks):
             self.progress.start()
             self.progress.console.print(self._row(None))
 
+    @property
+    def rows_per_heading(self) -> int:
+        # One screen less the heading, the progress bar and a line of context.
+        return max(MIN_ROWS_PER_HEADING, self.ui.console.size.height - 3)
+
     def _row(self, cells: Sequence[str] | None) -> Table:
-        table = Table(box=None, show_header=cells is None, pad_edge=False, header_style="bold")
+        # One space between columns: the six fit in 60 terminal columns, every number right-aligned.
+        table = Table(box=None, show_header=cells is None, padding=(0, 0, 0, 1), pad_edge=False, header_style="bold")
         for name, width in LOG_COLUMNS:
             table.add_column(name, justify="right", width=width, no_wrap=True)
         if cells is not None:
@@ -316,7 +407,11 @@ class _TrainDisplay(TrainCallbacks):
                 f"{r.lr:.2e}",
                 f"{r.examples_per_s:,.0f}",
             )
+            if self.rows >= self.rows_per_heading:  # a long table keeps its heading on screen
+                self.progress.console.print(self._row(None))
+                self.rows = 0
             self.progress.console.print(self._row(cells))
+            self.rows += 1
             self.progress.update(self.task, completed=r.step)
         else:
             self.ui.line(

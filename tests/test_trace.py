@@ -92,7 +92,7 @@ def saved(tmp_path: Path, **fields) -> str:
 
 
 def view_steps(output: str) -> list[int]:
-    """The steps the per-row view shows, from its lines ("  <step>  <image row>  <top>  <prob>%  <bar>")."""
+    """The steps the view shows, from its lines ("  <step>  <two image rows>  <top>  <prob>%  <bar>")."""
     return [int(m.group(1)) for m in re.finditer(r"^ +(\d+) .*\d%", output, re.MULTILINE)]
 
 
@@ -127,7 +127,7 @@ def test_predict_trace_view(run: Path, tiny_data: Path) -> None:
         invoke(str(run / "checkpoint.pt"), "--index", "0", "--data-dir", str(tiny_data), "--trace", "--json").stdout
     )
     assert f"decided at row {record['decided_at']} of 28" in result.stdout
-    assert view_steps(result.stdout) == list(range(1, 29))  # a line per row
+    assert view_steps(result.stdout) == list(range(2, 29, 2))  # a line per two rows (half blocks)
     assert "◀ decided" in result.stdout
     quiet = invoke(str(run / "checkpoint.pt"), "--index", "0", "--data-dir", str(tiny_data), "--trace", "-q")
     assert f"row {record['decided_at']}" in quiet.stdout and "◀ decided" not in quiet.stdout
@@ -138,7 +138,7 @@ def test_pixel_models_are_summarised_every_28th_step(tmp_path: Path, tiny_data: 
     human = invoke(model, "--index", "0", "--data-dir", str(tiny_data), "--trace")
     assert human.exit_code == 0, human.output
     assert "of 784 (image row" in human.stdout
-    assert view_steps(human.stdout) == list(range(28, 785, 28))
+    assert view_steps(human.stdout) == list(range(56, 785, 56))  # two image rows' worth a line
     record = json.loads(invoke(model, "--index", "0", "--data-dir", str(tiny_data), "--trace", "--json").stdout)
     assert len(record["trace"]) == 784  # JSON keeps every step
 

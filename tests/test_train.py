@@ -140,3 +140,87 @@ def test_first256_is_computed_on_the_first_images(tiny_data: Path, tmp_path: Pat
     data = load_mnist(tiny_data, 100, download=False)
     expected = (summary.test.predictions[:256] == data.test.labels[:256]).float().mean().item()
     assert summary.test_accuracy_first256 == expected
+
+
+# --- interrupted runs: found again, and their time accounted per process
+
+
+class _StopAt(TrainCallbacks):
+    """Stops the run (resumable, as Ctrl-C does) at its first log step at or after ``step``."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_log(self, record: LogRecord) -> None:
+        if record.step >= self.step:
+            from rnnmnist.train import StopEarly
+
+            raise StopEarly
+
+
+def _interrupted(tiny_data: Path, out: Path, cfg: Config = TINY, step: int = 10) -> None:
+    from rnnmnist.train import StopEarly
+
+    with pytest.raises(StopEarly):
+        _run(tiny_data, out, cfg, _StopAt(step))
+
+
+def test_a_resumed_run_counts_training_time_per_process(tiny_data: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    _interrupted(tiny_data, out)
+    before = checkpoint.load(out / "checkpoint.pt").training["train_seconds"]
+    assert before > 0
+    summary = train(Plan(out, None, resume=True, data_dir=tiny_data, download=False), None, time.perf_counter())
+    assert summary.resumed_seconds == before
+    assert summary.train_seconds == pytest.approx(before + summary.train_seconds_this_process)
+    # This process's training is part of this process's wall time; the total across processes need not be.
+    assert 0 < summary.train_seconds_this_process <= summary.wall_seconds
+
+
+def test_interrupted_runs_of_a_config_are_found(tiny_data: Path, tmp_path: Path) -> None:
+    from rnnmnist.run import interrupted_runs
+
+    runs = tmp_path / "runs"
+    _interrupted(tiny_data, runs / "20260101-000000")
+    _interrupted(tiny_data, runs / "20260102-000000", step=5)
+    _interrupted(tiny_data, runs / "other", replace(TINY, lr=0.005))
+    _run(tiny_data, runs / "finished")
+    found = interrupted_runs(runs, replace(TINY, precision="auto"))
+    assert [(f.folder.name, f.step, f.total) for f in found] == [
+        ("20260102-000000", 5, 20),
+        ("20260101-000000", 10, 20),
+    ]
+    assert interrupted_runs(runs, replace(TINY, hidden_size=8)) == []
+    assert interrupted_runs(tmp_path / "none", TINY) == []
+
+
+def test_the_same_command_again_names_the_interrupted_run(
+    tiny_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from click.testing import CliRunner
+
+    from rnnmnist.cli import cli
+    from rnnmnist.synthetic import tiny_train_args
+
+    monkeypatch.chdir(tmp_path)
+    args = [a for a in tiny_train_args(tiny_data, Path("x")) if a not in ("--out", "x")]  # runs/DATE-TIME
+    first = CliRunner().invoke(cli, [*args, "--json"])
+    assert first.exit_code == 0, first.output
+    done = Path(json.loads(first.stdout)["out_dir"])
+    stored = config.from_dict(config.read_toml(done / "config.toml"))
+    _interrupted(tiny_data, Path("runs/00000000-interrupted"), stored)  # as Ctrl-C leaves it
+
+    again = CliRunner().invoke(cli, args, env={"COLUMNS": "80"})
+    assert again.exit_code == 0, again.output
+    said = " ".join(again.output.split())
+    command = "rnnmnist train --resume runs/00000000-interrupted"
+    assert "An interrupted run of this config is in runs/00000000-interrupted (step 10 of 20)" in said
+    assert f"resume it with {command}" in said and "This starts a new run in runs/" in said
+    assert any(command in line for line in again.output.splitlines())  # the command is never split
+    quiet = CliRunner().invoke(cli, [*args, "-q"])
+    assert quiet.exit_code == 0 and "interrupted" not in quiet.output
+
+    resumed = CliRunner().invoke(cli, command.split()[1:])
+    assert resumed.exit_code == 0, resumed.output
+    assert "Training time, this process" in resumed.output and "Wall time, this process" in resumed.output
+    assert "An interrupted run" not in resumed.output

@@ -73,6 +73,6 @@ def eval_command(
             }
         )
     on = split if done.dataset == "mnist" else f"{data.title} {split}"
-    ui.evaluation(result, f"{checkpoint} on {on} ({result.n:,} images, {done.precision.name})", data.classes)
+    ui.evaluation(result, f"on {on} ({result.n:,} images, {done.precision.name})", data.classes, str(checkpoint))
     if min_accuracy is not None and result.accuracy < min_accuracy:
         raise RnnmnistError(f"accuracy {result.accuracy:.4f} is below --min-accuracy {min_accuracy}")

@@ -120,7 +120,41 @@ def device_option(func: Any) -> Any:
     )(func)
 
 
-checkpoint_argument = click.argument("checkpoint", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+FINAL_CHECKPOINT = "checkpoint.pt"  # what a run folder stands for: its final model (best.pt is named when wanted)
+
+
+class RunOrCheckpoint(click.ParamType):
+    """A checkpoint file or a run folder (standing for its checkpoint.pt). With ``folder`` (commands that
+    read a run's other files) a run folder stays a folder and a checkpoint must lie in one."""
+
+    name = "run_or_checkpoint"
+
+    def __init__(self, folder: bool = False) -> None:
+        self.folder = folder
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Path:
+        path = click.Path(exists=True, path_type=Path).convert(value, param, ctx)
+        if path.is_dir():
+            if self.folder:
+                return path
+            if (path / FINAL_CHECKPOINT).is_file():
+                return path / FINAL_CHECKPOINT
+            best = f" (it has best.pt: give {path / 'best.pt'})" if (path / "best.pt").is_file() else ""
+            self.fail(f"{_shown(path)} is a folder without {FINAL_CHECKPOINT}{best}: give a run folder or a checkpoint")
+        if not path.is_file():
+            self.fail(f"{_shown(path)} is neither a run folder nor a checkpoint file")
+        if self.folder:
+            folder = path.parent
+            if not (folder / "metrics.jsonl").is_file():
+                self.fail(f"{_shown(path)} is not in a run folder (no metrics.jsonl beside it): give the run folder")
+        return path
+
+
+def _shown(path: Path) -> str:
+    return click.format_filename(path)
+
+
+checkpoint_argument = click.argument("checkpoint", type=RunOrCheckpoint())
 
 
 def _check_flag(ctx: click.Context, param: click.Parameter, value: Any) -> Any:

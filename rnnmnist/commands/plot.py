@@ -6,24 +6,29 @@ from pathlib import Path
 
 import click
 
-from rnnmnist.commands.options import Common, data_options, output_options, pass_common
+from rnnmnist.commands.options import Common, RunOrCheckpoint, data_options, output_options, pass_common
 
 EXAMPLES = """\b
 Examples:
   rnnmnist plot runs/five                    # writes runs/five/curves.png, confusion.png, mistakes.png
   rnnmnist plot runs/five --out figures/
+  rnnmnist plot runs/five/best.pt            # the confusion matrix and mistakes of best.pt
 """
 
 
 @click.command(epilog=EXAMPLES)
-@click.argument("run", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), help="Folder for the PNGs. [default: RUN]")
+@click.argument("run", type=RunOrCheckpoint(folder=True))
+@click.option(
+    "--out", type=click.Path(file_okay=False, path_type=Path), help="Folder for the PNGs. [default: the run folder]"
+)
 @data_options
 @output_options
 @pass_common
 def plot(common: Common, run: Path, out: Path | None) -> None:
     """Draw a run: training curves, the test confusion matrix, the most confident mistakes (PNG).
 
+    RUN is a run folder or a checkpoint in one (its folder is drawn; the pictures
+    of the model come from that checkpoint, e.g. best.pt, else checkpoint.pt).
     Needs matplotlib: pip install 'rnnmnist[plots]'. The confusion matrix and the
     mistakes need the run's checkpoint.pt and the MNIST test set (from the folder
     the run was trained with, unless --data-dir says otherwise).
@@ -31,7 +36,8 @@ def plot(common: Common, run: Path, out: Path | None) -> None:
     from rnnmnist.plot import plot_run
 
     ui = common.ui()
-    paths = plot_run(run, out, common.data_dir, common.download)
+    folder, model = (run.parent, run) if run.is_file() else (run, None)
+    paths = plot_run(folder, out, common.data_dir, common.download, model)
     if common.as_json:
         ui.emit_json({"files": [str(p) for p in paths]})
     ui.written(paths)

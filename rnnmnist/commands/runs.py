@@ -29,6 +29,7 @@ Examples:
 """
 PIPE_WIDTH = 150
 DIFF_WIDTH = 44  # characters of the config diff shown in the table (--json has all of it)
+OPTIONAL_COLUMNS = ("Date", "best.pt")  # left out, in this order, where the terminal is too narrow for them
 STATUS_STYLE = {"finished": "green", "running": "cyan", "resumable": "yellow", "failed": "red", "damaged": "magenta"}
 
 
@@ -73,6 +74,23 @@ class _Output:
         self.console.print(text, markup=False, soft_wrap=True)
 
 
+def _columns_that_fit(cells: dict[str, list[str]], width: int) -> list[str]:
+    """The columns of the runs table to show in ``width`` characters: all where they fit, else without
+    Date (run names are dates by default), then without best.pt, so that Status is never pushed off."""
+    gap = 2
+
+    def need(name: str) -> int:
+        widest = max([len(name), *map(len, cells[name])])
+        return min(widest, {"Run": 24, "Config (vs defaults)": 20}.get(name, widest))
+
+    shown = list(cells)
+    for optional in OPTIONAL_COLUMNS:
+        if sum(need(name) + gap for name in shown) <= width:
+            break
+        shown.remove(optional)
+    return shown
+
+
 def _time(r: RunInfo) -> str:
     # A finished run's wall time; an unfinished one's training time so far (marked ~).
     return seconds(r.wall_seconds) if r.wall_seconds is not None else "~" + seconds(r.train_seconds)
@@ -114,43 +132,41 @@ def runs(common: Common, folder: Path, sort_key: str | None, reverse: bool, cond
     if not rows:
         ui.line(f"no run folders under {folder}" + (" match" if conditions else ""))
         return
+    from rnnmnist.textfit import Name, fit_name
+
+    title = f"Runs in {fit_name(str(folder), max(12, ui.console.width - 20))} ({len(rows)})"
     table = Table(
-        title=f"Runs in {escape(str(folder))} ({len(rows)})",
+        title=escape(title),
         title_justify="left",
         box=box.SIMPLE_HEAD,
         pad_edge=False,
         collapse_padding=True,
     )
-    for name, justify in (
-        ("Run", "left"),
-        ("Date", "left"),
-        ("Config (vs defaults)", "left"),
-        ("Steps", "right"),
-        ("Test", "right"),
-        ("best.pt", "right"),
-        ("Time", "right"),
-        ("Status", "left"),
-    ):
+    cells = {
+        "Run": [r.name for r in rows],
+        "Date": [_date(r.date) for r in rows],
+        "Config (vs defaults)": [short_diff(r.diff) for r in rows],
+        "Steps": ["-" if r.steps is None else f"{r.steps:,}" for r in rows],
+        "Test": [pct(r.test_accuracy) for r in rows],
+        "best.pt": [pct(r.best_test_accuracy) for r in rows],
+        "Time": [_time(r) for r in rows],
+        "Status": [r.status for r in rows],
+    }
+    shown = _columns_that_fit(cells, ui.console.width)
+    for name in shown:
         wraps = name in ("Run", "Config (vs defaults)")
         table.add_column(
             name,
-            justify=justify,
-            overflow="fold" if name == "Run" else "ellipsis",
+            justify="left" if name in ("Run", "Date", "Config (vs defaults)", "Status") else "right",
+            overflow="ellipsis",
             no_wrap=not wraps,
             min_width={"Run": 8, "Config (vs defaults)": 12, "Status": 9}.get(name),
         )
-    for r in rows:
-        style = STATUS_STYLE[r.status]
-        table.add_row(
-            escape(r.name),
-            _date(r.date),
-            escape(short_diff(r.diff)),
-            "-" if r.steps is None else f"{r.steps:,}",
-            pct(r.test_accuracy),
-            pct(r.best_test_accuracy),
-            _time(r),
-            f"[{style}]{r.status}[/]",
-        )
+    for i, r in enumerate(rows):
+        row = {name: escape(column[i]) for name, column in cells.items()}
+        row["Run"] = Name(r.name)  # shortened in the middle when the terminal is narrow, never folded
+        row["Status"] = f"[{STATUS_STYLE.get(r.status, 'bold')}]{r.status}[/]"
+        table.add_row(*(row[name] for name in shown))
     ui.console.print(table)
     for r in rows:
         if r.problem and common.verbose:

@@ -168,6 +168,8 @@ def train(
         return train_seeds(
             common, cfg, seeds_from_flags(seeds, repeat, cfg, typed), run_folder, force, tensorboard, nproc
         )
+    if resume is None and out is None:
+        _mention_interrupted(ui, cfg, run_folder)
     if nproc and nproc > 1 and "WORLD_SIZE" not in os.environ:
         sys.exit(_launch(nproc, common, cfg, run_folder, resume is not None, force, tensorboard))
     if from_env and resume is not None:
@@ -175,6 +177,25 @@ def train(
             f"resuming with the stored config: ignoring {', '.join('RNNMNIST_TRAIN_' + k.upper() for k in from_env)}"
         )
     _train(common, ui, cfg, run_folder, resume is not None, force, tensorboard, started)
+
+
+def _mention_interrupted(ui: Any, cfg: config.Config, new_folder: Path) -> None:
+    """The same command typed again after Ctrl-C starts a new run (a careful user may want that), but says
+    where the interrupted one is and how to continue it instead: resuming by itself would surprise more."""
+    from rnnmnist.run import interrupted_runs
+
+    found = interrupted_runs(new_folder.parent, cfg)
+    if not found or ui.verbosity < 0:
+        return
+    last = found[0]
+    where = f"step {last.step:,}" + (f" of {last.total:,}" if last.total is not None else "")
+    more = f" ({len(found) - 1} older one{'s' if len(found) > 2 else ''} too)" if len(found) > 1 else ""
+    command = f"rnnmnist train --resume {last.folder}"
+    ui.note(
+        f"An interrupted run of this config is in {last.folder} ({where}){more}: resume it with {command}",
+        f"This starts a new run in {new_folder}.",
+        keep=[command, f"step {last.step:,}"],
+    )
 
 
 def _train(
