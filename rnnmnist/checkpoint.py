@@ -103,7 +103,7 @@ def to_bytes(cfg: Config, model: torch.nn.Module, metrics: dict[str, Any], **ext
 
 def save(path: Path, cfg: Config, model: torch.nn.Module, metrics: dict[str, Any], **extra: Any) -> None:
     """Write a checkpoint atomically (serialised in memory first, so a torch error cannot leave a partial file)."""
-    write_atomic(path, to_bytes(cfg, model, metrics, **extra))
+    write_atomic(path, to_bytes(cfg, model, metrics, **extra), owner="run")  # a run's checkpoint.pt and best.pt
 
 
 def _forbidden_global(message: str) -> str | None:

@@ -22,7 +22,7 @@ from rnnmnist import checkpoint
 from rnnmnist.data import load_split, scale
 from rnnmnist.errors import DataError, RnnmnistError, one_line
 from rnnmnist.extras import require
-from rnnmnist.files import atomic_path
+from rnnmnist.files import atomic_path, target
 
 FORMATS = ("onnx", "torchscript")
 SUFFIXES = {"onnx": ".onnx", "torchscript": ".ts"}
@@ -51,10 +51,10 @@ def _quietly() -> contextlib.ExitStack:
     return stack
 
 
-def _to_onnx(model: torch.nn.Module, example: torch.Tensor, path: Path) -> None:
+def _to_onnx(model: torch.nn.Module, example: torch.Tensor, tmp: str) -> None:
     require(ONNX_COMMAND, "onnx", "onnx", "onnxscript")
 
-    with atomic_path(path) as tmp, _quietly():
+    with _quietly():
         torch.onnx.export(
             model,
             (example,),
@@ -75,8 +75,8 @@ def _run_onnx(path: Path, images: torch.Tensor) -> torch.Tensor:
     return torch.from_numpy(session.run(["logits"], {"images": images.numpy()})[0])
 
 
-def _to_torchscript(model: torch.nn.Module, example: torch.Tensor, path: Path) -> None:
-    with atomic_path(path) as tmp, _quietly():
+def _to_torchscript(model: torch.nn.Module, example: torch.Tensor, tmp: str) -> None:
+    with _quietly():
         torch.jit.trace(model, example).save(tmp)
 
 
@@ -110,12 +110,32 @@ def export(source: Path, fmt: str, out: Path | None, data_dir: Path, download: b
     path = out if out is not None else source.with_suffix(SUFFIXES[fmt])
     if _same_file(path, source):
         raise RnnmnistError(f"refusing to write the export over its input {source}; choose another --out")
+    target(path)  # refused before any work: not a regular file, or a run's own file
     model, _ = checkpoint.load_model(source)  # fp32, eval mode, on the CPU
     if path.parent and not path.parent.is_dir():
         raise RnnmnistError(f"cannot write {path}: folder {path.parent} does not exist")
+    images, kind = _check_images(data_dir, download)
+    with torch.inference_mode():
+        expected = model(images)
+    # Checked before it replaces anything: a model that computes something else is never left for
+    # someone to use, and a previous file of that name stays as it was.
+    with atomic_path(path) as tmp:
+        _write(model, fmt, tmp, path)
+        got = (_run_onnx if fmt == "onnx" else _run_torchscript)(Path(tmp), images)
+        diff = float((got - expected).abs().max())
+        same = bool((got.argmax(1) == expected.argmax(1)).all())
+        if diff > TOLERANCE or not same:
+            raise RnnmnistError(
+                f"the {fmt} export of {source} does not reproduce PyTorch (max logit difference {diff:.2e} > "
+                f"{TOLERANCE:.0e}); nothing was written"
+            )
+    return ExportReport(path, fmt, len(images), kind, diff, same)
+
+
+def _write(model: torch.nn.Module, fmt: str, tmp: str, path: Path) -> None:
     example = torch.rand(2, 28, 28)
     try:
-        (_to_onnx if fmt == "onnx" else _to_torchscript)(model, example, path)
+        (_to_onnx if fmt == "onnx" else _to_torchscript)(model, example, tmp)
     except RnnmnistError:
         raise
     except OSError as e:
@@ -123,16 +143,3 @@ def export(source: Path, fmt: str, out: Path | None, data_dir: Path, download: b
     except (RuntimeError, ValueError, TypeError, NotImplementedError, AssertionError) as e:
         # The exporters (dynamo, onnxscript, jit) fail in these types, torch.onnx's own errors included.
         raise RnnmnistError(f"exporting to {fmt} failed: {one_line(e)}") from None
-    images, kind = _check_images(data_dir, download)
-    with torch.inference_mode():
-        expected = model(images)
-    got = (_run_onnx if fmt == "onnx" else _run_torchscript)(path, images)
-    diff = float((got - expected).abs().max())
-    report = ExportReport(path, fmt, len(images), kind, diff, bool((got.argmax(1) == expected.argmax(1)).all()))
-    if diff > TOLERANCE or not report.same_predictions:
-        path.unlink()  # a model that computes something else must not be left for someone to use
-        raise RnnmnistError(
-            f"the {fmt} export of {source} does not reproduce PyTorch (max logit difference {diff:.2e} > "
-            f"{TOLERANCE:.0e}); nothing was kept"
-        )
-    return report

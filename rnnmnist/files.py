@@ -1,13 +1,23 @@
-"""Atomic file writes: a reader (or a crash) sees the old complete file or the new one, never a part."""
+"""Every file rnnmnist writes goes through here: atomic replacement (a reader, or a crash, sees the old
+complete file or the new one, never a part) or appending, onto regular files only.
+
+The rules, the same for every writer (docs: "Files rnnmnist writes"):
+- a target that exists and is not a regular file (folder, FIFO, device, socket) is refused, never replaced;
+- a symbolic link is followed to the regular file it names, which is replaced (the link stays); a link that
+  dangles, loops or names anything else is refused;
+- a run, sweep or seeds folder's own files are written only by the command that owns that folder.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import functools
 import os
+import stat
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import IO
 
 from rnnmnist.errors import RnnmnistError
 
@@ -46,27 +56,109 @@ def _fsync_dir(folder: Path) -> None:
             os.close(fd)
 
 
-@contextlib.contextmanager
-def atomic_path(path: Path) -> Iterator[str]:
-    """A temporary path beside ``path`` to write; when the block ends, the file there is fsynced
-    and renamed over ``path``.
+class TargetRefused(RnnmnistError):
+    """A path rnnmnist will not write: not a regular file, or another command's file in an rnnmnist folder."""
 
-    On any failure (disk full, no permission, an error in the block) the temporary
-    file is removed and the previous ``path``, if any, is left as it was.
+
+# The files that make a folder a run, sweep or seeds folder, and that only the command owning such a folder
+# writes there (a folder holding any one of its kind's names is that kind). A run folder's pictures
+# (curves.png, ...) are plot's own and not listed: plot rewrites them, and they can be drawn again.
+OWNED: dict[str, tuple[str, ...]] = {
+    "run": ("config.toml", "checkpoint.pt", "best.pt", "metrics.jsonl", "run.json"),
+    "sweep": ("study.db", "best.toml"),
+    "seeds": ("summary.json",),
+}
+OWNERS = {"run": "rnnmnist train", "sweep": "rnnmnist sweep", "seeds": "rnnmnist train --seeds"}
+
+_KINDS = (
+    (stat.S_ISDIR, "a folder"),
+    (stat.S_ISFIFO, "a FIFO"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISSOCK, "a socket"),
+)
+
+
+def _kind(mode: int) -> str:
+    return next((name for is_kind, name in _KINDS if is_kind(mode)), "not a plain file")
+
+
+def _owner_of(real: Path) -> str | None:
+    """The kind of rnnmnist folder whose own file ``real`` is, if it is one."""
+    for kind, names in OWNED.items():
+        if real.name in names and any(os.path.lexists(real.parent / name) for name in names):
+            return kind
+    return None
+
+
+def target(path: Path, owner: str | None = None) -> Path:
+    """The regular file that writing ``path`` creates or replaces: ``path`` itself, or the file a symbolic
+    link there names (the link is kept; its target is replaced).
+
+    Refused with :class:`TargetRefused`: anything that exists and is not a regular file
+    (a folder, FIFO, device, socket) and a link that dangles, loops or names such a thing;
+    and a run, sweep or seeds folder's own file (:data:`OWNED`) unless ``owner`` is that kind
+    of folder, i.e. the caller is the command that writes it.
+    """
+    if owner is not None and owner not in OWNED:
+        raise ValueError(f"unknown owner {owner!r}: one of {', '.join(OWNED)}")
+    path = Path(path)
+    real = path
+    try:
+        info = os.lstat(path)
+    except OSError:  # absent (or its folder is): the write itself says what is wrong
+        info = None
+    if info is not None and stat.S_ISLNK(info.st_mode):
+        real = Path(os.path.realpath(path))
+        try:
+            info = os.lstat(real)
+        except OSError:
+            raise TargetRefused(f"cannot write {path}: it is a symbolic link to {real}, which does not exist") from None
+        if stat.S_ISLNK(info.st_mode):
+            raise TargetRefused(f"cannot write {path}: it is a symbolic link that loops") from None
+        if not stat.S_ISREG(info.st_mode):
+            raise TargetRefused(
+                f"cannot write {path}: it is a symbolic link to {real}, {_kind(info.st_mode)}, not a regular file"
+            )
+    if info is not None and not stat.S_ISREG(info.st_mode):
+        raise TargetRefused(f"cannot write {path}: it is {_kind(info.st_mode)}, not a regular file")
+    kind = _owner_of(real)
+    if kind is not None and kind != owner:
+        raise TargetRefused(
+            f"cannot write {path}: {real.parent} is an rnnmnist {kind} folder and {real.name} is its own file "
+            f"(only {OWNERS[kind]} writes it); choose another name"
+        )
+    return real
+
+
+@contextlib.contextmanager
+def atomic_path(path: Path, owner: str | None = None) -> Iterator[str]:
+    """A temporary path beside the file ``path`` names (see :func:`target`) to write; when the block ends,
+    the file there is fsynced and renamed over it.
+
+    On any failure (disk full, no permission, an error or interrupt in the block) the
+    temporary file is removed and the previous file, if any, is left as it was. The
+    temporary is created with O_EXCL in the target's own folder (so the rename stays on one
+    filesystem) and takes the replaced file's permissions, or a new file's.
     """
     path = Path(path)
+    real = target(path, owner)
     tmp = None
     try:
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}{TMP_MARK}", suffix=TMP_SUFFIX)
-        os.fchmod(fd, file_mode())
-        os.close(fd)
+        fd, tmp = tempfile.mkstemp(dir=real.parent, prefix=f".{real.name}{TMP_MARK}", suffix=TMP_SUFFIX)
+        try:
+            os.fchmod(fd, _mode_of(real))
+        finally:
+            os.close(fd)
         yield tmp
         fd = os.open(tmp, os.O_RDONLY)
         try:
             os.fsync(fd)
         finally:
             os.close(fd)
-        os.replace(tmp, path)
+        if target(path, owner) != real:  # checked again: a FIFO or link may have appeared meanwhile
+            raise TargetRefused(f"cannot write {path}: it was replaced by a symbolic link while being written")
+        os.replace(tmp, real)
     except BaseException as e:
         if tmp is not None:
             with contextlib.suppress(OSError):
@@ -74,10 +166,36 @@ def atomic_path(path: Path) -> Iterator[str]:
         if isinstance(e, OSError):
             raise RnnmnistError(f"cannot write {path}: {e.strerror or e}") from None
         raise
-    _fsync_dir(path.parent)
+    _fsync_dir(real.parent)
 
 
-def write_atomic(path: Path, data: bytes) -> None:
+def _mode_of(real: Path) -> int:
+    """The permissions of the file being replaced (a private file stays private), else a new file's."""
+    try:
+        return stat.S_IMODE(os.stat(real).st_mode)
+    except OSError:
+        return file_mode()
+
+
+def write_atomic(path: Path, data: bytes, owner: str | None = None) -> None:
     """Write ``data`` to ``path`` through :func:`atomic_path`."""
-    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+    with atomic_path(path, owner) as tmp, open(tmp, "wb") as f:
         f.write(data)
+
+
+def open_append(path: Path, owner: str | None = None) -> IO[str]:
+    """``path`` (see :func:`target`) opened to append text, created if absent.
+
+    Opened without blocking, so a FIFO put there meanwhile is refused rather than waited on.
+    """
+    real = target(path, owner)
+    try:
+        fd = os.open(real, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666)
+    except OSError as e:
+        raise RnnmnistError(f"cannot write {path}: {e.strerror or e}") from None
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):
+        os.close(fd)
+        raise TargetRefused(f"cannot write {path}: it is {_kind(info.st_mode)}, not a regular file")
+    os.set_blocking(fd, True)
+    return os.fdopen(fd, "a", encoding="utf-8")

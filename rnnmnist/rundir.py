@@ -22,7 +22,7 @@ from typing import IO, Any
 
 from rnnmnist.config import Config, to_toml
 from rnnmnist.errors import BadValueError, RnnmnistError
-from rnnmnist.files import is_leftover, write_atomic
+from rnnmnist.files import is_leftover, open_append, target, write_atomic
 
 RUN_FILES = ("checkpoint.pt", "best.pt", "config.toml", "metrics.jsonl")
 # Everything any rnnmnist command writes into a run folder (plot's PNGs, --tensorboard's folder).
@@ -35,10 +35,7 @@ class MetricsLog:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        try:
-            self.file: IO[str] = path.open("a", encoding="utf-8")
-        except OSError as e:
-            raise RnnmnistError(f"cannot write {path}: {e.strerror or e}") from None
+        self.file: IO[str] = open_append(path, owner="run")
 
     def write(self, record: dict[str, Any]) -> None:
         try:
@@ -203,7 +200,7 @@ class RunDir:
     def _write(self, path: Path, data: bytes) -> None:
         if not path.exists():
             self.created.append(path)
-        write_atomic(path, data)
+        write_atomic(path, data, owner="run")
 
     def remembered_data_dir(self) -> Path | None:
         """The data folder the run used, if it said so."""
@@ -221,8 +218,9 @@ class RunDir:
     def open_metrics(self, keep_through_step: int = 0) -> MetricsLog:
         """The metrics log, keeping only lines up to ``keep_through_step`` (those a resumed run did not redo)."""
         kept: list[str] = []
-        if keep_through_step > 0 and self.metrics_file.exists():
-            for line in self.metrics_file.read_text(encoding="utf-8", errors="replace").splitlines():
+        real = target(self.metrics_file, owner="run")  # a FIFO there would block the read below forever
+        if keep_through_step > 0 and real.exists():
+            for line in real.read_text(encoding="utf-8", errors="replace").splitlines():
                 with contextlib.suppress(ValueError, KeyError, TypeError):
                     if json.loads(line)["step"] <= keep_through_step:
                         kept.append(line)

@@ -45,7 +45,7 @@ from rnnmnist import config
 from rnnmnist.config import Config, ConfigError
 from rnnmnist.errors import RnnmnistError
 from rnnmnist.extras import missing, require
-from rnnmnist.files import write_atomic
+from rnnmnist.files import target, write_atomic
 
 SEARCH_TABLE = "search"
 STUDY_FILE = "study.db"
@@ -382,6 +382,8 @@ def run_sweep(
     except OSError as e:
         raise RnnmnistError(f"cannot create {out}: {e.strerror or e}") from None
     storage = storage or default_storage(out)
+    if storage.startswith("sqlite:///"):  # SQLite writes the file in place: a regular file, or none yet
+        target(Path(storage.removeprefix("sqlite:///").partition("?")[0]), owner="sweep")
     study = open_study(space, storage, study_name, pruner, heartbeat)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
@@ -428,5 +430,5 @@ def run_sweep(
             f"# rnnmnist sweep {study_name!r}: the best of {len(rows)} trials, trial {best.number} "
             f"(validation accuracy {best.value:.4f}); train it with: rnnmnist train --config {best_file}\n"
         )
-        write_atomic(best_file, (header + config.to_toml(best_cfg)).encode("utf-8"))
+        write_atomic(best_file, (header + config.to_toml(best_cfg)).encode("utf-8"), owner="sweep")
     return SweepResult(study_name, storage, trials, ran, rows, best_cfg, best_file)

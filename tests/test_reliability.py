@@ -249,11 +249,11 @@ def test_failed_write_keeps_the_previous_file(tmp_path: Path) -> None:
         "from rnnmnist.files import write_atomic\n"
         "from rnnmnist.errors import RnnmnistError\n"
         f"p = Path({str(target)!r})\n"
-        "write_atomic(p, b'old' * 1000)\n"
+        "write_atomic(p, b'old' * 1000, owner='run')\n"
         "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
         "resource.setrlimit(resource.RLIMIT_FSIZE, (10_000, 10_000))\n"
         "try:\n"
-        "    write_atomic(p, b'new' * 100_000)\n"
+        "    write_atomic(p, b'new' * 100_000, owner='run')\n"
         "except RnnmnistError as e:\n"
         "    print(e)\n"
     )
