@@ -19,7 +19,7 @@ from rnnmnist.config import EVAL_BATCH_SIZE
 
 EXAMPLES = """\b
 Examples:
-  rnnmnist eval runs/five/checkpoint.pt
+  rnnmnist eval runs/five                                  # its checkpoint.pt
   rnnmnist eval runs/five/checkpoint.pt --limit 256        # the notebook's test
   rnnmnist eval runs/five/checkpoint.pt --json --min-accuracy 0.98 || exit 1
 """
@@ -43,6 +43,9 @@ def eval_command(
     common: Common, checkpoint: Path, split: str, limit: int | None, batch_size: int, min_accuracy: float | None
 ) -> None:
     """Evaluate CHECKPOINT: accuracy, loss, per-class accuracy and the confusion matrix.
+
+    CHECKPOINT is a checkpoint file or a run folder (its checkpoint.pt, the final
+    model; give RUN/best.pt for the best on validation).
 
     It computes in the precision the model was trained in where this device runs
     it, so the accuracy matches training's; elsewhere (bf16 on a CPU without

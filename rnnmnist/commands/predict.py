@@ -63,7 +63,7 @@ def predict(
     min_confidence: float | None,
     trace: bool,
 ) -> int:
-    """Predict the digit in each INPUT with CHECKPOINT.
+    """Predict the digit in each INPUT with CHECKPOINT (a checkpoint file, or a run folder for its checkpoint.pt).
 
     INPUT is an image file Pillow reads (PNG, JPEG, BMP, GIF, TIFF, WebP), a
     folder (every image inside, by name) or - for one image on stdin. Each image
