@@ -7,7 +7,6 @@ stdout. On a terminal, training shows table rows and a progress bar; elsewhere
 
 from __future__ import annotations
 
-import json
 import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -105,7 +104,9 @@ class Ui:
 
     def emit_json(self, payload: dict[str, Any]) -> None:
         """The one JSON document of a --json command, on stdout."""
-        sys.stdout.write(json.dumps(payload) + "\n")
+        from rnnmnist import jsonout
+
+        sys.stdout.write(jsonout.dumps(payload) + "\n")  # standard JSON: a NaN is null
         sys.stdout.flush()
 
     @property

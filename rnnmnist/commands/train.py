@@ -95,7 +95,7 @@ def _default_out_dir() -> Path:
     type=click.Path(file_okay=False, path_type=Path),
     help="Continue the run in this folder from its last checkpoint, with its stored config and data folder.",
 )
-@click.option("--print-config", is_flag=True, help="Print the resolved config as TOML and exit.")
+@click.option("--print-config", is_flag=True, help="Print the resolved config as TOML (with --json: JSON) and exit.")
 @click.option("--tensorboard", is_flag=True, help="Also log to OUT/tensorboard/ (needs rnnmnist[tensorboard]).")
 @click.option(
     "--nproc",
@@ -152,7 +152,13 @@ def train(
     if print_config:
         from rnnmnist.run import resumable
 
-        click.echo(config.to_toml(cfg if resume is None else resumable(resume).config), nl=False)
+        resolved = cfg if resume is None else resumable(resume).config
+        if common.as_json:  # for scripts: the same keys and values, as JSON
+            from rnnmnist import jsonout
+
+            click.echo(jsonout.dumps(resolved.to_dict()))
+        else:
+            click.echo(config.to_toml(resolved), nl=False)
         return
     ui = common.ui()
     if tensorboard:
