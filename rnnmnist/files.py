@@ -76,6 +76,7 @@ _KINDS = (
     (stat.S_ISCHR, "a character device"),
     (stat.S_ISBLK, "a block device"),
     (stat.S_ISSOCK, "a socket"),
+    (stat.S_ISREG, "a file"),
 )
 
 
@@ -129,6 +130,19 @@ def target(path: Path, owner: str | None = None) -> Path:
             f"(only {OWNERS[kind]} writes it); choose another name"
         )
     return real
+
+
+def folder_target(path: Path) -> Path:
+    """``path`` as a folder for a writer that adds new files of its own to it (TensorBoard's event files):
+    absent (the writer creates it) or a folder, a link to one followed; anything else is refused."""
+    path = Path(path)
+    if os.path.lexists(path) and not path.is_dir():
+        try:
+            kind = _kind(os.stat(path).st_mode)
+        except OSError:
+            kind = "a symbolic link that dangles or loops"
+        raise TargetRefused(f"cannot write into {path}: it is {kind}, not a folder")
+    return path
 
 
 @contextlib.contextmanager

@@ -7,7 +7,9 @@ from pathlib import Path
 import torch
 
 from rnnmnist.config import Config
+from rnnmnist.errors import RnnmnistError
 from rnnmnist.extras import require
+from rnnmnist.files import folder_target
 from rnnmnist.train import LogRecord, TrainCallbacks
 
 
@@ -22,7 +24,10 @@ class TensorBoardLogger(TrainCallbacks):
         require_tensorboard()
         from torch.utils.tensorboard import SummaryWriter
 
-        self.writer = SummaryWriter(log_dir=str(folder))
+        try:
+            self.writer = SummaryWriter(log_dir=str(folder_target(folder)))
+        except OSError as e:
+            raise RnnmnistError(f"cannot write into {folder}: {e.strerror or e}") from None
         self.batch_size = 1
 
     def on_start(self, cfg: Config, first_step: int, total_steps: int, device: torch.device, n_train: int) -> None:

@@ -339,3 +339,12 @@ def test_sweep_refuses_a_study_db_that_is_not_a_regular_file(tmp_path: Path, tin
     assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
     assert done.stderr.strip() == f"Error: cannot write {pipe}: it is a FIFO, not a regular file"
     assert stat.S_ISFIFO(os.lstat(pipe).st_mode) and not (out / "trials").exists()
+
+
+def test_train_tensorboard_refuses_a_tensorboard_that_is_not_a_folder(tiny_data: Path, tmp_path: Path) -> None:
+    pytest.importorskip("tensorboard")
+    out = folder(tmp_path / "run")
+    pipe = fifo(out / "tensorboard")
+    result = invoke(*tiny_train_args(tiny_data, out), "--tensorboard")
+    assert one_error_line(result) == f"Error: cannot write into {pipe}: it is a FIFO, not a folder"
+    assert stat.S_ISFIFO(os.lstat(pipe).st_mode)
