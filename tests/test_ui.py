@@ -251,15 +251,12 @@ def test_neither_a_run_folder_nor_a_checkpoint_is_one_clear_error(run: Path, tmp
     empty.mkdir()
     loose = tmp_path / "loose.pt"
     loose.write_bytes((run / "checkpoint.pt").read_bytes())
-    fifo = tmp_path / "fifo"
-    os.mkfifo(fifo)
     only_best = tmp_path / "only-best"
     only_best.mkdir()
     (only_best / "best.pt").write_bytes((run / "best.pt").read_bytes())
     for args, said in (
         (("eval", str(empty)), "is a folder without checkpoint.pt"),
         (("predict", str(only_best), "--index", "0"), f"give {only_best / 'best.pt'}"),
-        (("eval", str(fifo)), "neither a run folder nor a checkpoint"),
         (("plot", str(loose)), "is not in a run folder"),
         (("eval", str(tmp_path / "missing")), "does not exist"),
     ):

@@ -141,8 +141,7 @@ class RunOrCheckpoint(click.ParamType):
                 return path / FINAL_CHECKPOINT
             best = f" (it has best.pt: give {path / 'best.pt'})" if (path / "best.pt").is_file() else ""
             self.fail(f"{_shown(path)} is a folder without {FINAL_CHECKPOINT}{best}: give a run folder or a checkpoint")
-        if not path.is_file():
-            self.fail(f"{_shown(path)} is neither a run folder nor a checkpoint file")
+        # Anything else is read as a checkpoint, whose loading names what is wrong with it (a FIFO, a device).
         if self.folder:
             folder = path.parent
             if not (folder / "metrics.jsonl").is_file():
