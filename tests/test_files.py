@@ -244,6 +244,11 @@ def test_export_never_writes_a_runs_own_files(run: Path, tmp_path: Path) -> None
         line = one_error_line(export(run, run / name))
         assert line.startswith(f"Error: cannot write {run / name}: ") and "run" in line
     assert {p.name: p.read_bytes() for p in run.iterdir()} == before
+    assert one_error_line(export(run, run / "config.toml")) == (
+        f"Error: cannot write {run / 'config.toml'}: {run} is an rnnmnist run folder and config.toml is its own file "
+        f"(only rnnmnist train writes it); choose another name"
+    )
+    assert export(run, run / "checkpoint.ts").exit_code == 0  # beside the checkpoint, as by default
 
 
 def test_compare_plot_onto_a_target_that_is_not_a_regular_file(run: Path, tmp_path: Path, special) -> None:
