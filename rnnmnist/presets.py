@@ -84,10 +84,8 @@ def find(name: str) -> Preset:
         return presets[name]
     close = difflib.get_close_matches(name, presets, n=1)
     hint = f" (did you mean {close[0]!r}?)" if close else ""
-    raise PresetError(
-        f"no preset {name!r}{hint}; presets: {', '.join(presets)} (rnnmnist presets says what each is for); "
-        "or give a TOML file's path"
-    )
+    listed = ", ".join(presets)
+    raise PresetError(f"no preset {name!r}{hint}; presets: {listed} (rnnmnist presets says what each is for)")
 
 
 def resolve(value: str, kind: Kind) -> Path:
@@ -95,10 +93,10 @@ def resolve(value: str, kind: Kind) -> Path:
     if is_name(value):
         try:
             preset = find(value)
-        except PresetError:
+        except PresetError as e:
             if Path(value).is_file():  # a config file without the .toml ending, in the current folder
                 return Path(value)
-            raise
+            raise PresetError(f"{e}; or give a TOML file's path") from None
         if preset.kind != kind:
             use = "rnnmnist sweep --config" if preset.kind == "sweep" else "rnnmnist train --config"
             what = "a sweep space" if preset.kind == "sweep" else "a training config"

@@ -26,7 +26,7 @@ from rnnmnist.commands.presets import ConfigFile
 EXAMPLES = """\b
 Examples:
   rnnmnist train --iters 100000                  # 781 steps, as the notebook
-  rnnmnist train --config seed                   # the notebook exactly (rnnmnist presets lists the presets)
+  rnnmnist train --config seed                   # the notebook exactly (see rnnmnist presets)
   rnnmnist train --config seed --iters 200000
   rnnmnist train --epochs 5 --out runs/five --json > result.json
   rnnmnist train --config runs/five/config.toml --out runs/again   # rerun a run
