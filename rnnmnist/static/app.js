@@ -6,7 +6,8 @@ const $ = (id) => document.getElementById(id);
 const pad = $("pad");
 const ctx = pad.getContext("2d");
 const SIDE = 28;
-const state = { model: null, result: null, step: SIDE, inflight: false, pending: null, lastSent: 0, ink: false };
+// photo: the pad shows an uploaded photo, which the next stroke replaces (ink on a photo reads as neither).
+const state = { model: null, result: null, step: SIDE, inflight: false, pending: null, lastSent: 0, ink: false, photo: false };
 
 // --- the model
 fetch("/api/model")
@@ -27,6 +28,8 @@ function clearPad() {
   ctx.fillStyle = "#fff";
   ctx.fillRect(0, 0, pad.width, pad.height);
   state.ink = false;
+  state.photo = false;
+  pad.dataset.photo = "false";
 }
 clearPad();
 
@@ -39,6 +42,8 @@ let last = null;
 pad.addEventListener("pointerdown", (e) => {
   e.preventDefault();
   pad.setPointerCapture(e.pointerId);
+  state.photoToken = null; // a photo still loading is not drawn over the stroke
+  if (state.photo) clearPad();
   last = point(e);
   stroke(last, last);
 });
@@ -73,6 +78,7 @@ function stroke(a, b) {
 }
 
 $("clear").addEventListener("click", () => {
+  state.photoToken = null;
   clearPad();
   state.pending = null;
   showResult(null);
@@ -85,12 +91,17 @@ $("upload").addEventListener("change", () => {
   if (!file) return;
   const url = URL.createObjectURL(file);
   const img = new Image();
+  const token = (state.photoToken = {});
   img.onload = () => {
-    clearPad();
-    const s = Math.min(pad.width / img.width, pad.height / img.height);
-    ctx.drawImage(img, (pad.width - img.width * s) / 2, (pad.height - img.height * s) / 2, img.width * s, img.height * s);
+    if (state.photoToken === token) { // not drawn on, cleared, or another photo chosen meanwhile
+      clearPad();
+      const s = Math.min(pad.width / img.width, pad.height / img.height);
+      ctx.drawImage(img, (pad.width - img.width * s) / 2, (pad.height - img.height * s) / 2, img.width * s, img.height * s);
+      state.ink = true;
+      state.photo = true;
+      pad.dataset.photo = "true";
+    }
     URL.revokeObjectURL(url);
-    state.ink = true;
   };
   img.onerror = () => URL.revokeObjectURL(url); // the server says what is wrong with it
   img.src = url;
@@ -208,19 +219,37 @@ function renderBars() {
   }
 }
 
-// Canvases are drawn at twice their logical size, so text and lines stay sharp on high-density screens.
-const SHARP = 2;
+// Canvases are drawn at the size CSS gives them (in CSS pixels, at least twice as many device pixels), so
+// text keeps the size it is given on any screen and stays sharp on high-density ones.
 function surface(id) {
   const c = $(id);
-  if (!c.dataset.width) {
-    c.dataset.width = c.width;
-    c.dataset.height = c.height;
-    c.width *= SHARP;
-    c.height *= SHARP;
+  const width = Math.round(c.clientWidth) || c.width;
+  const height = Math.round(c.clientHeight) || c.height;
+  const scale = Math.max(2, window.devicePixelRatio || 1);
+  if (c.width !== width * scale || c.height !== height * scale) {
+    c.width = width * scale;
+    c.height = height * scale;
   }
+  c.dataset.width = width;
+  c.dataset.height = height;
+  delete c.dataset.minFont;
   const g = c.getContext("2d");
-  g.setTransform(SHARP, 0, 0, SHARP, 0, 0);
-  return { g, width: Number(c.dataset.width), height: Number(c.dataset.height) };
+  g.setTransform(scale, 0, 0, scale, 0, 0);
+  return { g, width, height };
+}
+
+// Canvas text is never smaller than this many CSS pixels (legible on a phone).
+const MIN_FONT = 12;
+function setFont(id, g, px) {
+  const c = $(id);
+  g.font = `${px}px system-ui, sans-serif`;
+  // What a reader sees: the font size in CSS pixels (the canvas may be shown at another size than drawn).
+  const shown = (px * c.clientWidth) / Number(c.dataset.width || c.clientWidth || 1);
+  c.dataset.minFont = String(Math.min(Number(c.dataset.minFont || Infinity), shown));
+}
+
+function box(x, y, w, h) {
+  return JSON.stringify([x, y, w, h].map((v) => Math.round(v * 10) / 10));
 }
 
 function renderSeen() {
@@ -245,11 +274,17 @@ function renderSeen() {
     }
   }
   if (!r.trace) return;
-  // Beside each row: the answer after that row, and a bar of the final answer's probability then.
-  const x0 = SIDE * cell + 6;
-  const barMax = c.width - x0 - 34;
-  g.font = `${Math.round(cell * 0.85)}px system-ui, sans-serif`;
+  // Beside each row: the answer after that row, and a bar of the final answer's probability then. The
+  // "decided" label has a column of its own on the right, so it never covers a bar.
+  const fontPx = Math.max(MIN_FONT, Math.round(cell * 0.85));
+  setFont("seen", g, fontPx);
   g.textBaseline = "middle";
+  const labelWidth = g.measureText("decided").width + 8;
+  const x0 = SIDE * cell + 6;
+  const digitWidth = g.measureText("0").width + 6;
+  const barMax = Math.max(0, c.width - x0 - digitWidth - labelWidth);
+  // Where rows are shorter than the text, the answer is written every `every` rows (bars stay on each row).
+  const every = Math.ceil(fontPx / cell);
   const decidedRow = Math.floor((r.decided_at - 1) / stride());
   for (let y = 0; y < SIDE; y++) {
     const probs = r.trace[(y + 1) * stride() - 1];
@@ -258,19 +293,26 @@ function renderSeen() {
     const faded = y >= state.step;
     g.globalAlpha = faded ? 0.3 : 1;
     g.fillStyle = right ? "#1f7a4d" : "#98a2b3";
-    g.fillRect(x0 + 18, y * cell + 1, barMax * probs[r.prediction], cell - 2);
+    g.fillRect(x0 + digitWidth, y * cell + 1, barMax * probs[r.prediction], cell - 2);
     g.fillStyle = right ? "#1f7a4d" : "#475467";
-    g.fillText(String(top), x0 + 2, y * cell + cell / 2);
+    if ((SIDE - 1 - y) % every === 0) g.fillText(String(top), x0 + 2, y * cell + cell / 2);
     g.globalAlpha = 1;
   }
+  const seen = $("seen");
+  seen.dataset.barsBox = box(x0 + digitWidth, 0, barMax, SIDE * cell);
+  const lineY = decidedRow * cell;
   g.strokeStyle = "#d92d20";
   g.lineWidth = 2;
   g.beginPath();
-  g.moveTo(0, decidedRow * cell);
-  g.lineTo(c.width, decidedRow * cell);
+  g.moveTo(0, lineY);
+  g.lineTo(x0 + digitWidth + barMax, lineY);
   g.stroke();
+  // The label sits in its column, centred on the line, kept inside the canvas at the top and bottom.
+  const labelY = Math.min(Math.max(lineY, fontPx / 2 + 1), c.height - fontPx / 2 - 1);
+  const labelX = x0 + digitWidth + barMax + 4;
   g.fillStyle = "#d92d20";
-  g.fillText("decided", c.width - 52, decidedRow * cell + cell / 2);
+  g.fillText("decided", labelX, labelY);
+  seen.dataset.labelBox = box(labelX, labelY - fontPx / 2, labelWidth - 4, fontPx);
 }
 
 function renderChart() {
@@ -278,11 +320,11 @@ function renderChart() {
   const c = { width, height };
   g.clearRect(0, 0, c.width, c.height);
   const r = state.result;
-  const left = 34, right = 30, top = 10, bottom = 26;
+  const left = 40, right = 30, top = 10, bottom = 26;
   const w = c.width - left - right, h = c.height - top - bottom;
   g.strokeStyle = "#d7dbe3";
   g.fillStyle = "#667085";
-  g.font = "14px system-ui, sans-serif";
+  setFont("chart", g, 14);
   g.lineWidth = 1;
   for (const p of [0, 0.5, 1]) {
     const y = top + h * (1 - p);
@@ -290,7 +332,7 @@ function renderChart() {
     g.fillText(`${100 * p}%`, 2, y + 4);
   }
   const steps = r && r.trace ? r.trace.length : SIDE;
-  g.fillText(`${unitName()}s read →  (p of each digit after each step; the answer in green)`, left, c.height - 6);
+  g.fillText(`${unitName()}s read →`, left, c.height - 6);
   if (!r || !r.trace) return;
   const x = (t) => left + (w * t) / steps; // after step t (1-based)
   const drawLine = (d, color, width) => {
@@ -333,4 +375,6 @@ $("play").addEventListener("click", () => {
   }, 110);
 });
 
+// The canvases follow the page's width (a turned phone, a resized window).
+if (window.ResizeObserver) new ResizeObserver(() => render()).observe($("chart"));
 render();

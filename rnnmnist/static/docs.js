@@ -8,6 +8,19 @@ function el(tag, attrs, ...children) {
   return node;
 }
 
+// Descriptions are written like Markdown: `code` (or ``code``) is shown as code, not as backticks.
+function prose(text) {
+  const t = String(text || "");
+  const nodes = [];
+  let at = 0;
+  for (const m of t.matchAll(/``(.+?)``|`([^`]+)`/g)) {
+    nodes.push(t.slice(at, m.index), el("code", {}, m[1] || m[2]));
+    at = m.index + m[0].length;
+  }
+  nodes.push(t.slice(at));
+  return nodes;
+}
+
 function resolve(spec, schema) {
   while (schema && schema.$ref) schema = spec.components.schemas[schema.$ref.split("/").pop()];
   return schema || {};
@@ -33,10 +46,10 @@ fetch("/openapi.json")
     for (const [path, methods] of Object.entries(spec.paths)) {
       for (const [method, op] of Object.entries(methods)) {
         const card = el("section", { className: "card wide" }, el("h2", {}, `${method.toUpperCase()} ${path}`));
-        if (op.summary) card.append(el("p", {}, op.summary));
-        if (op.description) card.append(el("p", { className: "muted" }, op.description));
+        if (op.summary) card.append(el("p", {}, ...prose(op.summary)));
+        if (op.description) card.append(el("p", { className: "muted" }, ...prose(op.description)));
         for (const p of op.parameters || []) {
-          card.append(el("p", {}, el("code", {}, `?${p.name}=${describe(spec, p.schema)}`), ` ${p.description || ""}`));
+          card.append(el("p", {}, el("code", {}, `?${p.name}=${describe(spec, p.schema)}`), " ", ...prose(p.description)));
         }
         const body = op.requestBody && op.requestBody.content;
         if (body) {
@@ -46,7 +59,7 @@ fetch("/openapi.json")
         card.append(el("h3", {}, "Responses"));
         for (const [code, response] of Object.entries(op.responses || {})) {
           const media = response.content && response.content["application/json"];
-          card.append(el("p", {}, el("code", {}, code), ` ${response.description || ""} `, el("span", { className: "muted" }, media ? describe(spec, media.schema) : "")));
+          card.append(el("p", {}, el("code", {}, code), " ", ...prose(response.description), " ", el("span", { className: "muted" }, media ? describe(spec, media.schema) : "")));
         }
         main.append(card);
       }
