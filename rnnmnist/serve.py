@@ -1,9 +1,11 @@
 """A web page to draw digits on and a JSON API, around one model: :func:`create_app` builds the ASGI app.
 
 Requests are parsed on the event loop (bodies are read asynchronously, so a slow
-upload stalls nobody); decoding and preprocessing run in a small thread pool, and
-inference in a pool of one thread, so torch never runs two forward passes at once
-and never fights itself for cores. Nothing a request sends is written to disk and
+upload stalls nobody, and each body has a deadline); what a request's images would
+cost to decode is read from their headers and capped before any is decoded;
+decoding and preprocessing run in a small thread pool (small requests in threads of
+their own), and inference in a pool of one thread, so torch never runs two forward
+passes at once and never fights itself for cores. Nothing a request sends is written to disk and
 no request names a file on the server: uploads are parsed in memory, the page's
 assets are read from the package when the app is made.
 
@@ -136,6 +138,9 @@ def _pixels(value: Any) -> np.ndarray:
     return (a / 255.0 if a.max() > 1 else a).astype(np.float32)
 
 
+_WRAPPING = re.compile(r"[ \t\r\n]+")
+
+
 def _base64_image(value: Any) -> bytes:
     if not isinstance(value, str):
         raise ValueError("image_base64 must be a string")
@@ -149,9 +154,6 @@ def _base64_image(value: Any) -> bytes:
         return base64.b64decode(value, validate=True)
     except (binascii.Error, ValueError):
         raise ValueError("image_base64 is not valid base64") from None
-
-
-_WRAPPING = re.compile(r"[ \t\r\n]+")
 
 
 def _json_item(item: Any, default_name: str) -> tuple[str, Source]:
