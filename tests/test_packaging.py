@@ -197,6 +197,20 @@ def test_each_missing_extra_ends_in_one_line_naming_its_pip_install(tiny_data: P
         ), extra
 
 
+def test_a_postgresql_storage_without_its_driver_names_the_postgres_extra(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pytest.importorskip("optuna", reason="the sweep extra is not installed")
+    monkeypatch.setitem(sys.modules, "psycopg2", None)  # import psycopg2 now raises ModuleNotFoundError
+    space = tmp_path / "space.toml"
+    space.write_text("iters = 1000\n[search]\nlr = [0.01, 0.003]\n")
+    url = "postgresql://rnnmnist:secret@127.0.0.1:9/rnnmnist"
+    result = invoke("sweep", "--config", str(space), "--trials", "1", "--out", str(tmp_path / "o"), "--storage", url)
+    assert result.exit_code == 1
+    assert result.output.endswith(" needs the postgres extra: pip install 'rnnmnist[postgres]'\n")
+    assert result.output.startswith("Error: --storage postgresql://") and "secret" not in result.output
+
+
 def test_the_old_extra_names_still_install_the_same() -> None:
     project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
     extras = project["optional-dependencies"]
