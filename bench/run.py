@@ -285,6 +285,51 @@ def section_fp32tta(bench: Bench) -> None:
         bench.add("fp32tta", f"{label}: mean test accuracy", statistics.mean(accs), "", f"min {min(accs):.4f}")
 
 
+def section_budgets(bench: Bench) -> None:
+    """The user's own lengths: `rnnmnist train --iters N` at 100,000 examples (3 seeds, fp32 and default precision,
+    alternately with the reference script's 781 steps), then 210,000 and 1,000,000 (seed 0, default precision)."""
+    seeds = (0,) if bench.tiny else (0, 1, 2)
+    small = ["--hidden-size", "16", "--val-size", "100"] if bench.tiny else []
+    short, longer = ("1001", ("2001",)) if bench.tiny else ("100000", ("210000", "1000000"))
+    precisions = tuple(dict.fromkeys(("fp32", default_precision())))
+    runs: dict[str, list[tuple[float, float]]] = {"reference": [], **{p: [] for p in precisions}}
+
+    def train(tmp: str, iters: str, seed: int, precision: str) -> tuple[float, float, dict]:
+        argv = ["train", "--data-dir", str(bench.data_dir), "--out", f"{tmp}/run", "--force", "--json"]
+        argv += [*small, "--iters", iters, "--precision", precision, "--seed", str(seed)]
+        seconds, _, stdout = bench.timed_process(bench.cli(*argv))
+        result = json.loads(stdout)
+        return seconds, result["test_accuracy"], result
+
+    with tempfile.TemporaryDirectory() as tmp:
+        for seed in seeds:
+            ref = [sys.executable, "bench/reference_loop.py", "--data-dir", str(bench.data_dir), "--out", f"{tmp}/r.pt"]
+            ref += ["--iters", short, *(["--hidden-size", "16", "--val-size", "100"] if bench.tiny else [])]
+            seconds, _, stdout = bench.timed_process([*ref, "--seed", str(seed)])
+            runs["reference"].append((seconds, json.loads(stdout)["test_accuracy"]))
+            for precision in precisions:
+                seconds, acc, result = train(tmp, short, seed, precision)
+                runs[precision].append((seconds, acc))
+        steps = f"{result['steps']} steps of {result['examples'] // result['steps']}"
+        ref_seconds = statistics.mean(s for s, _ in runs["reference"])
+        ref_acc = statistics.mean(a for _, a in runs["reference"])
+        note = f"whole process, mean of seeds {', '.join(map(str, seeds))}, test {ref_acc:.4f}"
+        bench.add("budgets", "reference script, 781 steps", ref_seconds, "s", note)
+        for precision in precisions:
+            seconds = statistics.mean(s for s, _ in runs[precision])
+            accs = [a for _, a in runs[precision]]
+            label = f"train --iters {short} --precision {precision}"
+            bench.add("budgets", label, seconds, "s", f"{steps}; whole process, mean of seeds")
+            bench.add("budgets", f"{label} / reference", seconds / ref_seconds, "x", "goal: <= 1.0")
+            note = f"min {min(accs):.4f}; goal: mean >= 0.983, none below 0.981"
+            bench.add("budgets", f"{label}: mean test accuracy", statistics.mean(accs), "", note)
+        for iters in longer:
+            seconds, acc, result = train(tmp, iters, 0, default_precision())
+            steps = f"{result['steps']} steps of {result['examples'] // result['steps']}"
+            label = f"train --iters {iters} ({default_precision()})"
+            bench.add("budgets", f"{label}: test accuracy", acc, "", f"seed 0, {steps}, {seconds:.1f} s whole process")
+
+
 def section_long(bench: Bench) -> None:
     """784-step sequences (--mode pixels): per-time-step cost and training samples/s, denormals kept and flushed."""
     argv = [sys.executable, "bench/long_sequences.py", "--data-dir", str(bench.data_dir), "--steps"]
@@ -421,6 +466,7 @@ SECTIONS: dict[str, Callable[[Bench], None]] = {
     "scaling": section_scaling,
     "phases": section_phases,
     "fp32tta": section_fp32tta,
+    "budgets": section_budgets,
     "long": section_long,
     "predict": section_predict,
     "redrawn": section_redrawn,

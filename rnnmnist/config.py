@@ -10,6 +10,7 @@ from __future__ import annotations
 import difflib
 import math
 import tomllib
+from collections.abc import Collection
 from dataclasses import Field, asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Literal, get_args, get_origin, get_type_hints
@@ -54,7 +55,12 @@ class ModelConfig:
         "how an image becomes a sequence: rows (28 steps of 28 pixels), pixels (784 steps of 1), "
         "permuted (784 steps under a fixed random permutation)",
     )
-    hidden_size: int = _opt(64, "hidden units per layer and direction", ge=1, le=4096)
+    hidden_size: int = _opt(
+        64,
+        "hidden units per layer and direction (a row-wise run shorter than 204,800 iters that does not set it: 96)",
+        ge=1,
+        le=4096,
+    )
     layers: int = _opt(1, "stacked recurrent layers", ge=1, le=16)
     bidirectional: bool = _opt(False, "also read each sequence backwards")
     dropout: float = _opt(0.0, "dropout between layers and before the head", ge=0.0, lt=1.0)
@@ -81,7 +87,12 @@ class TrainingConfig:
         le=10**10,
     )
     epochs: float = _opt(0.0, "passes over the training split; when > 0 it replaces iters", ge=0.0, le=10_000)
-    batch_size: int = _opt(256, "examples per optimisation step", ge=1, le=65_536)
+    batch_size: int = _opt(
+        256,
+        "examples per optimisation step (a row-wise run shorter than 204,800 iters that does not set it: 128)",
+        ge=1,
+        le=65_536,
+    )
     # --- optimisation
     optimizer: Optimizer = _opt("adam", "adam, or adamw (decoupled weight decay)")
     lr: float = _opt(0.02, "learning rate (the peak of onecycle and cosine schedules)", gt=0.0, le=10.0)
@@ -253,14 +264,35 @@ def _check_consistent(cfg: Config) -> None:
         )
 
 
+# The recipe for short runs. The defaults are tuned for their own length, 210,000 examples (820 steps of
+# 256, the shortest time to 98.5%). Given far fewer, such as the notebook's 100,000 (390 steps of 256:
+# 97.9%), a run spends them better in twice the steps of a wider LSTM: 781 steps of 128 through an LSTM 96
+# measured 98.40% in bf16 and 98.48% in fp32 (mean of seeds 0-2), in less wall time than the reference
+# loop's 781 steps of an LSTM 128. Measured for rows only: the 784-step modes cost too much more per unit.
+SHORT_RUN_EXAMPLES = 800 * 256  # iters below this: fewer than 800 steps of the default batch
+SHORT_RUN: dict[str, Any] = {"batch_size": 128, "hidden_size": 96}
+
+
+def fit_to_length(cfg: Config, given: Collection[str]) -> Config:
+    """``cfg`` with the short-run recipe in the fields of :data:`SHORT_RUN` that no source set (``given``
+    names those that one did), where the run is row-wise and its length, given in ``iters``, is below
+    :data:`SHORT_RUN_EXAMPLES`. A length in ``epochs`` keeps the defaults."""
+    if cfg.epochs > 0 or cfg.iters >= SHORT_RUN_EXAMPLES or cfg.mode != "rows":
+        return cfg
+    return replace(cfg, **{key: value for key, value in SHORT_RUN.items() if key not in given})
+
+
 def build(*sources: tuple[str, dict[str, Any]]) -> Config:
     """Apply ``(source_name, values)`` overrides in order onto the defaults.
 
     Later sources win. Every key and value is checked; a :class:`ConfigError`
-    names the source and the key.
+    names the source and the key. A short run's unset fields then follow
+    :func:`fit_to_length`: the config returned is the one that trains, resolved.
     """
     cfg = DEFAULTS
+    given: set[str] = set()
     for source, values in sources:
+        given.update(values)
         _check_keys(values, source)
         checked = {}
         for key, value in values.items():
@@ -269,6 +301,7 @@ def build(*sources: tuple[str, dict[str, Any]]) -> Config:
             except ConfigError as e:
                 raise ConfigError(f"{source}: {e}") from None
         cfg = replace(cfg, **checked)
+    cfg = fit_to_length(cfg, given)
     _check_consistent(cfg)
     return cfg
 

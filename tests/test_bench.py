@@ -38,6 +38,7 @@ def test_bench_tiny_runs_every_section(tmp_path: Path) -> None:
         "handwriting",
         "phases",
         "fp32tta",
+        "budgets",
         "long",
     }
     for row in result["rows"]:

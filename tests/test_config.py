@@ -179,3 +179,66 @@ def test_beta2_out_of_range_is_refused_naming_it() -> None:
     for bad in (0.0, 1.0, 1.5):
         with pytest.raises(config.ConfigError, match="beta2"):
             config.from_dict({"beta2": bad})
+
+
+# --- the recipe for short runs: a length below 204,800 examples, given in iters, takes the SHORT_RUN fields
+
+
+def test_a_short_run_takes_smaller_batches_of_a_wider_lstm() -> None:
+    cfg = config.build(("command line", {"iters": 100_000}))
+    assert (cfg.batch_size, cfg.hidden_size) == (128, 96)
+    assert cfg.training_steps(55_000) == 781  # the notebook's steps, not 390 of 256
+    assert config.build(("f", {"iters": config.SHORT_RUN_EXAMPLES - 1})).batch_size == 128
+    # Everything else is the default recipe.
+    assert cfg == config.replace(config.DEFAULTS, iters=100_000, batch_size=128, hidden_size=96)
+
+
+@pytest.mark.parametrize(
+    "values",
+    [{}, {"iters": 210_000}, {"iters": config.SHORT_RUN_EXAMPLES}, {"iters": 1_000_000}, {"epochs": 1.0}],
+    ids=["default", "210k", "threshold", "1M", "epochs"],
+)
+def test_the_default_length_and_longer_runs_keep_the_defaults(values: dict) -> None:
+    cfg = config.build(("f", values))
+    assert (cfg.batch_size, cfg.hidden_size) == (config.DEFAULTS.batch_size, config.DEFAULTS.hidden_size)
+
+
+def test_a_value_that_a_source_sets_always_wins_over_the_short_run_recipe() -> None:
+    # Even where it equals the default: setting it is the user's choice.
+    cfg = config.build(("f", {"batch_size": 256}), ("flags", {"iters": 100_000}))
+    assert (cfg.batch_size, cfg.hidden_size) == (256, 96)
+    cfg = config.build(("environment", {"iters": 100_000, "hidden_size": 64}))
+    assert (cfg.batch_size, cfg.hidden_size) == (128, 64)
+    # The 784-step modes were not measured with it: they keep the defaults.
+    pixels = config.build(("f", {"iters": 100_000, "mode": "pixels"}))
+    assert (pixels.batch_size, pixels.hidden_size) == (256, 64)
+
+
+@pytest.mark.parametrize("path", ALL_CONFIGS, ids=[p.name for p in ALL_CONFIGS])
+def test_every_preset_resolves_to_its_own_values_over_the_defaults(path: Path) -> None:
+    """The short-run recipe changes no preset: each sets its length and batch, or trains for epochs."""
+    values = tomllib.loads(path.read_text())
+    plain = {k: config.check_value(k, v) for k, v in values.items() if not isinstance(v, dict)}
+    # A sweep's trial sets each searched key too (here: to the default's value).
+    trial = {k: getattr(config.DEFAULTS, k) for k in values.get("search", {})}
+    cfg = config.build((path.name, plain), ("trial", trial))
+    assert cfg == config.replace(config.DEFAULTS, **plain, **trial)
+
+
+def test_the_resolved_short_run_is_printed_trained_and_stored(tiny_data: Path, tmp_path: Path) -> None:
+    printed = CliRunner().invoke(cli, ["train", "--iters", "100000", "--print-config"])
+    assert printed.exit_code == 0, printed.output
+    assert "\nbatch_size = 128\n" in printed.stdout and "\nhidden_size = 96\n" in printed.stdout
+    explicit = CliRunner().invoke(cli, ["train", "--iters", "100000", "--batch-size", "256", "--print-config"])
+    assert "\nbatch_size = 256\n" in explicit.stdout
+
+    from rnnmnist import checkpoint
+
+    out = tmp_path / "run"
+    args = ["train", "--data-dir", str(tiny_data), "--out", str(out), "--val-size", "100", "--iters", "257"]
+    result = CliRunner().invoke(cli, [*args, "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    assert "LSTM 96" in result.output and "2 steps of 128" in result.output  # the header says what trains
+    stored = checkpoint.load(out / "checkpoint.pt").config
+    assert (stored.batch_size, stored.hidden_size) == (128, 96)
+    assert "\nbatch_size = 128\n" in (out / "config.toml").read_text()  # rerunning it trains the same
