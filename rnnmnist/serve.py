@@ -428,12 +428,12 @@ class _Guard:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        started, status = time.perf_counter(), 500
+        started, status = time.perf_counter(), "500"
 
         async def send_with_headers(message: Message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
-                status = message["status"]
+                status = str(message["status"])
                 headers = MutableHeaders(scope=message)
                 for key, value in SECURITY_HEADERS.items():
                     headers.setdefault(key, value)
@@ -445,6 +445,10 @@ class _Guard:
                 await refusal(scope, receive, send_with_headers)
             else:
                 await self.app(scope, self.reading.receiver(receive, self.max_body), send_with_headers)
+        except asyncio.CancelledError:
+            if status == "500":  # not answered: the server is stopping, past its graceful timeout
+                status = "cancelled"
+            raise
         finally:
             if self.log is not None:
                 client = scope.get("client") or ("-", 0)
