@@ -302,6 +302,28 @@ def test_stopping_cuts_a_stalled_upload_short(model: Path) -> None:
     assert took < 2
 
 
+def test_a_request_cancelled_at_the_stop_is_logged_as_such(model: Path) -> None:
+    lines: list[str] = []
+    app = create_app(model, "cpu", body_timeout=60.0, log=lines.append)
+
+    async def cancel_midway() -> None:
+        async def receive() -> dict:
+            await asyncio.sleep(60)
+            return {"type": "http.request", "body": b"", "more_body": False}
+
+        async def send(message: dict) -> None:
+            pass
+
+        request = asyncio.ensure_future(app(_scope(1000), receive, send))
+        await asyncio.sleep(0.2)
+        request.cancel()  # what uvicorn does past its graceful timeout
+        with pytest.raises(asyncio.CancelledError):
+            await request
+
+    asyncio.run(cancel_midway())
+    assert len(lines) == 1 and " POST /api/predict cancelled " in lines[0], lines
+
+
 # --- a real server: overflow, malformed HTTP, and a stop while an upload is stalled
 
 
