@@ -327,6 +327,18 @@ def test_a_request_cancelled_at_the_stop_is_logged_as_such(model: Path) -> None:
 # --- a real server: overflow, malformed HTTP, and a stop while an upload is stalled
 
 
+def health_until(url: str, status: int, seconds: float = 10) -> int:
+    """GET /api/health until it answers ``status`` (or ``seconds`` pass); the last status."""
+    import httpx
+
+    deadline = time.monotonic() + seconds
+    while True:
+        got = httpx.get(url + "/api/health", timeout=10).status_code
+        if got == status or time.monotonic() > deadline:
+            return got
+        time.sleep(0.1)
+
+
 def _stalled(port: int) -> socket.socket:
     s = socket.create_connection(("127.0.0.1", port))
     s.sendall(
@@ -348,12 +360,11 @@ def test_real_server_overflow_and_stop_while_stalled(model: Path, seven: bytes, 
         wait_until_up(url, server)
         # Over the connection limit: refused with 503, and said in the server's own words (or not at all).
         held = [socket.create_connection(("127.0.0.1", port)) for _ in range(64)]
-        time.sleep(0.3)
-        assert httpx.get(url + "/api/health", timeout=10).status_code == 503
+        assert health_until(url, 503) == 503  # once the server has accepted all 64
         for s in held:
             s.close()
         held = []
-        time.sleep(0.3)
+        assert health_until(url, 200) == 200  # once it has seen them close
         upgrade = {"connection": "Upgrade", "upgrade": "websocket"}  # uvicorn warns, twice, and answers as HTTP
         assert httpx.get(url + "/api/health", headers=upgrade, timeout=10).status_code == 200
         with socket.create_connection(("127.0.0.1", port)) as bad:  # malformed HTTP
