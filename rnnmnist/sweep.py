@@ -22,7 +22,11 @@ database URL (PostgreSQL for workers on several machines). Every worker started
 on the same storage and study name shares the study; ``--trials N`` is the
 study's total of finished (complete or pruned) trials, so a restarted sweep runs
 only what is missing. Workers send a heartbeat; a trial whose worker died (killed,
-machine lost) is marked failed by the next worker after two missed beats.
+machine lost) is marked failed by the next worker after two missed beats, or at once
+when that worker ran on this machine (its process is gone: seen in /proc, or by
+``kill -0`` elsewhere). A worker whose part is done waits for the trials other workers
+are running, so that it ends when the study holds ``--trials`` finished trials, or
+says how many it holds.
 Optuna is imported only here (``pip install 'rnnmnist[sweep]'``; rnnmnist.extras).
 """
 
@@ -252,6 +256,73 @@ def _pruner(optuna: Any, pruner: Any) -> Any:
     return optuna.pruners.NopPruner()
 
 
+# --- workers: who runs a trial, and whether that process is still alive
+def worker_identity() -> dict[str, str]:
+    """User attributes naming this process, set on each trial it runs: ``worker`` (host:pid), and where
+    known its pid namespace and start time (a pid seen from another container, or reused, is not it)."""
+    identity = {"worker": f"{socket.gethostname()}:{os.getpid()}"}
+    with contextlib.suppress(OSError):
+        identity["worker_pid_namespace"] = os.readlink("/proc/self/ns/pid")
+    started = _process_state(os.getpid())
+    if started is not None:
+        identity["worker_started"] = started[1]
+    return identity
+
+
+def _process_state(pid: int) -> tuple[str, str] | None:
+    """(state letter, start time in clock ticks since boot) of a process, from /proc; None where unknown."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text(encoding="ascii", errors="replace")
+    except OSError:
+        return None
+    fields = text.rpartition(")")[2].split()  # after "pid (command name)": the name may hold spaces
+    return (fields[0], fields[19]) if len(fields) > 19 else None
+
+
+def worker_alive(attrs: dict[str, Any]) -> bool | None:
+    """Whether the process that ran a trial (its user ``attrs``) is alive; None when it cannot be seen from
+    here (another machine or container, or no worker recorded): its heartbeat tells then."""
+    worker, namespace = attrs.get("worker"), attrs.get("worker_pid_namespace")
+    if not isinstance(worker, str) or not isinstance(namespace, str):
+        return None
+    host, _, pid_text = worker.rpartition(":")
+    here = worker_identity()
+    if host != socket.gethostname() or namespace != here.get("worker_pid_namespace") or not pid_text.isdigit():
+        return None
+    pid = int(pid_text)
+    if Path("/proc/self/stat").exists():
+        state = _process_state(pid)
+        if state is None:
+            return False  # no such process
+        # A zombie (killed, not yet reaped by its parent) is dead; another start time is another process.
+        return state[0] not in ("Z", "X") and attrs.get("worker_started") in (None, state[1])
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def fail_dead_trials(study: Any) -> list[int]:
+    """Mark failed the running trials whose worker process is seen dead (on this machine); their numbers.
+
+    Optuna fails a dead worker's trial only when its heartbeats are overdue; on this machine a killed
+    worker is seen at once, so a sweep restarted right after ``kill -9`` does not count its trial."""
+    optuna = require_optuna()
+    failed = []
+    for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        if worker_alive(t.user_attrs) is not False:
+            continue
+        # Another worker may fail it first: then it is finished, and that is what was wanted.
+        with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):
+            study._storage.set_trial_user_attr(t._trial_id, "note", f"its worker ({t.user_attrs['worker']}) died")
+            study.tell(t.number, state=optuna.trial.TrialState.FAIL, skip_if_finished=True)
+            failed.append(t.number)
+    return failed
+
+
 def counts(study: Any) -> dict[str, int]:
     """Trials of the study by state (complete, pruned, running, fail, waiting)."""
     result: dict[str, int] = {}
@@ -264,6 +335,11 @@ def _taken(study: Any) -> int:
     """Trials that count toward --trials: finished ones, and those running now."""
     c = counts(study)
     return c.get("complete", 0) + c.get("pruned", 0) + c.get("running", 0)
+
+
+def _finished(study: Any) -> int:
+    c = counts(study)
+    return c.get("complete", 0) + c.get("pruned", 0)
 
 
 class _Reporter:
@@ -333,6 +409,11 @@ class SweepResult:
     rows: list[TrialRow]
     best_config: Config | None
     best_file: Path | None
+    shortfall: str | None = None  # why the study holds fewer finished trials than wanted (None: it holds them)
+
+    @property
+    def finished(self) -> int:
+        return sum(r.state in ("complete", "pruned") for r in self.rows)
 
     def to_json(self) -> dict[str, Any]:
         best = self.rows[0] if self.rows and self.rows[0].value is not None else None
@@ -341,6 +422,8 @@ class SweepResult:
             "storage": _safe(self.storage),
             "trials_wanted": self.trials_wanted,
             "trials_run_by_this_worker": self.ran_here,
+            "trials_finished": self.finished,
+            "shortfall": self.shortfall,
             "counts": count_states(self.rows),
             "best": None if best is None else {**best.to_json(), "config_file": str(self.best_file)},
             "trials": [r.to_json() for r in self.rows],
@@ -365,13 +448,16 @@ def run_sweep(
     download: bool = True,
     heartbeat: int = 60,
     display: Callable[[int, dict[str, Any], Path], Any] | None = None,
+    waiting: Callable[[str], None] | None = None,
 ) -> SweepResult:
     """Run trials until the study holds ``trials`` finished ones; write the best config to OUT/best.toml.
 
     ``display(number, params, folder)`` gives a context manager yielding the
     training display of one trial (or None). A trial that diverges is marked
     failed and the sweep goes on; an interrupt marks it failed and ends the sweep
-    (starting it again continues the study).
+    (starting it again continues the study). When the trials left are running in other
+    workers, this one waits for them (``waiting(line)`` says so), failing those whose
+    worker dies; ``shortfall`` says why the study holds fewer finished trials than asked.
     """
     from rnnmnist.run import Plan, train
     from rnnmnist.train import CallbackList, StopEarly, TrainingDiverged
@@ -385,10 +471,8 @@ def run_sweep(
     if storage.startswith("sqlite:///"):  # SQLite writes the file in place: a regular file, or none yet
         target(Path(storage.removeprefix("sqlite:///").partition("?")[0]), owner="sweep")
     study = open_study(space, storage, study_name, pruner, heartbeat)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        optuna.storages.fail_stale_trials(study)  # trials of workers that died
     ran = 0
+    identity = worker_identity()
 
     def objective(trial: Any) -> float:
         nonlocal ran
@@ -397,7 +481,8 @@ def run_sweep(
         cfg = space.config(params, f"trial {trial.number}")
         folder = trials_folder(out, study_name) / f"trial-{trial.number:04d}"
         trial.set_user_attr("folder", str(folder.resolve()))
-        trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
+        for key, value in identity.items():
+            trial.set_user_attr(key, value)
         reporter = _Reporter(trial)
         plan = Plan(folder, cfg, data_dir=data_dir, download=download)
         with display(trial.number, params, folder) if display else contextlib.nullcontext() as shown:
@@ -415,11 +500,17 @@ def run_sweep(
         return summary.val.accuracy  # never the test set
 
     def enough(study: Any, _trial: Any) -> None:
+        fail_dead_trials(study)
         if _taken(study) >= trials:
             study.stop()
 
-    if _taken(study) < trials:
-        study.optimize(objective, callbacks=[enough], catch=(TrainingDiverged,))
+    shortfall = _run_until_finished(
+        study,
+        trials,
+        heartbeat,
+        waiting,
+        optimize=lambda: study.optimize(objective, callbacks=[enough], catch=(TrainingDiverged,)),
+    )
     rows = trial_rows(study)
     best_cfg, best_file = None, None
     if rows and rows[0].value is not None:
@@ -431,4 +522,44 @@ def run_sweep(
             f"(validation accuracy {best.value:.4f}); train it with: rnnmnist train --config {best_file}\n"
         )
         write_atomic(best_file, (header + config.to_toml(best_cfg)).encode("utf-8"), owner="sweep")
-    return SweepResult(study_name, storage, trials, ran, rows, best_cfg, best_file)
+    return SweepResult(study_name, storage, trials, ran, rows, best_cfg, best_file, shortfall)
+
+
+def _run_until_finished(
+    study: Any, trials: int, heartbeat: int, waiting: Callable[[str], None] | None, optimize: Callable[[], None]
+) -> str | None:
+    """Run trials (``optimize``) until the study holds ``trials`` finished ones, waiting for those that other
+    live workers run; the reason when it cannot (a running trial no worker of ours answers for)."""
+    optuna = require_optuna()
+    unclaimed_since: dict[int, float] = {}
+    awaited: list[int] = []
+    while True:
+        fail_dead_trials(study)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            optuna.storages.fail_stale_trials(study)  # workers elsewhere whose heartbeats stopped
+        if _finished(study) >= trials:
+            return None
+        if _taken(study) < trials:
+            optimize()
+            continue
+        running = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+        now = time.monotonic()
+        # A trial without a worker was not started by rnnmnist sweep (ours name theirs at once): it may never
+        # be finished, and with no heartbeat it is never found stale either. Wait two beats, then say so.
+        unclaimed = [t for t in running if not isinstance(t.user_attrs.get("worker"), str)]
+        for t in unclaimed:
+            unclaimed_since.setdefault(t.number, now)
+        overdue = [t for t in unclaimed if now - unclaimed_since[t.number] > 2 * heartbeat]
+        if overdue:
+            return (
+                f"only {_finished(study)} of {trials} trials finished: trial {overdue[0].number} is running with no "
+                f"rnnmnist worker or heartbeat (started outside rnnmnist sweep?); "
+                f"run the same command again when it has finished"
+            )
+        numbers = sorted(t.number for t in running)
+        if waiting is not None and numbers != awaited:
+            shown = ", ".join(f"{t.number} ({t.user_attrs.get('worker', 'no worker')})" for t in running[:5])
+            waiting(f"waiting for {len(running)} trial(s) other workers are running: {shown}")
+        awaited = numbers
+        time.sleep(min(heartbeat, 5))

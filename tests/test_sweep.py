@@ -12,6 +12,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import warnings
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -26,7 +27,7 @@ from rnnmnist.config import ConfigError
 optuna = pytest.importorskip("optuna")
 sqlalchemy_exc = pytest.importorskip("sqlalchemy.exc")  # Optuna's own dependency
 
-from rnnmnist.sweep import read_space, run_sweep  # noqa: E402 - needs optuna
+from rnnmnist.sweep import open_study, read_space, run_sweep, worker_identity  # noqa: E402 - needs optuna
 
 TINY = """\
 iters = 251
@@ -180,6 +181,12 @@ def test_two_workers_share_the_study_and_a_killed_one_leaves_it_usable(tiny_data
         killed_at = time.monotonic()
         _, err = survivor.communicate(timeout=120)
         assert survivor.returncode == 0, err.decode()
+        # The survivor saw the victim's process gone (on this machine, no heartbeat to wait for), failed its
+        # trial and ran one more itself: it ends with the study holding --trials finished trials.
+        finished = _study(out).trials
+        dead = next(t for t in finished if t.number == running[0].number)
+        assert dead.state == optuna.trial.TrialState.FAIL and "died" in dead.user_attrs["note"]
+        assert sum(t.state == optuna.trial.TrialState.COMPLETE for t in finished) >= 3
     finally:
         for w in workers:
             if w.poll() is None:
@@ -195,9 +202,7 @@ def test_two_workers_share_the_study_and_a_killed_one_leaves_it_usable(tiny_data
     killed = next(t for t in trials if t.number == running[0].number)
     complete = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
     assert len(complete) >= 3, [(t.number, t.state.name, _pid(t), t.datetime_complete) for t in trials]
-    # The next worker that runs a trial fails the dead one's stale trial; when the survivor had already
-    # finished the study, no worker runs one and it stays as it was left (the study is usable either way).
-    assert killed.state in (optuna.trial.TrialState.FAIL, optuna.trial.TrialState.RUNNING)
+    assert killed.state == optuna.trial.TrialState.FAIL
     assert len({t.number for t in trials}) == len(trials)
     assert len({t.user_attrs["folder"] for t in trials}) == len(trials)  # disjoint run folders
     # Both workers, alive at once, took trials of the one study.
@@ -269,3 +274,70 @@ def test_workers_on_two_machines_share_a_postgresql_study(tiny_data: Path, tmp_p
     folders = sorted(t["folder"] for t in report["trials"])
     assert [Path(f).parents[2].name for f in folders] == ["a", "a", "b"]  # OUT/trials/rows/trial-N
     assert not (tmp_path / "a" / "study.db").exists()
+
+
+# --- a worker killed with kill -9 (its trial still "running", its heartbeat still fresh) and a restart at once
+def _dead_pid() -> int:
+    """The pid of a process that has ended (and was reaped)."""
+    done = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    return int(done.stdout)
+
+
+def _orphan_trial(out: Path, space: Path, worker: str, heartbeat: bool = True) -> int:
+    """A RUNNING trial in OUT's study, as a worker left it when killed mid-trial; its number."""
+    study = open_study(read_space(space), f"sqlite:///{(out / 'study.db').resolve()}", "rnnmnist", "none", 1)
+    with warnings.catch_warnings():  # Optuna: a heartbeat storage "is supposed to be used with Study.optimize"
+        warnings.simplefilter("ignore", UserWarning)
+        trial = study.ask()
+    for key, value in {**worker_identity(), "worker": worker}.items():  # as a worker names itself
+        trial.set_user_attr(key, value)
+    trial.set_user_attr("folder", str((out / "trials" / f"trial-{trial.number:04d}").resolve()))
+    if heartbeat:
+        study._storage.record_heartbeat(trial._trial_id)  # as the dead worker's heartbeat thread did
+    return trial.number
+
+
+def test_a_restart_right_after_a_worker_was_killed_fails_its_trial_and_runs_one(
+    tiny_data: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "sweep"
+    out.mkdir()
+    space = _space(tmp_path, "lr = [0.01]\n")
+    orphan = _orphan_trial(out, space, f"{socket.gethostname()}:{_dead_pid()}")
+    args = ["sweep", "--config", str(space), "--out", str(out), "--data-dir", str(tiny_data), "--no-download"]
+    result = CliRunner().invoke(cli, [*args, "--trials", "1", "--heartbeat", "60", "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["counts"] == {"complete": 1, "fail": 1} and report["trials_run_by_this_worker"] == 1
+    dead = next(t for t in report["trials"] if t["number"] == orphan)
+    assert dead["state"] == "fail" and "died" in dead["note"]
+    assert (out / "best.toml").exists()
+
+
+def test_a_trial_running_elsewhere_is_waited_for_until_its_heartbeat_stops(tiny_data: Path, tmp_path: Path) -> None:
+    out = tmp_path / "sweep"
+    out.mkdir()
+    space = _space(tmp_path, "lr = [0.01]\n")
+    _orphan_trial(out, space, "another-machine:4242")  # its liveness cannot be seen from here: its heartbeat can
+    args = ["sweep", "--config", str(space), "--out", str(out), "--data-dir", str(tiny_data), "--no-download"]
+    result = CliRunner().invoke(cli, [*args, "--trials", "1", "--heartbeat", "1", "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["counts"] == {"complete": 1, "fail": 1}
+
+
+def test_fewer_finished_trials_than_asked_is_exit_1(tiny_data: Path, tmp_path: Path) -> None:
+    """A running trial that is no sweep worker's (no worker, no heartbeat) is not waited for forever."""
+    out = tmp_path / "sweep"
+    out.mkdir()
+    space = _space(tmp_path, "lr = [0.01]\n")
+    study = open_study(read_space(space), f"sqlite:///{(out / 'study.db').resolve()}", "rnnmnist", "none", 1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        study.ask()  # e.g. a script's study.ask() never told
+    args = ["sweep", "--config", str(space), "--out", str(out), "--data-dir", str(tiny_data), "--no-download"]
+    result = CliRunner().invoke(cli, [*args, "--trials", "1", "--heartbeat", "1"])
+    assert result.exit_code == 1, result.output
+    assert result.output.splitlines()[-1] == (
+        "Error: only 0 of 1 trials finished: trial 0 is running with no rnnmnist worker or heartbeat "
+        "(started outside rnnmnist sweep?); run the same command again when it has finished"
+    )

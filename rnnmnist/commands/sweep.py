@@ -112,7 +112,17 @@ def sweep(
     try:
         with process.training():  # as `rnnmnist train` trains
             result = library.run_sweep(
-                space, out, trials, storage, study_name, pruner, common.data_dir, common.download, heartbeat, display
+                space,
+                out,
+                trials,
+                storage,
+                study_name,
+                pruner,
+                common.data_dir,
+                common.download,
+                heartbeat,
+                display,
+                waiting=ui.line if ui.verbosity >= 0 else None,
             )
     except TrainingInterrupted as e:
         raise TrainingInterrupted(
@@ -122,6 +132,10 @@ def sweep(
     if common.as_json:
         ui.emit_json(result.to_json())
     render(ui, result, [p.name for p in space.params])
+    if result.shortfall is not None:  # the study holds fewer finished trials than --trials: not a success
+        from rnnmnist.errors import RnnmnistError
+
+        raise RnnmnistError(result.shortfall)
 
 
 def _relative(folder: str | None) -> str:
