@@ -132,6 +132,27 @@ def target(path: Path, owner: str | None = None) -> Path:
     return real
 
 
+def read_text(path: Path) -> str:
+    """The text of the regular file ``path`` (a link to one followed), undecodable bytes replaced.
+
+    Opened without blocking and checked, so a FIFO or device there is refused at once
+    instead of being waited on (a FIFO's reader blocks until someone writes).
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as e:
+        raise RnnmnistError(f"cannot read {path}: {e.strerror or e}") from None
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):
+        os.close(fd)
+        raise TargetRefused(f"cannot read {path}: it is {_kind(info.st_mode)}, not a regular file")
+    with open(fd, "rb") as f:
+        try:
+            return f.read().decode("utf-8", errors="replace")
+        except OSError as e:
+            raise RnnmnistError(f"cannot read {path}: {e.strerror or e}") from None
+
+
 def folder_target(path: Path) -> Path:
     """``path`` as a folder for a writer that adds new files of its own to it (TensorBoard's event files):
     absent (the writer creates it) or a folder, a link to one followed; anything else is refused."""

@@ -23,7 +23,7 @@ from rnnmnist.device import usable_precision
 from rnnmnist.errors import RnnmnistError
 from rnnmnist.evaluate import confusion_matrix
 from rnnmnist.extras import require
-from rnnmnist.files import write_atomic
+from rnnmnist.files import read_text, write_atomic
 from rnnmnist.predict import probabilities
 from rnnmnist.rundir import RunDir
 
@@ -45,10 +45,7 @@ def _pyplot(what: str = "rnnmnist plot") -> ModuleType:
 
 def read_metrics(path: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """(training log lines, validation lines) of a metrics.jsonl."""
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except OSError as e:
-        raise RnnmnistError(f"cannot read {path}: {e.strerror or e}") from None
+    lines = read_text(path).splitlines()  # a FIFO there is refused, not waited on
     train, val = [], []
     for number, line in enumerate(lines, 1):
         try:

@@ -22,7 +22,7 @@ from typing import IO, Any
 
 from rnnmnist.config import Config, to_toml
 from rnnmnist.errors import BadValueError, RnnmnistError
-from rnnmnist.files import is_leftover, open_append, target, write_atomic
+from rnnmnist.files import is_leftover, open_append, read_text, write_atomic
 
 RUN_FILES = ("checkpoint.pt", "best.pt", "config.toml", "metrics.jsonl")
 # Everything any rnnmnist command writes into a run folder (plot's PNGs, --tensorboard's folder).
@@ -218,9 +218,8 @@ class RunDir:
     def open_metrics(self, keep_through_step: int = 0) -> MetricsLog:
         """The metrics log, keeping only lines up to ``keep_through_step`` (those a resumed run did not redo)."""
         kept: list[str] = []
-        real = target(self.metrics_file, owner="run")  # a FIFO there would block the read below forever
-        if keep_through_step > 0 and real.exists():
-            for line in real.read_text(encoding="utf-8", errors="replace").splitlines():
+        if keep_through_step > 0 and os.path.lexists(self.metrics_file):
+            for line in read_text(self.metrics_file).splitlines():  # a FIFO there is refused, not waited on
                 with contextlib.suppress(ValueError, KeyError, TypeError):
                     if json.loads(line)["step"] <= keep_through_step:
                         kept.append(line)

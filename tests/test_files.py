@@ -178,6 +178,17 @@ def test_open_append_refuses_a_fifo_at_once_and_appends_to_a_regular_file(tmp_pa
     assert log.read_text() == "1\n2\n"
 
 
+def test_read_text_refuses_what_is_not_a_regular_file_at_once(tmp_path: Path, not_regular) -> None:
+    make, is_kind, message = not_regular
+    path = make(tmp_path / "metrics.jsonl")
+    with pytest.raises(RnnmnistError, match=f"cannot read {path}: {message}"):
+        files.read_text(path)  # a FIFO's reader would otherwise wait for a writer forever
+    assert is_kind(os.lstat(path).st_mode)
+    (tmp_path / "log").write_bytes(b"ok\xff\n")
+    (tmp_path / "link").symlink_to(tmp_path / "log")
+    assert files.read_text(tmp_path / "link") == "ok\ufffd\n"
+
+
 def test_an_interrupted_write_removes_its_temporary_and_keeps_the_old_file(tmp_path: Path) -> None:
     target = tmp_path / "model.onnx"
     target.write_bytes(b"old")
@@ -329,7 +340,7 @@ def test_resume_with_a_fifo_for_its_metrics_is_refused_not_hung(stopped: Path, t
     pipe = fifo(stopped / "metrics.jsonl")
     done = rnnmnist("train", "--resume", str(stopped), "--data-dir", str(tiny_data), timeout=240)
     assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
-    assert done.stderr.strip() == f"Error: cannot write {pipe}: it is a FIFO, not a regular file"
+    assert done.stderr.strip() == f"Error: cannot read {pipe}: it is a FIFO, not a regular file"
     assert stat.S_ISFIFO(os.lstat(pipe).st_mode)
 
 
@@ -352,4 +363,20 @@ def test_train_tensorboard_refuses_a_tensorboard_that_is_not_a_folder(tiny_data:
     pipe = fifo(out / "tensorboard")
     result = invoke(*tiny_train_args(tiny_data, out), "--tensorboard")
     assert one_error_line(result) == f"Error: cannot write into {pipe}: it is a FIFO, not a folder"
+    assert stat.S_ISFIFO(os.lstat(pipe).st_mode)
+
+
+@pytest.mark.parametrize("command", ["plot", "compare --plot"])
+def test_a_fifo_for_metrics_is_refused_not_hung(run: Path, tmp_path: Path, tiny_data: Path, command: str) -> None:
+    pytest.importorskip("matplotlib")
+    other = Path(shutil.copytree(run, tmp_path / "other"))
+    (run / "metrics.jsonl").unlink()
+    pipe = fifo(run / "metrics.jsonl")
+    if command == "plot":
+        args = ["plot", str(run), "--out", str(tmp_path / "figures"), "--data-dir", str(tiny_data)]
+    else:
+        args = ["compare", str(other), str(run), "--plot", str(tmp_path / "both.png")]
+    done = rnnmnist(*args, timeout=240)
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+    assert f"{pipe}: it is a FIFO, not a regular file" in done.stderr.strip().splitlines()[-1]
     assert stat.S_ISFIFO(os.lstat(pipe).st_mode)
