@@ -315,7 +315,9 @@ def fail_dead_trials(study: Any) -> list[int]:
     for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
         if worker_alive(t.user_attrs) is not False:
             continue
-        # Another worker may fail it first: then it is finished, and that is what was wanted.
+        # Another worker may fail it first: then it is finished, and that is what was wanted. The note goes
+        # through the study's storage, as Optuna's own fail_stale_trials does: a Study has no public way to
+        # set an attribute of a trial it did not start.
         with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):
             study._storage.set_trial_user_attr(t._trial_id, "note", f"its worker ({t.user_attrs['worker']}) died")
             study.tell(t.number, state=optuna.trial.TrialState.FAIL, skip_if_finished=True)
