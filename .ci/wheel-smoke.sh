@@ -24,7 +24,19 @@ if [ -z "$wheel" ]; then
 fi
 wheel="$(cd "$(dirname "$wheel")" && pwd)/$(basename "$wheel")"
 echo "wheel: $wheel"
-unzip -l "$wheel" | grep -E 'rnnmnist/(configs/[a-z-]+\.toml|static/index\.html)$' | awk '{print "  " $4}'
+python3 - "$wheel" "$repo" <<'EOF'
+import sys
+import zipfile
+from pathlib import Path
+
+names = set(zipfile.ZipFile(sys.argv[1]).namelist())
+repo = Path(sys.argv[2])
+wanted = [f"rnnmnist/configs/{p.name}" for p in sorted((repo / "configs").glob("*.toml"))]
+wanted += [f"rnnmnist/static/{p.name}" for p in sorted((repo / "rnnmnist" / "static").iterdir())]
+missing = [n for n in wanted if n not in names]
+assert not missing, f"the wheel lacks {missing}"
+print(f"  carries the presets and the serve page: {', '.join(n.split('/')[-1] for n in wanted)}")
+EOF
 
 step "a fresh venv, the wheel and its core dependencies"
 start=$SECONDS
