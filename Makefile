@@ -6,16 +6,16 @@ STAMP  := $(VENV)/.installed
 ARGS   ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-nobf16 test-slow lint format train bench wheel wheel-smoke clean
+.PHONY: help install test test-nobf16 test-slow lint format docs train bench wheel wheel-smoke clean
 
 help: ## List the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-12s %s\n", $$1, $$2}'
 
-install: $(STAMP) ## Create .venv/ and install rnnmnist (editable) with its dev tools and every extra
+install: $(STAMP) ## Create .venv/ and install rnnmnist (editable) with its dev and docs tools and every extra
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet -e '.[dev,all]'
+	$(BIN)/pip install --quiet -e '.[dev,docs,all]'
 	touch $@
 
 test: install ## Run the test suite, then its precision tests as on a CPU without bf16 (real-data tests need RNNMNIST_DATA_DIR)
@@ -35,6 +35,9 @@ lint: install ## ruff check and ruff format --check
 format: install ## Reformat the code with ruff
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
+
+docs: install ## Build the documentation site into site/; any warning (a broken link or anchor) fails it
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
 
 train: install ## Train with the default recipe; pass flags with ARGS="--config seed"
 	$(BIN)/rnnmnist train $(ARGS)
