@@ -205,9 +205,10 @@ def atomic_path(path: Path, owner: str | None = None) -> Iterator[str]:
 
 
 def _mode_of(real: Path) -> int:
-    """The permissions of the file being replaced (a private file stays private), else a new file's."""
+    """The permissions of the file being replaced (a private file stays private), else a new file's;
+    never its setuid, setgid or sticky bits."""
     try:
-        return stat.S_IMODE(os.stat(real).st_mode)
+        return os.stat(real).st_mode & 0o777
     except OSError:
         return file_mode()
 

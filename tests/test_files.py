@@ -113,6 +113,14 @@ def test_a_symlink_to_a_regular_file_replaces_the_file_and_keeps_the_link(tmp_pa
     assert sorted(p.name for p in real.parent.iterdir()) == ["v3.onnx"]  # the temporary went beside the target
 
 
+def test_a_replaced_file_keeps_its_permissions_but_never_setuid(tmp_path: Path) -> None:
+    path = tmp_path / "model.ts"
+    path.write_bytes(b"old")
+    path.chmod(0o4755)
+    write_atomic(path, b"new")
+    assert stat.S_IMODE(path.stat().st_mode) == 0o755 and path.read_bytes() == b"new"
+
+
 @pytest.mark.parametrize("case", ["dangling", "loop", "to fifo"])
 def test_a_symlink_to_anything_else_is_refused_and_kept(tmp_path: Path, case: str) -> None:
     link = tmp_path / "out.png"
