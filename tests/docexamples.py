@@ -74,7 +74,7 @@ def pages() -> list[Path]:
 
 def parse(path: Path) -> Page:
     """A page's fenced blocks, with the not-run marker of each (the last non-blank line before it)."""
-    page = Page(path.relative_to(ROOT).as_posix())
+    page = Page(path.relative_to(ROOT).as_posix() if path.is_relative_to(ROOT) else str(path))
     lines = path.read_text(encoding="utf-8").splitlines()
     previous = ""  # the last non-blank line outside a block
     i = 0
@@ -197,7 +197,7 @@ def environment(data_dir: Path, bin_dir: Path, socket_path: Path, status: Path) 
         RNNMNIST_DATA_DIR=str(data_dir),
         RNNMNIST_TRAIN_ITERS=str(SHORT_ITERS),
         RNNMNIST_TRAIN_VAL_SIZE="100",  # the tiny data has 600 training images
-        RNNMNIST_TRAIN_DEVICE="cpu",
+        CUDA_VISIBLE_DEVICES="",  # --device auto means the CPU, as for most readers: no CUDA start-up per command
         RNNMNIST_EXAMPLES_SOCKET=str(socket_path),
         MPLBACKEND="Agg",
         NO_COLOR="1",

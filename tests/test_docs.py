@@ -20,7 +20,7 @@ from types import ModuleType
 
 import click
 import pytest
-from docexamples import ROOT, Page, pages, parse, script, write_shims
+from docexamples import ROOT, Page, commands, pages, parse, script, write_shims
 from docexamples import environment as examples_environment
 
 from rnnmnist.cli import cli
@@ -68,16 +68,19 @@ def fork_server() -> Iterator[Path]:
 def _failure(page: Page, status: str, log: str) -> str:
     """The failed command named by page, block and line, with its expected and actual exit codes."""
     words = status.split()
-    if words[0] == "exit":  # the shell itself ended (an `exit` in an example, or a bash error)
+    if words[0] == "timeout":
+        head = f"{page.path}: still running after {words[2]} s; the last command shown below did not finish"
+    elif words[0] == "exit":  # the shell itself ended (an `exit` in an example, or a bash error)
         at, rc = words[1], words[2]
         head = f"{page.path}: the shell ended with exit code {rc} at block:line {at}; later commands did not run"
     else:
         block, line, statuses = int(words[0]), int(words[1]), words[2:]
-        command = ROOT.joinpath(page.path).read_text(encoding="utf-8").splitlines()[line - 1].strip()
+        found = [(c, e) for b in page.runnable if b.lang == "bash" for n, c, e in commands(b) if n == line]
+        command, expected = found[0] if found else ("(the python block)", 0)
         head = (
             f"{page.path}, block at line {block}, command at line {line}:\n    {command}\n"
-            f"exit status {' | '.join(statuses)} (every command of a pipe must exit 0, the last one 0 or the "
-            f"code of a trailing '# exits N' comment)"
+            f"exit status {' | '.join(statuses)}, expected {expected} (each command of a pipe but the last "
+            f"must exit 0; a trailing '# exits N' comment sets what the last one must exit with)"
         )
     return f"{head}\n--- the page's output (last 4000 characters) ---\n{log[-4000:]}"
 
@@ -93,17 +96,23 @@ def test_examples_run(page: Page, tiny_data: Path, fork_server: Path, tmp_path: 
     (helpers / "page.sh").write_text(script(page, tiny_data, helpers), encoding="utf-8")
     env = examples_environment(tiny_data, bin_dir, fork_server, status)
     start = time.perf_counter()
-    done = subprocess.run(
-        ["bash", str(helpers / "page.sh")],
-        cwd=work,
-        env=env,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        timeout=PAGE_TIMEOUT_S,
-    )
-    log = done.stdout.decode(errors="replace")
-    result = status.read_text().strip() if status.exists() else f"exit ? {done.returncode}"
+    with open(helpers / "log", "wb") as log_file:
+        bash = subprocess.Popen(
+            ["bash", str(helpers / "page.sh")],
+            cwd=work,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=log_file,
+            stderr=log_file,
+        )
+        try:
+            bash.wait(timeout=PAGE_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            bash.kill()
+            bash.wait()
+            status.write_text(f"timeout ? {PAGE_TIMEOUT_S}")
+    log = (helpers / "log").read_text(errors="replace")
+    result = status.read_text().strip() if status.exists() else f"exit ? {bash.returncode}"
     assert result == "done", _failure(page, result, log)
     print(f"{page.path}: {len(page.runnable)} blocks in {time.perf_counter() - start:.1f} s")
 
