@@ -2,10 +2,10 @@
 
 A page asks for a generated part with a line ``<!-- generated: NAME -->``; :data:`PARTS` names
 what exists: the CLI reference (every command of the click group, with the help text, usage and
-options ``--help`` shows), the exit codes (from :data:`rnnmnist.errors.EXIT_CODES`), the
-configuration reference (from the field metadata of :mod:`rnnmnist.config`) and the module map
-(from the package's files and their docstrings' first paragraphs). tests/test_docs.py imports this
-file too.
+options ``--help`` shows), the exit codes (from :data:`rnnmnist.errors.EXIT_CODES`), the presets
+(as ``rnnmnist presets`` lists them), the configuration reference (from the field metadata of
+:mod:`rnnmnist.config`) and the module map (from the package's files and their docstrings' first
+paragraphs). tests/test_docs.py imports this file too.
 """
 
 from __future__ import annotations
@@ -128,6 +128,16 @@ def cli_reference() -> str:
     return "\n".join(_command_docs(cli, click.Context(cli, info_name="rnnmnist"), 2))
 
 
+def presets() -> str:
+    """The packaged presets, as ``rnnmnist presets`` lists them: name, kind, the file's first comment line."""
+    from rnnmnist import presets as packaged
+
+    rows = ["| Preset | Kind | What it is |", "| --- | --- | --- |"]
+    kinds = {"train": "training config (`train --config NAME`)", "sweep": "sweep space (`sweep --config NAME`)"}
+    rows += [f"| `{p.name}` | {kinds[p.kind]} | {_cell(p.summary)} |" for p in packaged.available()]
+    return "\n".join(rows) + "\n"
+
+
 def exit_codes() -> str:
     """The program's exit codes as a table."""
     from rnnmnist.errors import EXIT_CODES
@@ -176,6 +186,7 @@ PARTS: dict[str, Callable[[], str]] = {
     "config-reference": config_reference,
     "exit-codes": exit_codes,
     "module-map": module_map,
+    "presets": presets,
 }
 
 

@@ -179,6 +179,15 @@ def test_config_reference_lists_every_field() -> None:
     assert "<!-- generated: config-reference -->" in (ROOT / "docs" / "reference" / "config.md").read_text()
 
 
+def test_presets_table_lists_every_preset() -> None:
+    from rnnmnist.presets import available
+
+    text = _hooks().presets()
+    assert len(available()) >= 6  # seed, best, handwriting, pixels, permuted, sweep-rows
+    for preset in available():
+        assert f"| `{preset.name}` |" in text and preset.summary in text
+
+
 def test_exit_code_table_is_the_codes_the_program_uses() -> None:
     """EXIT_CODES (rendered in the CLI reference) holds exactly the codes the CLI ends with."""
     used = {0, RnnmnistError.exit_code, BadValueError.exit_code, click.UsageError.exit_code}
