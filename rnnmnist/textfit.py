@@ -67,4 +67,7 @@ class Name:
     def __rich_console__(self, console: Any, options: Any) -> Iterator[Any]:
         from rich.text import Text
 
+        if not console.is_terminal:  # a log or a pipe: the whole name, folded, for grep and copy
+            yield Text(self.text, style=self.style, overflow="fold")
+            return
         yield Text(fit_name(self.text, options.max_width), style=self.style, no_wrap=True, overflow="ignore")

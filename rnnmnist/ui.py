@@ -47,6 +47,7 @@ LOG_COLUMNS = (("Step", 7), ("Examples", 10), ("Loss", 8), ("Accuracy", 8), ("LR
 MIN_ROWS_PER_HEADING = 10  # the training table repeats its heading once a screen, never more often than this
 NARROW = 80  # terminals narrower than this get the compact trace sparkline
 SPARK_NARROW = 14  # its characters: one per two rows read
+UNBOUNDED = 10**6  # the "width" of a pipe or a file: lines are never wrapped or shortened to fit one
 
 
 def _name(text: str) -> str:
@@ -111,7 +112,8 @@ class Ui:
 
     @property
     def width(self) -> int:
-        return self.console.width
+        """The terminal's width; piped or in a log there is no screen to fit, and paths stay whole."""
+        return self.console.width if self.console.is_terminal else UNBOUNDED
 
     def line(self, text: str) -> None:
         self.console.print(text, markup=False, soft_wrap=True)
@@ -193,12 +195,12 @@ class Ui:
 
         self.line("Per-class accuracy")
         per_class = Table()
-        words = tuple(classes) != DIGITS
-        for name in ("Class" if words else "Digit", "Images", "Correct", "Accuracy"):
+        named = tuple(classes) != DIGITS
+        for name in ("Class" if named else "Digit", "Images", "Correct", "Accuracy"):
             per_class.add_column(name, justify="right")
         totals = result.confusion.sum(dim=1).tolist()
         for d, acc in enumerate(result.per_class_accuracy):
-            label = f"{d} {escape(classes[d])}" if words else str(d)
+            label = f"{d} {escape(classes[d])}" if named else str(d)
             per_class.add_row(label, f"{totals[d]:,}", f"{int(result.confusion[d, d]):,}", _pct(acc))
         self.console.print(per_class)
 
@@ -210,7 +212,7 @@ class Ui:
             confusion.add_column(str(d), justify="right")
         for true, row in enumerate(result.confusion.tolist()):
             cells = [f"[bold]{n}[/]" if pred == true else (f"[red]{n}[/]" if n else "·") for pred, n in enumerate(row)]
-            confusion.add_row(f"{escape(classes[true])} {true}" if words else str(true), *cells)
+            confusion.add_row(f"{escape(classes[true])} {true}" if named else str(true), *cells)
         self.console.print(confusion)
 
     # --- predict
@@ -224,8 +226,8 @@ class Ui:
             table = Table(
                 title="Predictions", title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 1, 0, 0)
             )
-            words = any(not c.isdigit() for c in ok[0].classes)
-            head = "Class" if words else "Digit"
+            named = any(not c.isdigit() for c in ok[0].classes)
+            head = "Class" if named else "Digit"
             columns = [("Input", "left"), (head, "right"), ("Confidence", "right"), ("Top 3", "left")]
             for name, justify in columns[:3] if trace_mode else columns:  # the trace takes Top 3's room
                 # Numbers and names never break; a Top 3 or an "uncertain" wraps at its spaces.
