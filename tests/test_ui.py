@@ -274,3 +274,12 @@ def test_curves_say_which_accuracy_they_show(run: Path) -> None:
     assert titles[:2] == ["Training batch loss", "Training batch accuracy (%)"]
     titles = [ax.get_title() for ax in curves_figure(train, val).axes]
     assert titles[1] == "Accuracy (%): training batch, validation"
+
+
+def test_piped_output_keeps_whole_paths(tiny_data: Path, tmp_path: Path) -> None:
+    """No terminal, no screen to fit: a log keeps the checkpoint's whole path, to grep or copy."""
+    out = tmp_path / "a-run-folder-whose-path-is-longer-than-sixty-columns-anyway"
+    result = CliRunner().invoke(cli, tiny_train_args(tiny_data, out), env={"COLUMNS": "60"})
+    assert result.exit_code == 0, result.output
+    assert f"Checkpoint: {out / 'checkpoint.pt'}\n" in result.output
+    assert re.search(r"^Training LSTM .* lr 0\.02 onecycle$", result.output, re.MULTILINE)  # the header: one line
