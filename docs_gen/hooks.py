@@ -63,8 +63,8 @@ def config_reference() -> str:
     from rnnmnist import config
 
     lines = [
-        "Each key below is a TOML key of a `--config` file, a flag of `rnnmnist train` (and of `sweep`'s",
-        "fixed settings), and an environment variable `RNNMNIST_TRAIN_<KEY>` (upper case, e.g.",
+        "Each key below is a key of a `--config` file (TOML; a sweep file's plain settings too), a flag of",
+        "`rnnmnist train`, and an environment variable `RNNMNIST_TRAIN_<KEY>` (upper case, e.g.",
         "`RNNMNIST_TRAIN_HIDDEN_SIZE=128`). Allowed values are exactly what is checked: a value outside them",
         "is rejected with a message naming the key.",
         "",
