@@ -145,6 +145,12 @@ def test_readme_links_resolve() -> None:
     assert not broken, f"README.md links to files that do not exist: {broken}"
 
 
+def test_readme_is_short() -> None:
+    """README.md says what rnnmnist is and how to start; the rest is the site's (docs/)."""
+    lines = (ROOT / "README.md").read_text(encoding="utf-8").splitlines()
+    assert len(lines) <= 200, f"README.md has {len(lines)} lines; move material into docs/ (at most 200)"
+
+
 # --- the generated references
 
 
