@@ -6,9 +6,8 @@ does by itself (signal handling, network time-outs; see :mod:`rnnmnist.process`)
 Heavy imports (torch, rich) happen inside commands, so ``rnnmnist --help`` never
 loads them.
 
-Exit codes: 0 success; 1 a failure the user can fix (data, checkpoint, gate not
-met, output not writable); 2 a usage error (bad flag, bad config file); 130/143
-interrupted (SIGINT/SIGTERM).
+Exit codes: :data:`rnnmnist.errors.EXIT_CODES` (0 success, 1 a failure the user can fix,
+2 a usage error, 130/143 interrupted), documented in the CLI reference.
 """
 
 from __future__ import annotations

@@ -62,12 +62,14 @@ class Name:
     def __rich_measure__(self, console: Any, options: Any) -> Any:
         from rich.measure import Measurement
 
-        return Measurement(min(len(self.text), MIN_NAME), len(self.text))
+        # Off a terminal (a log, a pipe) the name stays whole on one line, for grep and copy.
+        least = len(self.text) if not console.is_terminal else min(len(self.text), MIN_NAME)
+        return Measurement(least, len(self.text))
 
     def __rich_console__(self, console: Any, options: Any) -> Iterator[Any]:
         from rich.text import Text
 
-        if not console.is_terminal:  # a log or a pipe: the whole name, folded, for grep and copy
-            yield Text(self.text, style=self.style, overflow="fold")
+        if not console.is_terminal:  # a log or a pipe: the whole name on one line, for grep and copy
+            yield Text(self.text, style=self.style, no_wrap=True, overflow="ignore")
             return
         yield Text(fit_name(self.text, options.max_width), style=self.style, no_wrap=True, overflow="ignore")

@@ -216,6 +216,22 @@ class Ui:
         self.console.print(confusion)
 
     # --- predict
+    def _print_whole(self, table: Table) -> None:
+        """A table on a terminal fits it; in a log or a pipe it is as wide as it needs (names whole, for grep)."""
+        if self.console.is_terminal:
+            self.console.print(table)
+            return
+        from rich.measure import Measurement
+
+        screen = self.console.width  # print() never draws wider than the console, so widen it for this table
+        self.console.width = max(
+            screen, Measurement.get(self.console, self.console.options.update_width(10_000), table).maximum
+        )
+        try:
+            self.console.print(table)
+        finally:
+            self.console.width = screen
+
     def predictions(self, results: Sequence[Prediction], show: bool = False, trace_mode: str | None = None) -> None:
         """A table of the predictions (not with --json: the JSON lines are the output), a line on
         stderr per input that failed, with ``show`` each digit as art, and with ``trace_mode`` (the
@@ -256,7 +272,7 @@ class Ui:
                     shown = shown_steps(steps)[1::2] if self.width < NARROW else shown_steps(steps)  # room for Input
                     cells.append(_sparkline([float(r.trace[t - 1, r.prediction]) for t in shown]))
                 table.add_row(*cells, end_section=show)
-            self.console.print(table)
+            self._print_whole(table)
             if trace_mode is not None and self.verbosity >= 0:
                 for r in ok:
                     self.console.print(self.reading(r, trace_mode))

@@ -19,9 +19,9 @@ from rnnmnist.config import EVAL_BATCH_SIZE
 
 EXAMPLES = """\b
 Examples:
-  rnnmnist eval runs/five                                  # its checkpoint.pt
-  rnnmnist eval runs/five/checkpoint.pt --limit 256        # the notebook's test
-  rnnmnist eval runs/five/checkpoint.pt --json --min-accuracy 0.98 || exit 1
+  rnnmnist eval runs/first                                  # its checkpoint.pt
+  rnnmnist eval runs/first/checkpoint.pt --limit 256        # the notebook's test
+  rnnmnist eval runs/first/checkpoint.pt --json --min-accuracy 0.98 || exit 1
 """
 
 

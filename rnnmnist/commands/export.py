@@ -10,8 +10,8 @@ from rnnmnist.commands.options import Common, checkpoint_argument, data_options,
 
 EXAMPLES = """\b
 Examples:
-  rnnmnist export runs/five/checkpoint.pt --format onnx            # runs/five/checkpoint.onnx
-  rnnmnist export runs/five/checkpoint.pt --format torchscript --out model.ts
+  rnnmnist export runs/first/checkpoint.pt --format onnx            # runs/first/checkpoint.onnx
+  rnnmnist export runs/first/checkpoint.pt --format torchscript --out model.ts
 """
 
 

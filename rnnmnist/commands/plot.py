@@ -10,9 +10,9 @@ from rnnmnist.commands.options import Common, RunOrCheckpoint, data_options, out
 
 EXAMPLES = """\b
 Examples:
-  rnnmnist plot runs/five                    # writes runs/five/curves.png, confusion.png, mistakes.png
-  rnnmnist plot runs/five --out figures/
-  rnnmnist plot runs/five/best.pt            # the confusion matrix and mistakes of best.pt
+  rnnmnist plot runs/first                    # writes runs/first/curves.png, confusion.png, mistakes.png
+  rnnmnist plot runs/first --out figures/
+  rnnmnist plot runs/first/best.pt            # the confusion matrix and mistakes of best.pt
 """
 
 

@@ -18,13 +18,13 @@ from rnnmnist.commands.options import (
 
 EXAMPLES = """\b
 Examples:
-  rnnmnist predict runs/five/checkpoint.pt my-digit.png photo.jpg
-  rnnmnist predict runs/five/checkpoint.pt scans/ --json > predictions.jsonl
-  rnnmnist predict runs/five/checkpoint.pt my-digit.png --show     # what the network sees
-  cat digit.png | rnnmnist predict runs/five/checkpoint.pt -
-  rnnmnist predict runs/five/checkpoint.pt --index 0 --index 7     # test-set images
-  rnnmnist predict runs/five/checkpoint.pt my-digit.png --trace    # watch it read, row by row
-  rnnmnist predict runs/five/checkpoint.pt scans/ --json --min-confidence 0.9   # flag doubtful ones
+  rnnmnist predict runs/first/checkpoint.pt my-digit.png photo.jpg
+  rnnmnist predict runs/first/checkpoint.pt scans/ --json > predictions.jsonl
+  rnnmnist predict runs/first/checkpoint.pt my-digit.png --show     # what the network sees
+  cat digit.png | rnnmnist predict runs/first/checkpoint.pt -
+  rnnmnist predict runs/first/checkpoint.pt --index 0 --index 7     # test-set images
+  rnnmnist predict runs/first/checkpoint.pt my-digit.png --trace    # watch it read, row by row
+  rnnmnist predict runs/first/checkpoint.pt scans/ --json --min-confidence 0.9   # flag doubtful ones
 """
 
 

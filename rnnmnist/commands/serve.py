@@ -22,8 +22,8 @@ MAX_CONNECTIONS = 64  # open at once (each request at most 10 MB); beyond, uvico
 GRACEFUL_SECONDS = 5  # on Ctrl-C, how long requests already being answered may take to finish
 SERVE_EXAMPLES = """\b
 Examples:
-  rnnmnist serve runs/five/checkpoint.pt              # then open http://127.0.0.1:8000
-  rnnmnist serve runs/five/checkpoint.pt --port 9000 --quiet
+  rnnmnist serve runs/first/checkpoint.pt              # then open http://127.0.0.1:8000
+  rnnmnist serve runs/first/checkpoint.pt --port 9000 --quiet
   curl -F file=@digit.png 'http://127.0.0.1:8000/api/predict?trace=true'
 """
 

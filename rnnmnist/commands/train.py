@@ -28,9 +28,9 @@ Examples:
   rnnmnist train --iters 100000                  # 781 steps, as the notebook
   rnnmnist train --config seed                   # the notebook exactly (see rnnmnist presets)
   rnnmnist train --config seed --iters 200000
-  rnnmnist train --epochs 5 --out runs/five --json > result.json
-  rnnmnist train --config runs/five/config.toml --out runs/again   # rerun a run
-  rnnmnist train --resume runs/five              # continue an interrupted run
+  rnnmnist train --epochs 5 --out runs/first --json > result.json
+  rnnmnist train --config runs/first/config.toml --out runs/again   # rerun a run
+  rnnmnist train --resume runs/first              # continue an interrupted run
 """
 
 
