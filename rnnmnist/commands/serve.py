@@ -128,6 +128,32 @@ class _UvicornLines(logging.Handler):
             _log(line)
 
 
+def _http_protocol() -> object:
+    """uvicorn's HTTP/1.1 protocol, answering a request it cannot parse with JSON like every other refusal.
+
+    uvicorn writes that 400 itself, as text/plain, from ``H11Protocol.send_400_response`` (uvicorn 0.29 to
+    today); where that method is missing (another uvicorn) its plain answer stays: "auto".
+    """
+    import json
+
+    import h11
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    if not callable(getattr(H11Protocol, "send_400_response", None)):
+        return "auto"
+
+    class JsonErrorsH11Protocol(H11Protocol):
+        def send_400_response(self, msg: str) -> None:
+            body = json.dumps({"error": f"malformed HTTP request: {msg}"}).encode()
+            headers = [(b"content-type", b"application/json"), (b"connection", b"close")]
+            headers.append((b"content-length", str(len(body)).encode()))
+            self.transport.write(self.conn.send(h11.Response(status_code=400, headers=headers, reason=b"Bad Request")))
+            self.transport.write(self.conn.send(h11.Data(data=body)))
+            self.transport.close()
+
+    return JsonErrorsH11Protocol
+
+
 def _server(config: Any, stop_reading: Any) -> Any:
     import uvicorn
 
@@ -213,6 +239,7 @@ def serve(common: Common, checkpoint: Path, host: str, port: int, threads: int, 
         server_header=False,
         limit_concurrency=MAX_CONNECTIONS,
         timeout_graceful_shutdown=GRACEFUL_SECONDS,
+        http=_http_protocol(),
     )
     server = _server(config, app.state.stop_reading)
     uvicorn_log = logging.getLogger("uvicorn.error")
