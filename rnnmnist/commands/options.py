@@ -105,7 +105,7 @@ def output_options(func: Any) -> Any:
         "--json",
         "as_json",
         is_flag=True,
-        help="Print JSON on stdout (a stable schema, see the Reliability page of the docs); human output goes to stderr.",
+        help="Print JSON on stdout (stable schema: see the docs, Reliability); human output goes to stderr.",
     )(func)
 
 
