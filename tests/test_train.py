@@ -203,6 +203,7 @@ def test_the_same_command_again_names_the_interrupted_run(
     from rnnmnist.synthetic import tiny_train_args
 
     monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("RNNMNIST_DATA_DIR", raising=False)  # CI's real MNIST: the run resumes on its own data
     args = [a for a in tiny_train_args(tiny_data, Path("x")) if a not in ("--out", "x")]  # runs/DATE-TIME
     first = CliRunner().invoke(cli, [*args, "--json"])
     assert first.exit_code == 0, first.output
