@@ -59,7 +59,7 @@ data="${RNNMNIST_DATA_DIR:-}"
 if [ -z "$data" ] && [ -d "$repo/../shared/data/MNIST/raw" ]; then data="$(cd "$repo/../shared/data" && pwd)"; fi
 if [ -z "$data" ]; then
   data="$work/tiny-mnist"
-  python -c "import sys; from pathlib import Path; from rnnmnist.synthetic import make_tiny_mnist; \
+  python -c "import sys; from pathlib import Path; from rnnmnist.training.synthetic import make_tiny_mnist; \
 make_tiny_mnist(Path(sys.argv[1]), n_train=3000, n_test=500)" "$data"
   echo "data: a tiny synthetic MNIST in $data"
 else

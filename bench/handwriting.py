@@ -94,8 +94,8 @@ def prepare(part: str = "test", limit: int | None = None) -> HandwritingInputs:
     """Render the part to PNG files and read them back both ways."""
     from PIL import Image
 
-    from rnnmnist.decode import Failed, open_image, to_gray
-    from rnnmnist.inputs import InputImages
+    from rnnmnist.images.decode import Failed, open_image, to_gray
+    from rnnmnist.images.inputs import InputImages
 
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
@@ -127,7 +127,7 @@ def measure(model, precision: str, inputs: HandwritingInputs) -> dict[str, float
     """Accuracy with rnnmnist's preprocessing and with naive resizing, and calibration above 0.9."""
     import torch
 
-    from rnnmnist.predict import probabilities
+    from rnnmnist.images.predict import probabilities
 
     ours = probabilities(model, torch.from_numpy(inputs.preprocessed), precision).numpy()
     naive = probabilities(model, torch.from_numpy(inputs.naive), precision).numpy()
@@ -142,8 +142,8 @@ def measure(model, precision: str, inputs: HandwritingInputs) -> dict[str, float
 
 def mnist_test(model, precision: str, data_dir: Path) -> dict[str, float | None]:
     """Accuracy and calibration above 0.9 on the 10,000 MNIST test images."""
-    from rnnmnist.data import load_split, scale
-    from rnnmnist.predict import probabilities
+    from rnnmnist.images.predict import probabilities
+    from rnnmnist.training.data import load_split, scale
 
     test = load_split(data_dir, "test", 0, download=False)
     probs = probabilities(model, scale(test.images), precision).numpy()
@@ -166,7 +166,7 @@ def main() -> None:
         write_images(a.save_images, parts[0])
     if not a.checkpoints:
         return
-    from rnnmnist.checkpoint import load_model
+    from rnnmnist.training.checkpoint import load_model
 
     inputs = {part: prepare(part) for part in parts}
     for path in a.checkpoints:

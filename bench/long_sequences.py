@@ -35,12 +35,12 @@ import torch
 from torch import nn
 
 from rnnmnist import config
-from rnnmnist.data import load_mnist
-from rnnmnist.evaluate import evaluate
-from rnnmnist.model import SequenceClassifier
 from rnnmnist.process import denormals_flushed, tune_allocator
-from rnnmnist.rundir import RunDir
-from rnnmnist.train import Run, TrainState, fit
+from rnnmnist.training.data import load_mnist
+from rnnmnist.training.evaluate import evaluate
+from rnnmnist.training.loop import Run, TrainState, fit
+from rnnmnist.training.model import SequenceClassifier
+from rnnmnist.training.rundir import RunDir
 
 PIXELS = 784
 

@@ -36,13 +36,13 @@ from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
 from rnnmnist import config  # noqa: E402
-from rnnmnist.data import Mnist, load_mnist  # noqa: E402
-from rnnmnist.device import training_precision  # noqa: E402
-from rnnmnist.evaluate import evaluate  # noqa: E402
-from rnnmnist.model import SequenceClassifier  # noqa: E402
 from rnnmnist.process import tune_allocator  # noqa: E402
-from rnnmnist.rundir import RunDir  # noqa: E402
-from rnnmnist.train import Run, TrainState, fit  # noqa: E402
+from rnnmnist.training.data import Mnist, load_mnist  # noqa: E402
+from rnnmnist.training.device import training_precision  # noqa: E402
+from rnnmnist.training.evaluate import evaluate  # noqa: E402
+from rnnmnist.training.loop import Run, TrainState, fit  # noqa: E402
+from rnnmnist.training.model import SequenceClassifier  # noqa: E402
+from rnnmnist.training.rundir import RunDir  # noqa: E402
 
 console = Console()
 Row = dict  # {"section", "name", "value", "unit", "note"}
@@ -350,7 +350,7 @@ def section_long(bench: Bench) -> None:
 def _write_images(folder: Path, digits: torch.Tensor, seed: int, redrawn: bool, png_only: bool = True) -> None:
     from PIL import Image
 
-    from rnnmnist.redraw import random_style, redraw
+    from rnnmnist.images.redraw import random_style, redraw
 
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
@@ -367,9 +367,9 @@ def section_predict(bench: Bench) -> None:
     """Predict images/s on a folder of PNGs, decoding included, against decoding alone."""
     from PIL import Image
 
-    from rnnmnist.checkpoint import load_model
-    from rnnmnist.inputs import InputImages
-    from rnnmnist.predict import predict_images
+    from rnnmnist.images.inputs import InputImages
+    from rnnmnist.images.predict import predict_images
+    from rnnmnist.training.checkpoint import load_model
 
     n = 40 if bench.tiny else 1000
     model, ckpt = load_model(bench.checkpoint())
@@ -416,10 +416,10 @@ def _redrawn_accuracy(
     """(original digits, redrawn through rnnmnist's preprocessing, redrawn naively resized) accuracies."""
     from PIL import Image
 
-    from rnnmnist.checkpoint import load_model
-    from rnnmnist.decode import open_image, to_gray
-    from rnnmnist.inputs import InputImages
-    from rnnmnist.predict import predict_images, probabilities
+    from rnnmnist.images.decode import open_image, to_gray
+    from rnnmnist.images.inputs import InputImages
+    from rnnmnist.images.predict import predict_images, probabilities
+    from rnnmnist.training.checkpoint import load_model
 
     model, ckpt = load_model(path)
     with InputImages([str(folder)]) as images:
@@ -439,7 +439,7 @@ def _redrawn_accuracy(
 def section_handwriting(bench: Bench) -> None:
     """Accuracy on real handwriting that is not MNIST (UCI optdigits, rendered as scans), naive vs rnnmnist's
     preprocessing, per model; and calibration: how often predictions above 0.9 confidence are right."""
-    from rnnmnist.checkpoint import load_model
+    from rnnmnist.training.checkpoint import load_model
 
     inputs = handwriting.prepare("test", limit=40 if bench.tiny else None)
     for name, path in bench.named_models():
@@ -509,7 +509,7 @@ def main() -> None:
         raise SystemExit(f"unknown section(s) {', '.join(unknown)}; choose from {', '.join(SECTIONS)}")
     tmp = None
     if a.tiny:
-        from rnnmnist.synthetic import make_tiny_mnist
+        from rnnmnist.training.synthetic import make_tiny_mnist
 
         tmp = tempfile.TemporaryDirectory()
         a.data_dir = make_tiny_mnist(Path(tmp.name))

@@ -45,11 +45,11 @@ WARMUP = 50
 def digits_as_png(data_dir: str | None, n: int = 256) -> list[bytes]:
     """PNG files of real test digits, as people would upload them (dark on light, 28x28)."""
     if data_dir:
-        from rnnmnist.data import load_split
+        from rnnmnist.training.data import load_split
 
         images = load_split(Path(data_dir), "test", 0, False).images[:n].numpy()  # (n, 28, 28) uint8
     else:
-        from rnnmnist.redraw import draw_shape
+        from rnnmnist.images.redraw import draw_shape
 
         images = np.stack([(draw_shape(k) * 255).astype(np.uint8) for k in "017"] * (n // 3))
     out = []
@@ -64,9 +64,9 @@ def reference(checkpoint: str, pngs: list[bytes], trace: bool, seconds: float = 
     """Images/s for the same work in-process, one image at a time: decode, preprocess, predict."""
     import torch
 
-    from rnnmnist.checkpoint import load_model
-    from rnnmnist.decode import load_digit
-    from rnnmnist.predict import predict_digits
+    from rnnmnist.images.decode import load_digit
+    from rnnmnist.images.predict import predict_digits
+    from rnnmnist.training.checkpoint import load_model
 
     torch.set_num_threads(1)  # as the server runs it
     model, ckpt = load_model(checkpoint)

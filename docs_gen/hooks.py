@@ -107,7 +107,7 @@ def _command_docs(command: click.Command, ctx: click.Context, level: int) -> lis
 
 def walk_commands() -> list[str]:
     """Every command's path (``rnnmnist``, ``rnnmnist train``, ...), as the CLI reference lists them."""
-    from rnnmnist.cli import cli
+    from rnnmnist.cli.main import cli
 
     def walk(command: click.Command, ctx: click.Context) -> list[str]:
         paths = [ctx.command_path]
@@ -123,7 +123,7 @@ def walk_commands() -> list[str]:
 
 def cli_reference() -> str:
     """Every command with its help, usage and options, as ``--help`` shows them (defaults, ranges)."""
-    from rnnmnist.cli import cli
+    from rnnmnist.cli.main import cli
 
     return "\n".join(_command_docs(cli, click.Context(cli, info_name="rnnmnist"), 2))
 

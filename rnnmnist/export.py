@@ -18,11 +18,11 @@ from pathlib import Path
 
 import torch
 
-from rnnmnist import checkpoint
-from rnnmnist.data import load_split, scale
 from rnnmnist.errors import DataError, RnnmnistError, one_line
 from rnnmnist.extras import require
 from rnnmnist.files import atomic_path, target
+from rnnmnist.training import checkpoint
+from rnnmnist.training.data import load_split, scale
 
 FORMATS = ("onnx", "torchscript")
 SUFFIXES = {"onnx": ".onnx", "torchscript": ".ts"}

@@ -16,16 +16,16 @@ from typing import Any
 import numpy as np
 import torch
 
-from rnnmnist import checkpoint
-from rnnmnist.data import load_split, scale
-from rnnmnist.datasets import DIGITS, class_names
-from rnnmnist.device import usable_precision
 from rnnmnist.errors import RnnmnistError
-from rnnmnist.evaluate import confusion_matrix
 from rnnmnist.extras import require
 from rnnmnist.files import read_text, write_atomic
-from rnnmnist.predict import probabilities
-from rnnmnist.rundir import RunDir
+from rnnmnist.images.predict import probabilities
+from rnnmnist.training import checkpoint
+from rnnmnist.training.data import load_split, scale
+from rnnmnist.training.datasets import DIGITS, class_names
+from rnnmnist.training.device import usable_precision
+from rnnmnist.training.evaluate import confusion_matrix
+from rnnmnist.training.rundir import RunDir
 
 MISTAKES_SHOWN = 36  # a 6x6 grid
 TRAIN_KEYS = ("examples", "loss", "accuracy", "lr")  # what a training line of metrics.jsonl must hold
@@ -205,7 +205,7 @@ def plot_reading(
 
     ``traces`` is (k, steps, 10) for ``images`` (k, 28, 28); ``accuracy`` is (steps,) over the test set.
     """
-    from rnnmnist.trace import decided_at
+    from rnnmnist.images.trace import decided_at
 
     plt = _pyplot()
     steps = traces.shape[1]
@@ -291,7 +291,7 @@ def plot_run(
         written.append(plot_confusion(confusion, out / "confusion.png", classes))
         written.append(plot_mistakes(images.numpy(), labels, probs, out / "mistakes.png", classes))
         if model.directions == 1:  # a bidirectional model has no reading trace
-            from rnnmnist.trace import accuracy_by_step, reading
+            from rnnmnist.images.trace import accuracy_by_step, reading
 
             shown = images[:READING_EXAMPLES]  # (k, 28, 28)
             traces = reading(model, shown, precision).numpy()  # (k, steps, 10)

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Literal
 
 from rnnmnist.config import ConfigError
-from rnnmnist.sweep import SEARCH_TABLE
+from rnnmnist.experiments.sweep import SEARCH_TABLE
 
 SUFFIX = ".toml"
 Kind = Literal["train", "sweep"]

@@ -98,7 +98,7 @@ def defer_dynamo_import() -> None:
     imports ``torch._dynamo`` on first use (it caches what to call as ``__dynamo_disable``
     on the wrapped function). While ``torch._dynamo`` is not imported nothing is being
     compiled, so the cached call is the plain function until then and dynamo's own after.
-    Touches torch's functions for the whole process, hence an opt-in. See rnnmnist/optimizer.py.
+    Touches torch's functions for the whole process, hence an opt-in. See rnnmnist/training/optimizer.py.
     """
     if "torch._dynamo" in sys.modules:
         return

@@ -8,7 +8,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from rnnmnist.synthetic import make_tiny_mnist
+from rnnmnist.training.synthetic import make_tiny_mnist
 
 REAL_DATA_ENV = "RNNMNIST_DATA_DIR"
 

@@ -9,7 +9,7 @@ trailing ``# exits N`` comment names.
 Speed: starting Python and importing torch costs seconds a command, so ``rnnmnist`` on the
 script's PATH is a small shim that hands its arguments, environment, folder and standard streams
 (the file descriptors themselves) to a fork server: a process that imported torch and rnnmnist
-once and forks a child per command, which runs the real ``rnnmnist.cli.main``. ```python blocks
+once and forks a child per command, which runs the real ``rnnmnist.cli.main.main``. ```python blocks
 run the same way. The server forks before computing anything, so no thread pool is copied.
 
 Imports only the standard library at the top: the shim runs this file without torch.
@@ -261,7 +261,7 @@ def _run(request: dict) -> None:
     try:
         if request["mode"] == "cli":
             sys.argv = ["rnnmnist", *request["argv"]]
-            from rnnmnist.cli import main
+            from rnnmnist.cli.main import main
 
             main()
         else:

@@ -10,11 +10,11 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from rnnmnist import checkpoint
-from rnnmnist.augment import Augmentation, apply, augment
-from rnnmnist.cli import cli
+from rnnmnist.cli.main import cli
 from rnnmnist.config import DEFAULTS
-from rnnmnist.synthetic import tiny_train_args
+from rnnmnist.training import checkpoint
+from rnnmnist.training.augment import Augmentation, apply, augment
+from rnnmnist.training.synthetic import tiny_train_args
 
 EVERYTHING = Augmentation(
     shift=2, rotate=10, scale=0.1, shear=0.2, perspective=0.1, elastic=1.5,
@@ -140,7 +140,7 @@ def test_tiny_training_run_with_every_augmentation(tiny_data: Path, tmp_path: Pa
 def test_dilation_and_erosion_are_3x3_max_and_min_filters() -> None:
     from torch.nn import functional as F
 
-    from rnnmnist.augment import _dilate, _erode
+    from rnnmnist.training.augment import _dilate, _erode
 
     x = torch.randn(4, 28, 28)  # signed: the border must ignore outside pixels, not treat them as 0
     assert torch.equal(_dilate(x), F.max_pool2d(x.unsqueeze(1), 3, 1, 1).squeeze(1))
@@ -150,7 +150,7 @@ def test_dilation_and_erosion_are_3x3_max_and_min_filters() -> None:
 def test_warp_is_grid_sample_on_torchs_affine_grid(digits: torch.Tensor) -> None:
     from torch.nn import functional as F
 
-    from rnnmnist.augment import _matrix, warp
+    from rnnmnist.training.augment import _matrix, warp
 
     aug = Augmentation(shift=2, rotate=10, scale=0.1, shear=0.2)
     torch.manual_seed(3)

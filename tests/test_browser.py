@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from rnnmnist.cli import cli
+from rnnmnist.cli.main import cli
 
 ROOT = Path(__file__).resolve().parents[1]
 SCREENSHOT_ENV = "RNNMNIST_SCREENSHOT_DIR"

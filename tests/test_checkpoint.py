@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from rnnmnist import checkpoint
 from rnnmnist.config import Config
 from rnnmnist.errors import CheckpointError
-from rnnmnist.model import SequenceClassifier
+from rnnmnist.training import checkpoint
+from rnnmnist.training.model import SequenceClassifier
 
 CFG = Config(hidden_size=8)
 

@@ -13,8 +13,8 @@ import torch
 from click.testing import CliRunner, Result
 
 from rnnmnist import __version__
-from rnnmnist.cli import cli
-from rnnmnist.synthetic import tiny_train_args
+from rnnmnist.cli.main import cli
+from rnnmnist.training.synthetic import tiny_train_args
 
 COMMANDS = ("train", "eval", "predict")
 
@@ -56,7 +56,7 @@ def trained(tiny_data: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
 def test_help_does_not_import_torch() -> None:
     code = (
         "import sys\n"
-        "from rnnmnist.cli import main\n"
+        "from rnnmnist.cli.main import main\n"
         "commands = ('train', 'eval', 'predict', 'plot', 'export', 'serve', 'runs', 'compare', 'sweep', 'presets')\n"
         "for args in (['--help'], *([c, '--help'] for c in commands)):\n"
         "    sys.argv = ['rnnmnist', *args]\n"
@@ -80,7 +80,7 @@ def test_command_help_has_examples(command: str) -> None:
 
 
 def test_version_names_torch_and_where_train_would_compute(monkeypatch: pytest.MonkeyPatch) -> None:
-    from rnnmnist.device import auto_precision, resolve_device
+    from rnnmnist.training.device import auto_precision, resolve_device
 
     result = invoke("--version")
     assert result.exit_code == 0

@@ -9,7 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from rnnmnist import config
-from rnnmnist.cli import cli
+from rnnmnist.cli.main import cli
 from rnnmnist.config import Config, ConfigError
 
 ALL_CONFIGS = sorted((Path(__file__).parent.parent / "configs").glob("*.toml"))
@@ -160,7 +160,7 @@ def test_stored_config_sets_aside_bad_training_values_but_not_model_values() -> 
 
 @pytest.mark.parametrize("path", SWEEPS, ids=[p.name for p in SWEEPS])
 def test_sweep_files_are_valid_search_spaces(path: Path) -> None:
-    from rnnmnist.sweep import read_space
+    from rnnmnist.experiments.sweep import read_space
 
     space = read_space(path)
     assert space.params, f"{path.name} searches nothing"
@@ -232,7 +232,7 @@ def test_the_resolved_short_run_is_printed_trained_and_stored(tiny_data: Path, t
     explicit = CliRunner().invoke(cli, ["train", "--iters", "100000", "--batch-size", "256", "--print-config"])
     assert "\nbatch_size = 256\n" in explicit.stdout
 
-    from rnnmnist import checkpoint
+    from rnnmnist.training import checkpoint
 
     out = tmp_path / "run"
     args = ["train", "--data-dir", str(tiny_data), "--out", str(out), "--val-size", "100", "--iters", "257"]

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from rnnmnist.data import BatchStream, load_mnist, load_split, read_idx, read_pair, scale
 from rnnmnist.errors import DataError
-from rnnmnist.synthetic import TEST_FILES, TRAIN_FILES, idx_bytes, make_tiny_mnist, write_idx
+from rnnmnist.training.data import BatchStream, load_mnist, load_split, read_idx, read_pair, scale
+from rnnmnist.training.synthetic import TEST_FILES, TRAIN_FILES, idx_bytes, make_tiny_mnist, write_idx
 
 
 def test_load_splits_keep_uint8(tiny_data: Path) -> None:

@@ -9,12 +9,13 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from rnnmnist import checkpoint, config
-from rnnmnist.cli import cli
-from rnnmnist.data import load_mnist, load_split
-from rnnmnist.datasets import SPECS, class_names
+from rnnmnist import config
+from rnnmnist.cli.main import cli
 from rnnmnist.errors import DataError
-from rnnmnist.synthetic import make_tiny_dataset, synthetic_digits, tiny_train_args
+from rnnmnist.training import checkpoint
+from rnnmnist.training.data import load_mnist, load_split
+from rnnmnist.training.datasets import SPECS, class_names
+from rnnmnist.training.synthetic import make_tiny_dataset, synthetic_digits, tiny_train_args
 
 FOLDERS = {
     "mnist": "MNIST",

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from rnnmnist import checkpoint
+from rnnmnist.training import checkpoint
 
 # fp32 and no dropout or augmentation: two processes then compute what one does, up to float rounding.
 BASE = ("--val-size", "100", "--batch-size", "50", "--hidden-size", "16", "--log-every", "5", "--device", "cpu")

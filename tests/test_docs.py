@@ -23,7 +23,7 @@ import pytest
 from docexamples import ROOT, Page, commands, pages, parse, script, write_shims
 from docexamples import environment as examples_environment
 
-from rnnmnist.cli import cli
+from rnnmnist.cli.main import cli
 from rnnmnist.config import CONFIG_FIELDS
 from rnnmnist.errors import EXIT_CODES, BadValueError, RnnmnistError
 from rnnmnist.process import SIGNAL_NAMES

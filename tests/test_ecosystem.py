@@ -14,10 +14,10 @@ import torch
 from click.testing import CliRunner
 from PIL import Image
 
-from rnnmnist.checkpoint import load_model
-from rnnmnist.cli import cli
-from rnnmnist.model import SequenceClassifier
-from rnnmnist.synthetic import tiny_train_args
+from rnnmnist.cli.main import cli
+from rnnmnist.training.checkpoint import load_model
+from rnnmnist.training.model import SequenceClassifier
+from rnnmnist.training.synthetic import tiny_train_args
 
 
 def invoke(*args: str, env: dict[str, str] | None = None):

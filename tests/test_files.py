@@ -23,10 +23,10 @@ from click.testing import CliRunner, Result
 from tinymodel import tiny_checkpoint
 
 from rnnmnist import files
-from rnnmnist.cli import cli
+from rnnmnist.cli.main import cli
 from rnnmnist.errors import RnnmnistError
 from rnnmnist.files import TargetRefused, atomic_path, open_append, write_atomic
-from rnnmnist.synthetic import tiny_train_args
+from rnnmnist.training.synthetic import tiny_train_args
 
 ENV = {k: v for k, v in os.environ.items() if k != "RNNMNIST_DATA_DIR"}
 
@@ -220,7 +220,7 @@ def test_a_fifo_that_appears_during_the_write_is_kept(tmp_path: Path) -> None:
 
 
 def test_the_run_folder_writer_and_the_audit_agree_on_the_run_files() -> None:
-    from rnnmnist import rundir
+    from rnnmnist.training import rundir
 
     assert set(files.OWNED["run"]) <= set(rundir.OWN_FILES)
     assert set(rundir.RUN_FILES) <= set(files.OWNED["run"])
@@ -310,7 +310,7 @@ def test_plot_onto_a_target_that_is_not_a_regular_file(run: Path, tmp_path: Path
 
 
 def test_checkpoint_save_onto_a_target_that_is_not_a_regular_file(run: Path, tmp_path: Path, not_regular) -> None:
-    from rnnmnist import checkpoint
+    from rnnmnist.training import checkpoint
 
     make, is_kind, message = not_regular
     model, ckpt = checkpoint.load_model(run / "checkpoint.pt")

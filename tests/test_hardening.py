@@ -18,10 +18,10 @@ import pytest
 import torch
 from click.testing import CliRunner, Result
 
-from rnnmnist import checkpoint
-from rnnmnist.cli import cli
-from rnnmnist.rundir import RunDir
-from rnnmnist.synthetic import TEST_FILES, TRAIN_FILES, idx_bytes, tiny_train_args
+from rnnmnist.cli.main import cli
+from rnnmnist.training import checkpoint
+from rnnmnist.training.rundir import RunDir
+from rnnmnist.training.synthetic import TEST_FILES, TRAIN_FILES, idx_bytes, tiny_train_args
 
 
 def invoke(*args: str, env: dict[str, str] | None = None) -> Result:
@@ -286,7 +286,7 @@ def test_11_sigterm_while_reading_a_checkpoint_is_one_line(tmp_path: Path) -> No
 
 @pytest.mark.slow
 def test_11_sigint_during_the_final_evaluation_saves_and_resume_finishes(tmp_path: Path) -> None:
-    from rnnmnist.synthetic import make_tiny_mnist
+    from rnnmnist.training.synthetic import make_tiny_mnist
 
     data = make_tiny_mnist(tmp_path / "data", n_train=300, n_test=60_000)  # a long final evaluation
     out = tmp_path / "run"
@@ -327,7 +327,8 @@ def test_12_a_second_writer_is_refused_and_a_dead_ones_lock_is_not_stale(
             holder.lock.release()
     assert {p.name: p.read_bytes() for p in resumable.iterdir()} == before  # the writer's files untouched
     # A process that holds the lock and is killed: the kernel releases it.
-    code = f"from rnnmnist.rundir import RunDir; d = RunDir({str(run)!r}); d.lock.acquire(); print('held', flush=True)"
+    code = f"from rnnmnist.training.rundir import RunDir; d = RunDir({str(run)!r}); d.lock.acquire()"
+    code += "; print('held', flush=True)"
     code += "; input()"
     proc = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     assert proc.stdout.readline().strip() == "held"
@@ -392,7 +393,7 @@ def test_5_file_names_with_markup_or_newlines_print_as_they_are(run: Path, tmp_p
 
 
 def test_resume_on_other_data_says_which_data_the_run_needs(stopped: tuple[Path, bytes], tmp_path: Path) -> None:
-    from rnnmnist.synthetic import make_tiny_mnist
+    from rnnmnist.training.synthetic import make_tiny_mnist
 
     out = copy_of(stopped, tmp_path / "run")
     other = make_tiny_mnist(tmp_path / "other", n_train=400)

@@ -24,15 +24,15 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from rnnmnist import checkpoint
 from rnnmnist.config import Config
-from rnnmnist.data import load_mnist
-from rnnmnist.distributed import SINGLE
 from rnnmnist.errors import RnnmnistError
-from rnnmnist.model import SequenceClassifier
-from rnnmnist.run import _build
-from rnnmnist.rundir import RunDir
-from rnnmnist.train import Run, TrainState
+from rnnmnist.training import checkpoint
+from rnnmnist.training.data import load_mnist
+from rnnmnist.training.distributed import SINGLE
+from rnnmnist.training.lifecycle import _build
+from rnnmnist.training.loop import Run, TrainState
+from rnnmnist.training.model import SequenceClassifier
+from rnnmnist.training.rundir import RunDir
 
 CFG = Config(hidden_size=8, batch_size=25, iters=25 * 12 + 1, val_size=100, log_every=5, device="cpu", precision="fp32")
 

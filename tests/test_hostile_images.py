@@ -18,11 +18,11 @@ from hypothesis.extra.numpy import arrays
 from PIL import Image
 from tinymodel import tiny_checkpoint
 
-from rnnmnist.cli import cli
-from rnnmnist.decode import Failed, prepare
-from rnnmnist.inputs import InputImages
-from rnnmnist.preprocess import ImageError, to_mnist
-from rnnmnist.redraw import draw_shape
+from rnnmnist.cli.main import cli
+from rnnmnist.images.decode import Failed, prepare
+from rnnmnist.images.inputs import InputImages
+from rnnmnist.images.preprocess import ImageError, to_mnist
+from rnnmnist.images.redraw import draw_shape
 
 PROPERTY = settings(deadline=None, derandomize=True, database=None)
 

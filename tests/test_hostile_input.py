@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rnnmnist import config
-from rnnmnist.cli import cli
+from rnnmnist.cli.main import cli
 from rnnmnist.config import CONFIG_FIELDS
 
 KEYS = [*CONFIG_FIELDS, "lrr", "model", "", "x y", "Lr", "hidden-size"]

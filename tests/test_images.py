@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from rnnmnist.decode import Failed, load_digit, open_image, to_gray
-from rnnmnist.inputs import InputImages
-from rnnmnist.preprocess import ImageError, to_mnist
-from rnnmnist.redraw import Style, draw_shape, random_style, redraw
+from rnnmnist.images.decode import Failed, load_digit, open_image, to_gray
+from rnnmnist.images.inputs import InputImages
+from rnnmnist.images.preprocess import ImageError, to_mnist
+from rnnmnist.images.redraw import Style, draw_shape, random_style, redraw
 
 
 def similarity(a: np.ndarray, b: np.ndarray) -> float:

@@ -11,7 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 from rnnmnist import config
-from rnnmnist.cli import cli
+from rnnmnist.cli.main import cli
 
 
 def _strict(text: str) -> object:
@@ -32,7 +32,7 @@ def test_print_config_json_is_the_resolved_config_as_json(tmp_path: Path) -> Non
 
 
 def test_the_commands_json_is_standard_json(capsys: pytest.CaptureFixture[str]) -> None:
-    from rnnmnist.ui import Ui
+    from rnnmnist.cli.ui import Ui
 
     Ui(json_mode=True).emit_json({"loss": float("nan"), "top": [math.inf, 1.5], "day": datetime.date(2026, 1, 2)})
     assert _strict(capsys.readouterr().out) == {"loss": None, "top": [None, 1.5], "day": "2026-01-02"}

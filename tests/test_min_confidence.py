@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from rnnmnist.cli import cli
-from rnnmnist.synthetic import tiny_train_args
+from rnnmnist.cli.main import cli
+from rnnmnist.training.synthetic import tiny_train_args
 
 INDICES = ("--index", "0", "--index", "1", "--index", "2", "--index", "3", "--index", "4", "--index", "5")
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from rnnmnist.config import CELLS, MODES, Config
-from rnnmnist.model import SequenceClassifier, sequence_shape
+from rnnmnist.training.model import SequenceClassifier, sequence_shape
 
 
 @pytest.mark.parametrize("mode", MODES)

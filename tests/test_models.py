@@ -10,13 +10,13 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from rnnmnist import checkpoint
-from rnnmnist.augment import random_affine
-from rnnmnist.cli import cli
+from rnnmnist.cli.main import cli
 from rnnmnist.config import CELLS, MODES
-from rnnmnist.model import fixed_permutation
-from rnnmnist.redraw import draw_shape, random_style, redraw
-from rnnmnist.synthetic import tiny_train_args
+from rnnmnist.images.redraw import draw_shape, random_style, redraw
+from rnnmnist.training import checkpoint
+from rnnmnist.training.augment import random_affine
+from rnnmnist.training.model import fixed_permutation
+from rnnmnist.training.synthetic import tiny_train_args
 
 
 def invoke(*args: str):

@@ -8,7 +8,7 @@ import click
 import pytest
 from click.testing import CliRunner
 
-from rnnmnist.cli import cli
+from rnnmnist.cli.main import cli
 
 
 def _float_options(command: click.Command, path: tuple[str, ...] = ()) -> Iterator[tuple[tuple[str, ...], str]]:
@@ -40,7 +40,7 @@ def test_every_float_option_refuses_non_finite_numbers(path: tuple[str, ...], op
 
 
 def test_finite_float_keeps_its_range() -> None:
-    from rnnmnist.commands.options import FiniteFloat
+    from rnnmnist.cli.options import FiniteFloat
 
     kind = FiniteFloat(0, 1)
     assert kind.convert("0.25", None, None) == 0.25

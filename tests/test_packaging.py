@@ -19,7 +19,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from rnnmnist import __version__, presets
-from rnnmnist.cli import cli
+from rnnmnist.cli.main import cli
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIGS = ROOT / "configs"
@@ -127,7 +127,7 @@ def test_a_preset_of_the_other_kind_says_which_command_takes_it(elsewhere: Path)
 
 
 def test_the_sweep_space_resolves_by_name(elsewhere: Path) -> None:
-    from rnnmnist.sweep import read_space
+    from rnnmnist.experiments.sweep import read_space
 
     space = read_space(presets.resolve("sweep-rows", "sweep"))
     assert {p.name for p in space.params} == {"lr", "hidden_size"}
@@ -169,8 +169,8 @@ def test_each_missing_extra_ends_in_one_line_naming_its_pip_install(tiny_data: P
         f"for name in {BLOCKED!r}:\n"
         "    sys.modules[name] = None  # import NAME now raises ModuleNotFoundError\n"
         "from click.testing import CliRunner\n"
-        "from rnnmnist.cli import cli\n"
-        "from rnnmnist.synthetic import tiny_train_args\n"
+        "from rnnmnist.cli.main import cli\n"
+        "from rnnmnist.training.synthetic import tiny_train_args\n"
         "data, run, cases = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])\n"
         "made = CliRunner().invoke(cli, tiny_train_args(data, run, '--iters', '26', '--precision', 'fp32'))\n"
         "assert made.exit_code == 0, made.output\n"

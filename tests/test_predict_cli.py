@@ -10,8 +10,8 @@ import pytest
 from click.testing import CliRunner
 from tinymodel import tiny_checkpoint
 
-from rnnmnist.cli import cli
-from rnnmnist.redraw import draw_shape, random_style, redraw
+from rnnmnist.cli.main import cli
+from rnnmnist.images.redraw import draw_shape, random_style, redraw
 
 
 @pytest.fixture(scope="module")

@@ -18,11 +18,11 @@ from click.testing import CliRunner
 from hostile import random_hostile_images
 from tinymodel import tiny_checkpoint
 
-from rnnmnist.cli import cli
-from rnnmnist.decode import MAX_STREAM_BYTES, Failed, prepare
-from rnnmnist.inputs import InputImages, interrupt_on_signals, read_stdin
+from rnnmnist.cli.main import cli
+from rnnmnist.images.decode import MAX_STREAM_BYTES, Failed, prepare
+from rnnmnist.images.inputs import InputImages, interrupt_on_signals, read_stdin
+from rnnmnist.images.redraw import draw_shape, random_style, redraw
 from rnnmnist.process import Terminated
-from rnnmnist.redraw import draw_shape, random_style, redraw
 
 COMMAND = [sys.executable, "-m", "rnnmnist", "predict"]
 

@@ -55,8 +55,8 @@ def test_redrawn_test_digits_are_predicted_like_the_originals(real_run: dict, re
     PNG/JPEG): accuracy stays close to the originals'."""
     import numpy as np
 
-    from rnnmnist.data import load_split
-    from rnnmnist.redraw import random_style, redraw
+    from rnnmnist.images.redraw import random_style, redraw
+    from rnnmnist.training.data import load_split
 
     test = load_split(real_data, "test", 0, download=False)
     rng = np.random.default_rng(2024)
@@ -78,8 +78,8 @@ def test_redrawn_test_digits_are_predicted_like_the_originals(real_run: dict, re
 def test_real_mnist_digits_pass_through_unchanged(real_data: Path) -> None:
     import numpy as np
 
-    from rnnmnist.data import load_split
-    from rnnmnist.preprocess import to_mnist
+    from rnnmnist.images.preprocess import to_mnist
+    from rnnmnist.training.data import load_split
 
     images = load_split(real_data, "test", 0, download=False).images[:500].float().numpy() / 255
     for image in images:
@@ -94,9 +94,9 @@ def test_a_bf16_model_is_used_in_fp32_where_bf16_cannot_run(real_run: dict, real
 
     import torch
 
-    from rnnmnist import checkpoint
-    from rnnmnist.data import load_split
-    from rnnmnist.evaluate import evaluate
+    from rnnmnist.training import checkpoint
+    from rnnmnist.training.data import load_split
+    from rnnmnist.training.evaluate import evaluate
 
     env = {**os.environ, "RNNMNIST_DISABLE_BF16": "1"}
     done = subprocess.run(

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from rnnmnist import checkpoint
-from rnnmnist.synthetic import tiny_train_args
+from rnnmnist.training import checkpoint
+from rnnmnist.training.synthetic import tiny_train_args
 
 # 600 steps of 25 tiny images with an LSTM 64: long enough (a second or more) to be hit mid-run.
 STEPS = 600

@@ -15,14 +15,15 @@ from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from rnnmnist import checkpoint, config
-from rnnmnist.cli import cli
+from rnnmnist import config
+from rnnmnist.cli.main import cli
 from rnnmnist.config import Config
 from rnnmnist.errors import CheckpointError
-from rnnmnist.peek import TensorStub, peek
-from rnnmnist.run import Plan, train
-from rnnmnist.rundir import RunLock
-from rnnmnist.train import LogRecord, StopEarly, TrainCallbacks
+from rnnmnist.experiments.peek import TensorStub, peek
+from rnnmnist.training import checkpoint
+from rnnmnist.training.lifecycle import Plan, train
+from rnnmnist.training.loop import LogRecord, StopEarly, TrainCallbacks
+from rnnmnist.training.rundir import RunLock
 
 TINY = Config(hidden_size=16, batch_size=25, iters=251, val_size=100, log_every=5, device="cpu", eval_every=5)
 
@@ -157,7 +158,7 @@ def test_compare_shows_what_differs_and_plots(runs_dir: Path, tmp_path: Path) ->
 
 # --- damaged folders: listed as damaged with the reason, never a traceback, never a hang
 def _tiny_checkpoint(**metrics: object) -> bytes:
-    from rnnmnist.model import SequenceClassifier
+    from rnnmnist.training.model import SequenceClassifier
 
     cfg = Config(hidden_size=4, device="cpu")
     return checkpoint.to_bytes(cfg, SequenceClassifier(cfg.model), {"test_accuracy": 0.5, **metrics})
@@ -328,7 +329,7 @@ def _check_mutated(tmp_path: Path, blob: bytes, data: st.DataObject) -> None:
         assert isinstance(peek(folder / "checkpoint.pt"), dict)
     except CheckpointError as e:
         assert "\n" not in str(e)
-    from rnnmnist.runs import STATUSES, read_run
+    from rnnmnist.experiments.runs import STATUSES, read_run
 
     info = read_run(folder, "run", set())
     assert info.status in STATUSES

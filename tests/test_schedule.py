@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from rnnmnist.config import Config
-from rnnmnist.schedule import cosine, lr_and_beta1
+from rnnmnist.training.schedule import cosine, lr_and_beta1
 
 
 @pytest.mark.parametrize(("total", "warmup"), [(781, 0.25), (100, 0.3), (37, 0.5)])

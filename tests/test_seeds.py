@@ -13,14 +13,14 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from rnnmnist import checkpoint
-from rnnmnist.cli import cli
+from rnnmnist.cli.main import cli
 from rnnmnist.config import Config
 from rnnmnist.errors import RnnmnistError
-from rnnmnist.run import Plan, train
-from rnnmnist.seeds import parse_seeds
-from rnnmnist.synthetic import tiny_train_args
-from rnnmnist.train import LogRecord, StopEarly, TrainCallbacks
+from rnnmnist.experiments.seeds import parse_seeds
+from rnnmnist.training import checkpoint
+from rnnmnist.training.lifecycle import Plan, train
+from rnnmnist.training.loop import LogRecord, StopEarly, TrainCallbacks
+from rnnmnist.training.synthetic import tiny_train_args
 
 SHORT = ("--iters", "251", "--no-download")  # 10 steps
 TINY = Config(hidden_size=16, batch_size=25, iters=251, val_size=100, log_every=5, device="cpu")
@@ -51,7 +51,7 @@ def test_parse_seeds() -> None:
 
 def test_a_huge_seed_range_is_refused_at_once() -> None:
     """A typo (0-99999999999) must not expand 10**11 seeds first: a regression fails here, it does not hang."""
-    code = "from rnnmnist.seeds import parse_seeds\nparse_seeds('0-99999999999')"
+    code = "from rnnmnist.experiments.seeds import parse_seeds\nparse_seeds('0-99999999999')"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
     assert "too many seeds (max 1000)" in done.stderr
 
@@ -117,7 +117,7 @@ def test_seed_flags_are_checked(tiny_data: Path, tmp_path: Path, flags: tuple[st
 
 
 def test_the_seed_limit_is_in_the_help() -> None:
-    from rnnmnist.seeds import MAX_SEEDS
+    from rnnmnist.experiments.seeds import MAX_SEEDS
 
     help_text = " ".join(CliRunner().invoke(cli, ["train", "--help"]).output.split())
     assert f"at most {MAX_SEEDS} seeds" in help_text

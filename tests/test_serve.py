@@ -23,18 +23,18 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from rnnmnist.redraw import draw_shape
+from rnnmnist.images.redraw import draw_shape
 
 pytest.importorskip("fastapi", reason="the serve extra is not installed: pip install 'rnnmnist[serve]'")
 pytest.importorskip("httpx", reason="the serve tests need httpx (FastAPI's TestClient)")
 
 from fastapi.testclient import TestClient
 
-from rnnmnist import checkpoint
-from rnnmnist.cli import cli
+from rnnmnist.cli.main import cli
 from rnnmnist.config import Config
-from rnnmnist.model import SequenceClassifier
-from rnnmnist.serve import MAX_BATCH, MAX_BODY, STATIC, create_app
+from rnnmnist.serving.app import MAX_BATCH, MAX_BODY, STATIC, create_app
+from rnnmnist.training import checkpoint
+from rnnmnist.training.model import SequenceClassifier
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -385,7 +385,7 @@ def test_real_server(model: Path, seven: bytes, tmp_path: Path) -> None:
 
 
 def test_without_the_extra_one_line(model: Path) -> None:
-    code = "import sys; sys.modules['fastapi'] = None; from rnnmnist.cli import main; main()"
+    code = "import sys; sys.modules['fastapi'] = None; from rnnmnist.cli.main import main; main()"
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     r = subprocess.run(
         [sys.executable, "-c", code, "serve", str(model)], env=env, capture_output=True, text=True, timeout=60

@@ -18,7 +18,7 @@ from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from rnnmnist.redraw import draw_shape
+from rnnmnist.images.redraw import draw_shape
 
 pytest.importorskip("fastapi", reason="the serve extra is not installed: pip install 'rnnmnist[serve]'")
 pytest.importorskip("httpx", reason="the serve tests need httpx (FastAPI's TestClient)")
@@ -26,10 +26,10 @@ pytest.importorskip("httpx", reason="the serve tests need httpx (FastAPI's TestC
 from fastapi.testclient import TestClient
 from test_serve import assert_error, assert_record, free_port, png, rnnmnist, save_model, wait_until_up
 
-from rnnmnist import serve as serve_module
-from rnnmnist.cli import cli
-from rnnmnist.decode import MAX_PIXELS
-from rnnmnist.serve import create_app
+from rnnmnist.cli.main import cli
+from rnnmnist.images.decode import MAX_PIXELS
+from rnnmnist.serving import app as serve_module
+from rnnmnist.serving.app import create_app
 
 
 @pytest.fixture(scope="module")

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from rnnmnist import checkpoint
-from rnnmnist.synthetic import make_tiny_mnist, tiny_train_args
+from rnnmnist.training import checkpoint
+from rnnmnist.training.synthetic import make_tiny_mnist, tiny_train_args
 
 SIGNALS = [(signal.SIGINT, 130, "SIGINT"), (signal.SIGTERM, 143, "SIGTERM")]
 
@@ -129,7 +129,7 @@ def test_during_the_final_evaluation(tmp_path: Path, sig: int, code: int, name: 
 def test_predict_with_workers(model: Path, tmp_path: Path, sig: int, code: int, name: str) -> None:
     from PIL import Image
 
-    from rnnmnist.redraw import draw_shape
+    from rnnmnist.images.redraw import draw_shape
 
     folder = tmp_path / "images"
     folder.mkdir()

@@ -13,9 +13,9 @@ import torch
 from click.testing import CliRunner
 from torch import nn
 
-from rnnmnist.cli import cli
-from rnnmnist.optimizer import optimizer_step
-from rnnmnist.phases import PHASES, Phases, process_started
+from rnnmnist.cli.main import cli
+from rnnmnist.training.optimizer import optimizer_step
+from rnnmnist.training.phases import PHASES, Phases, process_started
 
 TINY_FLAGS = ["--hidden-size", "16", "--batch-size", "25", "--iters", "301", "--val-size", "100", "--device", "cpu"]
 
@@ -91,7 +91,7 @@ def test_a_training_command_never_imports_torch_dynamo(tiny_data: Path, tmp_path
             print("dynamo imported:", "torch._dynamo" in sys.modules, flush=True)
 
         atexit.register(check)
-        from rnnmnist.cli import main
+        from rnnmnist.cli.main import main
         sys.argv = ["rnnmnist", "train", "--data-dir", {str(tiny_data)!r}, "--out", {str(tmp_path / "run")!r},
                     "-q", *{TINY_FLAGS!r}]
         main()
@@ -109,7 +109,7 @@ def test_deferring_dynamo_hands_over_to_it_once_imported() -> None:
         import torch
         from torch import nn
         from rnnmnist import process
-        from rnnmnist.optimizer import optimizer_step
+        from rnnmnist.training.optimizer import optimizer_step
 
         process.defer_dynamo_import()
         model = nn.Linear(2, 2)
@@ -154,7 +154,7 @@ def test_denormals_are_flushed_in_every_thread_while_training_and_kept_after() -
 
 def test_the_cpu_uses_torchs_fused_adam_and_resumes_a_foreach_state() -> None:
     from rnnmnist.config import DEFAULTS
-    from rnnmnist.optimizer import make_optimizer
+    from rnnmnist.training.optimizer import make_optimizer
 
     model, old = _model_and_optimizer(0)  # a state from before: foreach kernels
     _train(model, old, optimizer_step)

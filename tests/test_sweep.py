@@ -20,14 +20,15 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from rnnmnist import checkpoint, config
-from rnnmnist.cli import cli
+from rnnmnist import config
+from rnnmnist.cli.main import cli
 from rnnmnist.config import ConfigError
+from rnnmnist.training import checkpoint
 
 optuna = pytest.importorskip("optuna")
 sqlalchemy_exc = pytest.importorskip("sqlalchemy.exc")  # Optuna's own dependency
 
-from rnnmnist.sweep import open_study, read_space, run_sweep, worker_identity  # noqa: E402 - needs optuna
+from rnnmnist.experiments.sweep import open_study, read_space, run_sweep, worker_identity  # noqa: E402 - needs optuna
 
 TINY = """\
 iters = 251

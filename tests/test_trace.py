@@ -11,13 +11,13 @@ import torch
 from click.testing import CliRunner
 from PIL import Image
 
-from rnnmnist import checkpoint
-from rnnmnist.cli import cli
+from rnnmnist.cli.main import cli
 from rnnmnist.config import Config
-from rnnmnist.model import SequenceClassifier
-from rnnmnist.predict import probabilities
-from rnnmnist.synthetic import tiny_train_args
-from rnnmnist.trace import accuracy_by_step, decided_at, reading, shown_steps
+from rnnmnist.images.predict import probabilities
+from rnnmnist.images.trace import accuracy_by_step, decided_at, reading, shown_steps
+from rnnmnist.training import checkpoint
+from rnnmnist.training.model import SequenceClassifier
+from rnnmnist.training.synthetic import tiny_train_args
 
 
 def tiny(**fields) -> SequenceClassifier:

@@ -8,15 +8,16 @@ from pathlib import Path
 import pytest
 import torch
 
-from rnnmnist import checkpoint, config
+from rnnmnist import config
 from rnnmnist.config import Config
-from rnnmnist.data import load_mnist
-from rnnmnist.device import DISABLE_BF16_ENV, bf16_runs
 from rnnmnist.errors import BadValueError, RnnmnistError
-from rnnmnist.evaluate import evaluate, evaluate_checkpoint
-from rnnmnist.run import Plan, train
-from rnnmnist.rundir import RunDir
-from rnnmnist.train import LogRecord, TrainCallbacks
+from rnnmnist.training import checkpoint
+from rnnmnist.training.data import load_mnist
+from rnnmnist.training.device import DISABLE_BF16_ENV, bf16_runs
+from rnnmnist.training.evaluate import evaluate, evaluate_checkpoint
+from rnnmnist.training.lifecycle import Plan, train
+from rnnmnist.training.loop import LogRecord, TrainCallbacks
+from rnnmnist.training.rundir import RunDir
 
 TINY = Config(hidden_size=16, batch_size=25, iters=501, val_size=100, log_every=5, device="cpu")
 
@@ -153,13 +154,13 @@ class _StopAt(TrainCallbacks):
 
     def on_log(self, record: LogRecord) -> None:
         if record.step >= self.step:
-            from rnnmnist.train import StopEarly
+            from rnnmnist.training.loop import StopEarly
 
             raise StopEarly
 
 
 def _interrupted(tiny_data: Path, out: Path, cfg: Config = TINY, step: int = 10) -> None:
-    from rnnmnist.train import StopEarly
+    from rnnmnist.training.loop import StopEarly
 
     with pytest.raises(StopEarly):
         _run(tiny_data, out, cfg, _StopAt(step))
@@ -178,7 +179,7 @@ def test_a_resumed_run_counts_training_time_per_process(tiny_data: Path, tmp_pat
 
 
 def test_interrupted_runs_of_a_config_are_found(tiny_data: Path, tmp_path: Path) -> None:
-    from rnnmnist.run import interrupted_runs
+    from rnnmnist.training.lifecycle import interrupted_runs
 
     runs = tmp_path / "runs"
     _interrupted(tiny_data, runs / "20260101-000000")
@@ -199,8 +200,8 @@ def test_the_same_command_again_names_the_interrupted_run(
 ) -> None:
     from click.testing import CliRunner
 
-    from rnnmnist.cli import cli
-    from rnnmnist.synthetic import tiny_train_args
+    from rnnmnist.cli.main import cli
+    from rnnmnist.training.synthetic import tiny_train_args
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("RNNMNIST_DATA_DIR", raising=False)  # CI's real MNIST: the run resumes on its own data

@@ -16,14 +16,14 @@ import torch
 from click.testing import CliRunner, Result
 from rich.console import Console
 
-from rnnmnist.cli import cli
+from rnnmnist.cli.main import cli
+from rnnmnist.cli.textfit import fit_name, flow, words
+from rnnmnist.cli.ui import Ui, _TrainDisplay, header_lines
 from rnnmnist.config import Config
+from rnnmnist.images.predict import Prediction
 from rnnmnist.machine import cpu_share, current_cpu_share
-from rnnmnist.predict import Prediction
-from rnnmnist.synthetic import tiny_train_args
-from rnnmnist.textfit import fit_name, flow, words
-from rnnmnist.train import LogRecord
-from rnnmnist.ui import Ui, _TrainDisplay, header_lines
+from rnnmnist.training.loop import LogRecord
+from rnnmnist.training.synthetic import tiny_train_args
 
 ESCAPES = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 
@@ -179,7 +179,7 @@ def test_eval_output_fits_the_terminal(run: Path, tiny_data: Path, width: int) -
 
 @pytest.mark.parametrize("width", [80, 60])
 def test_runs_output_keeps_status_and_names(run: Path, tiny_data: Path, tmp_path: Path, width: int) -> None:
-    from rnnmnist import checkpoint as ckpt_io
+    from rnnmnist.training import checkpoint as ckpt_io
 
     root = tmp_path / "runs"
     stopped = root / "an-interrupted-run-with-a-long-descriptive-name"

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from rnnmnist.commands.options import (
+from rnnmnist.cli.options import (
     Common,
     FiniteFloat,
     checkpoint_argument,
@@ -52,7 +52,7 @@ def eval_command(
     AVX-512) in fp32, where the last digit may differ.
     """
     from rnnmnist.errors import RnnmnistError
-    from rnnmnist.evaluate import evaluate_checkpoint
+    from rnnmnist.training.evaluate import evaluate_checkpoint
 
     ui = common.ui()
     done = evaluate_checkpoint(
@@ -61,7 +61,7 @@ def eval_command(
     for note in [*done.notes, *filter(None, [done.precision.note])]:
         ui.detail(note)
     result = done.result
-    from rnnmnist.datasets import SPECS
+    from rnnmnist.training.datasets import SPECS
 
     data = SPECS[done.dataset]
     if common.as_json:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from rnnmnist.commands.options import Common, RunOrCheckpoint, data_options, output_options, pass_common
+from rnnmnist.cli.options import Common, RunOrCheckpoint, data_options, output_options, pass_common
 
 EXAMPLES = """\b
 Examples:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from rnnmnist.commands.options import (
+from rnnmnist.cli.options import (
     Common,
     FiniteFloat,
     checkpoint_argument,
@@ -75,14 +75,14 @@ def predict(
     if not inputs and not indices:
         raise click.UsageError("nothing to predict: give image files, folders, - (stdin) or --index I")
     common.verbosity  # noqa: B018 - a usage error (--quiet --verbose) is found before any image is read
-    from rnnmnist.inputs import InputImages, interrupt_on_signals
+    from rnnmnist.images.inputs import InputImages, interrupt_on_signals
 
     # SIGINT/SIGTERM unwind through InputImages, which stops its worker processes at once; images
     # start decoding in those workers now, while torch is imported and the model loaded.
     with interrupt_on_signals(), InputImages(inputs) as images:
-        from rnnmnist import checkpoint as ckpt_io
-        from rnnmnist import predict as prediction
-        from rnnmnist.device import resolve_device, usable_precision
+        from rnnmnist.images import predict as prediction
+        from rnnmnist.training import checkpoint as ckpt_io
+        from rnnmnist.training.device import resolve_device, usable_precision
 
         dev = resolve_device(common.device)
         model, ckpt = ckpt_io.load_model(checkpoint, dev)
@@ -95,7 +95,7 @@ def predict(
         results += prediction.predict_test_images(
             model, precision.name, common.data_folder(), indices, common.download, trace, ckpt.config.dataset
         )
-    from rnnmnist.datasets import SPECS, class_names, is_digits
+    from rnnmnist.training.datasets import SPECS, class_names, is_digits
 
     prediction.name_classes(results, class_names(ckpt.config.dataset))
     if inputs and not is_digits(ckpt.config.dataset) and ui.verbosity >= 0:

@@ -9,10 +9,10 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from rnnmnist.commands.options import Common, output_options, pass_common
+from rnnmnist.cli.options import Common, output_options, pass_common
 
 if TYPE_CHECKING:
-    from rnnmnist.runs import RunInfo
+    from rnnmnist.experiments.runs import RunInfo
 
 RUNS_EXAMPLES = """\b
 Examples:
@@ -53,7 +53,7 @@ def _date(stamp: float | None) -> str:
 
 
 class _Output:
-    """What these commands print, without rnnmnist.ui: that imports torch, which listing never needs."""
+    """What these commands print, without rnnmnist.cli.ui: that imports torch, which listing never needs."""
 
     def __init__(self, common: Common) -> None:
         from rich.console import Console
@@ -122,7 +122,7 @@ def runs(common: Common, folder: Path, sort_key: str | None, reverse: bool, cond
     from rich.markup import escape
     from rich.table import Table
 
-    from rnnmnist import runs as library
+    from rnnmnist.experiments import runs as library
 
     ui = _Output(common)
     where = library.parse_where(conditions)
@@ -132,7 +132,7 @@ def runs(common: Common, folder: Path, sort_key: str | None, reverse: bool, cond
     if not rows:
         ui.line(f"no run folders under {folder}" + (" match" if conditions else ""))
         return
-    from rnnmnist.textfit import Name, fit_name
+    from rnnmnist.cli.textfit import Name, fit_name
 
     title = f"Runs in {fit_name(str(folder), max(12, ui.console.width - 20))} ({len(rows)})"
     table = Table(
@@ -188,7 +188,7 @@ def compare(common: Common, folders: tuple[Path, ...], plot_path: Path | None) -
     from rich.markup import escape
     from rich.table import Table
 
-    from rnnmnist import runs as library
+    from rnnmnist.experiments import runs as library
 
     if len(folders) < 2:
         raise click.UsageError("give at least two run folders to compare")

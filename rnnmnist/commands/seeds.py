@@ -1,4 +1,4 @@
-"""``rnnmnist train --seeds 0,1,2`` / ``--repeat N``: the command-line side of :mod:`rnnmnist.seeds`."""
+"""``rnnmnist train --seeds 0,1,2`` / ``--repeat N``: the command-line side of :mod:`rnnmnist.experiments.seeds`."""
 
 from __future__ import annotations
 
@@ -14,13 +14,13 @@ from typing import Any
 import click
 
 from rnnmnist import config
-from rnnmnist.commands.options import Common
+from rnnmnist.cli.options import Common
 
 
 def seeds_from_flags(seeds: str | None, repeat: int | None, cfg: config.Config, typed: dict[str, Any]) -> list[int]:
     """The seeds --seeds or --repeat ask for (--repeat N: N seeds from --seed, default 0)."""
     from rnnmnist.errors import RnnmnistError
-    from rnnmnist.seeds import MAX_SEEDS, parse_seeds
+    from rnnmnist.experiments.seeds import MAX_SEEDS, parse_seeds
 
     if seeds is not None and repeat is not None:
         raise click.UsageError("give --seeds or --repeat, not both")
@@ -53,9 +53,9 @@ def train_seeds(
     common: Common, cfg: config.Config, seeds: list[int], out: Path, force: bool, tb: bool, nproc: int | None
 ) -> None:
     from rnnmnist import process
-    from rnnmnist.run import train
-    from rnnmnist.seeds import run_seeds
-    from rnnmnist.train import TrainingInterrupted
+    from rnnmnist.experiments.seeds import run_seeds
+    from rnnmnist.training.lifecycle import train
+    from rnnmnist.training.loop import TrainingInterrupted
 
     ui = common.ui()
 

@@ -1,4 +1,4 @@
-"""`rnnmnist serve CHECKPOINT`: the drawing page and the JSON API on a local port (rnnmnist.serve)."""
+"""`rnnmnist serve CHECKPOINT`: the drawing page and the JSON API on a local port (rnnmnist.serving.app)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from typing import Any
 
 import click
 
-from rnnmnist.commands.options import Common, device_option, pass_common
+from rnnmnist.cli.options import Common, device_option, pass_common
 from rnnmnist.errors import RnnmnistError
 
 MAX_CONNECTIONS = 64  # open at once (each request at most 10 MB); beyond, uvicorn answers 503
@@ -210,7 +210,7 @@ def serve(common: Common, checkpoint: Path, host: str, port: int, threads: int, 
         import torch
         import uvicorn
 
-        from rnnmnist.serve import LOOPBACK_HOSTS, create_app
+        from rnnmnist.serving.app import LOOPBACK_HOSTS, create_app
 
         # A request is one image (or a few): its forward pass is far too small to split across cores,
         # and on a busy machine several threads spin waiting for each other (10x slower measured on

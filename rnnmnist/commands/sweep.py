@@ -1,4 +1,4 @@
-"""``rnnmnist sweep``: a hyperparameter search on Optuna over a TOML search space (see rnnmnist/sweep.py)."""
+"""``rnnmnist sweep``: a hyperparameter search on Optuna over a TOML search space (rnnmnist.experiments.sweep)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from rnnmnist.commands.options import Common, data_options, output_options, pass_common
+from rnnmnist.cli.options import Common, data_options, output_options, pass_common
 from rnnmnist.commands.presets import ConfigFile
 
 EXAMPLES = """\b
@@ -87,8 +87,8 @@ def sweep(
     the same command again, or on other machines with a shared --storage, and the
     workers share the study. Needs Optuna: pip install 'rnnmnist[sweep]'.
     """
-    from rnnmnist import sweep as library
-    from rnnmnist.train import TrainingInterrupted
+    from rnnmnist.experiments import sweep as library
+    from rnnmnist.training.loop import TrainingInterrupted
 
     if not re.fullmatch(r"[A-Za-z0-9_.-]+", study_name):
         raise click.BadParameter("letters, digits, '.', '_' and '-' only", param_hint="--study-name")
@@ -155,7 +155,7 @@ def render(ui: Any, result: Any, names: list[str]) -> None:
     from rich.markup import escape
     from rich.table import Table
 
-    from rnnmnist import sweep as library
+    from rnnmnist.experiments import sweep as library
 
     counts = ", ".join(f"{n} {state}" for state, n in sorted(library.count_states(result.rows).items()))
     table = Table(

@@ -13,7 +13,7 @@ from typing import Any
 import click
 
 from rnnmnist import config
-from rnnmnist.commands.options import (
+from rnnmnist.cli.options import (
     Common,
     config_options,
     data_options,
@@ -56,7 +56,7 @@ def _out_folder(value: str | None) -> Path | None:
     if value is None:
         return None
     from rnnmnist.errors import BadValueError
-    from rnnmnist.rundir import check_out_path
+    from rnnmnist.training.rundir import check_out_path
 
     try:
         check_out_path(Path(value) if value.strip() else Path(""), given=value)
@@ -136,7 +136,7 @@ def train(
     all 10,000 test images. Ctrl-C (or SIGTERM) stops after the current step and
     saves a checkpoint that --resume continues; a second Ctrl-C stops at once.
     """
-    from rnnmnist.phases import process_started
+    from rnnmnist.training.phases import process_started
 
     started = process_started()  # the wall time and start-up phase of a run count from the process's start
     from_env, typed = flags_by_source(ctx, flags)
@@ -150,7 +150,7 @@ def train(
     else:
         cfg = resolve_config(config_file, from_env, typed)
     if print_config:
-        from rnnmnist.run import resumable
+        from rnnmnist.training.lifecycle import resumable
 
         resolved = cfg if resume is None else resumable(resume).config
         if common.as_json:  # for scripts: the same keys and values, as JSON
@@ -162,7 +162,7 @@ def train(
         return
     ui = common.ui()
     if tensorboard:
-        from rnnmnist.tensorboard import require_tensorboard
+        from rnnmnist.training.tensorboard import require_tensorboard
 
         require_tensorboard()  # before any work is done
     run_folder = resume if resume is not None else out if out is not None else _default_out_dir()
@@ -188,7 +188,7 @@ def train(
 def _mention_interrupted(ui: Any, cfg: config.Config, new_folder: Path) -> None:
     """The same command typed again after Ctrl-C starts a new run (a careful user may want that), but says
     where the interrupted one is and how to continue it instead: resuming by itself would surprise more."""
-    from rnnmnist.run import interrupted_runs
+    from rnnmnist.training.lifecycle import interrupted_runs
 
     found = interrupted_runs(new_folder.parent, cfg)
     if not found or ui.verbosity < 0:
@@ -207,8 +207,9 @@ def _mention_interrupted(ui: Any, cfg: config.Config, new_folder: Path) -> None:
 def _train(
     common: Common, ui: Any, cfg: config.Config | None, out: Path, resume: bool, force: bool, tb: bool, started: float
 ) -> None:
-    from rnnmnist import distributed, process
-    from rnnmnist.run import Plan, train
+    from rnnmnist import process
+    from rnnmnist.training import distributed
+    from rnnmnist.training.lifecycle import Plan, train
 
     plan = Plan(out, cfg, resume, force, common.data_dir, common.download, tb)
     main_rank = distributed.from_environment().main
@@ -226,7 +227,7 @@ def _launch(
 ) -> int:
     """Start ``nproc`` ranks of this command: the resolved config travels as a TOML file, the rest as flags."""
     from rnnmnist import process
-    from rnnmnist.distributed import launch
+    from rnnmnist.training.distributed import launch
 
     if cfg is not None and cfg.batch_size % nproc:
         raise click.UsageError(

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from rnnmnist.data import IMAGE_SIZE
-from rnnmnist.device import autocast
+from rnnmnist.training.data import IMAGE_SIZE
+from rnnmnist.training.device import autocast
 
 # Steps x images per forward pass: the per-step outputs (N, steps, hidden) must stay small.
 STEP_BUDGET = 64 * 1024

@@ -1,7 +1,7 @@
 """One image file (or stdin's bytes) -> its MNIST-style digit, or a ``Failed`` saying in one line why not.
 
 Reading one input is: open and decode (Pillow), turn it upright (EXIF
-orientation), make it grayscale, then :func:`rnnmnist.preprocess.to_mnist`.
+orientation), make it grayscale, then :func:`rnnmnist.images.preprocess.to_mnist`.
 :func:`prepare` runs all of it inside the input's own error handling, so a bad
 image fails alone and the rest of a batch goes on.
 """
@@ -22,7 +22,7 @@ from typing import BinaryIO
 import numpy as np
 from PIL import ExifTags, Image, UnidentifiedImageError
 
-from rnnmnist.preprocess import WORK_SIZE, ImageError, to_mnist
+from rnnmnist.images.preprocess import WORK_SIZE, ImageError, to_mnist
 
 MAX_PIXELS = 50_000_000  # larger images are refused (decompression bombs)
 MAX_STREAM_BYTES = 64 * 2**20  # an image read whole from a stream (stdin, a pipe) is at most this

@@ -37,7 +37,7 @@ from rnnmnist import __version__
 from rnnmnist.config import Config, ConfigError, from_stored
 from rnnmnist.errors import CheckpointError, one_line, shown
 from rnnmnist.files import write_atomic
-from rnnmnist.model import SequenceClassifier
+from rnnmnist.training.model import SequenceClassifier
 
 FORMAT = "rnnmnist-checkpoint"
 FORMAT_VERSION = 1

@@ -19,7 +19,7 @@ from rnnmnist import config
 from rnnmnist.config import CONFIG_FIELDS, DEFAULTS, ConfigError
 
 if TYPE_CHECKING:
-    from rnnmnist.ui import Ui
+    from rnnmnist.cli.ui import Ui
 
 DATA_ENV = "RNNMNIST_DATA_DIR"
 
@@ -59,7 +59,7 @@ class Common:
         return -1 if self.quiet else 1 if self.verbose else 0
 
     def ui(self) -> Ui:
-        from rnnmnist.ui import Ui
+        from rnnmnist.cli.ui import Ui
 
         return Ui(json_mode=self.as_json, verbosity=self.verbosity)
 

@@ -1,6 +1,6 @@
 """MNIST as whole tensors: IDX parsing with checks, download, splits, shuffled batches.
 
-The other members of the MNIST family (``--dataset``, see :mod:`rnnmnist.datasets`)
+The other members of the MNIST family (``--dataset``, see :mod:`rnnmnist.training.datasets`)
 go through the same reading, checks and offline rules, from their own folders.
 
 Each split is held as one uint8 tensor on the training device; batches are drawn
@@ -22,8 +22,8 @@ from typing import Any
 
 import torch
 
-from rnnmnist.datasets import spec
 from rnnmnist.errors import DataError, shown
+from rnnmnist.training.datasets import spec
 
 IMAGE_SIZE = 28
 NUM_CLASSES = 10

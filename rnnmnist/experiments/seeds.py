@@ -19,10 +19,10 @@ from typing import Any
 
 from rnnmnist.config import CONFIG_FIELDS, Config
 from rnnmnist.errors import CheckpointError, RnnmnistError
+from rnnmnist.experiments.peek import peek
 from rnnmnist.files import write_atomic
-from rnnmnist.peek import peek
-from rnnmnist.run import Plan
-from rnnmnist.rundir import RunDir
+from rnnmnist.training.lifecycle import Plan
+from rnnmnist.training.rundir import RunDir
 
 SUMMARY_FILE = "summary.json"
 MAX_SEEDS = 1000  # one run folder each: more is a typo (0-99999999999), not an experiment

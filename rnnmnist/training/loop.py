@@ -2,7 +2,7 @@
 
 Nothing here prints: a display (and TensorBoard) follow the run through
 :class:`TrainCallbacks`. Where a run starts, resumes and ends (folders, data,
-signals, processes) is :mod:`rnnmnist.run`'s business. A resumable checkpoint
+signals, processes) is :mod:`rnnmnist.training.lifecycle`'s business. A resumable checkpoint
 holds the whole state (model, optimizer, step, data order, RNG states, best so
 far), so a resumed run ends bit for bit where an uninterrupted one would on the CPU.
 """
@@ -21,18 +21,18 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from rnnmnist import checkpoint
-from rnnmnist.augment import augment
 from rnnmnist.config import EVAL_BATCH_SIZE, Config
-from rnnmnist.data import BatchStream, Mnist, Split, scale
-from rnnmnist.device import autocast
-from rnnmnist.distributed import SINGLE, Rank, all_gather, all_reduce, collective
 from rnnmnist.errors import CheckpointError, RnnmnistError, one_line, shown
-from rnnmnist.evaluate import EvalResult, evaluate
-from rnnmnist.optimizer import make_optimizer, optimizer_step
-from rnnmnist.phases import Phases
-from rnnmnist.rundir import MetricsLog, RunDir
-from rnnmnist.schedule import lr_and_beta1
+from rnnmnist.training import checkpoint
+from rnnmnist.training.augment import augment
+from rnnmnist.training.data import BatchStream, Mnist, Split, scale
+from rnnmnist.training.device import autocast
+from rnnmnist.training.distributed import SINGLE, Rank, all_gather, all_reduce, collective
+from rnnmnist.training.evaluate import EvalResult, evaluate
+from rnnmnist.training.optimizer import make_optimizer, optimizer_step
+from rnnmnist.training.phases import Phases
+from rnnmnist.training.rundir import MetricsLog, RunDir
+from rnnmnist.training.schedule import lr_and_beta1
 
 NOTEBOOK_TEST_IMAGES = 256  # the notebook's final print: accuracy on mnist.test.images[:256]
 SIGNAL_NAMES = {2: "SIGINT", 15: "SIGTERM"}
@@ -102,7 +102,7 @@ class TrainingInterrupted(RnnmnistError):
 class StopEarly(Exception):
     """Raised by a callback (e.g. a sweep's pruner in ``on_validate``) to end a single-process run early.
 
-    :func:`rnnmnist.run.train` treats it as a normal stop: it saves a resumable
+    :func:`rnnmnist.training.lifecycle.train` treats it as a normal stop: it saves a resumable
     checkpoint and lets it through to whoever asked.
     """
 

@@ -24,19 +24,19 @@ from rich.style import Style
 from rich.table import Table
 from rich.text import Text
 
+from rnnmnist.cli.textfit import Name, fit_name, flow, words
 from rnnmnist.config import to_toml
-from rnnmnist.datasets import DIGITS, SPECS
-from rnnmnist.textfit import Name, fit_name, flow, words
-from rnnmnist.train import LogRecord, TrainCallbacks
+from rnnmnist.training.datasets import DIGITS, SPECS
+from rnnmnist.training.loop import LogRecord, TrainCallbacks
 
 if TYPE_CHECKING:
     import torch
 
     from rnnmnist.config import Config
-    from rnnmnist.evaluate import EvalResult
+    from rnnmnist.images.predict import Prediction
     from rnnmnist.machine import CpuShare
-    from rnnmnist.predict import Prediction
-    from rnnmnist.train import TrainSummary
+    from rnnmnist.training.evaluate import EvalResult
+    from rnnmnist.training.loop import TrainSummary
 
 ASCII_RAMP = " .:-=+*#%@"  # dark to light
 SPARKS = "▁▂▃▄▅▆▇█"
@@ -265,7 +265,7 @@ class Ui:
                     color = "green" if r.label == r.prediction else "red"
                     cells.append("" if r.label is None else f"[{color}]{escape(r.classes[r.label])}[/]")
                 if trace_mode is not None:
-                    from rnnmnist.trace import shown_steps
+                    from rnnmnist.images.trace import shown_steps
 
                     steps = len(r.trace)
                     cells.append(f"{_step_name(trace_mode, steps)} {r.decided_at}")
@@ -290,7 +290,7 @@ class Ui:
         """How one answer formed, a line per two image rows (half-block characters keep the digit's shape):
         the steps read by the end of the second row (every 28th step for pixel models), the image rows,
         the top class then and its probability, and a bar of the final answer's probability."""
-        from rnnmnist.trace import shown_steps
+        from rnnmnist.images.trace import shown_steps
 
         steps, answer = len(r.trace), r.prediction
         unit = _step_name(mode, steps)

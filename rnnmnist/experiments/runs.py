@@ -1,7 +1,7 @@
 """What run folders hold, read fast: for ``rnnmnist runs`` (a table of many) and ``rnnmnist compare`` (a few).
 
 Reads only config.toml, the last line of metrics.jsonl, and each checkpoint's plain
-part through :func:`rnnmnist.peek.peek` (no weights, no torch), so hundreds of
+part through :func:`rnnmnist.experiments.peek.peek` (no weights, no torch), so hundreds of
 folders list in well under a second. A run's status:
 
 finished   checkpoint.pt is final (it holds the test metrics)
@@ -29,7 +29,7 @@ from typing import Any
 
 from rnnmnist import config, jsonout
 from rnnmnist.errors import BadValueError, CheckpointError, RnnmnistError, one_line
-from rnnmnist.peek import NotRegularFileError, open_regular, peek
+from rnnmnist.experiments.peek import NotRegularFileError, open_regular, peek
 
 STATUSES = ("finished", "running", "resumable", "failed", "damaged")
 MAX_CONFIG_BYTES = 1 << 20  # a run's config.toml is under 2 KB

@@ -3,8 +3,8 @@
 :func:`train` is everything between a parsed command line and a finished run
 folder, in order: settle the config and device, join the other processes (DDP),
 load the data, build the model (refusing one that cannot fit in memory), take the
-run folder (lock, --force, --resume), then :func:`rnnmnist.train.fit` under
-SIGINT/SIGTERM handling, and :func:`rnnmnist.train.finish`. A start that fails or
+run folder (lock, --force, --resume), then :func:`rnnmnist.training.loop.fit` under
+SIGINT/SIGTERM handling, and :func:`rnnmnist.training.loop.finish`. A start that fails or
 is interrupted before its first step leaves nothing behind.
 """
 
@@ -17,17 +17,14 @@ from pathlib import Path
 
 import torch
 
-from rnnmnist import checkpoint, distributed
 from rnnmnist.config import Config
-from rnnmnist.data import Mnist, load_mnist
-from rnnmnist.device import resolve_device, training_precision
 from rnnmnist.errors import BadValueError, CheckpointError, DataError, RnnmnistError
-from rnnmnist.model import SequenceClassifier, training_bytes
-from rnnmnist.phases import Phases
 from rnnmnist.process import Terminated
-from rnnmnist.rundir import RunDir, check_out_path
 from rnnmnist.signals import GracefulStop
-from rnnmnist.train import (
+from rnnmnist.training import checkpoint, distributed
+from rnnmnist.training.data import Mnist, load_mnist
+from rnnmnist.training.device import resolve_device, training_precision
+from rnnmnist.training.loop import (
     SIGNAL_NAMES,
     CallbackList,
     Run,
@@ -39,6 +36,9 @@ from rnnmnist.train import (
     finish,
     fit,
 )
+from rnnmnist.training.model import SequenceClassifier, training_bytes
+from rnnmnist.training.phases import Phases
+from rnnmnist.training.rundir import RunDir, check_out_path
 
 DEFAULT_DATA_DIR = Path("data")
 
@@ -85,7 +85,7 @@ def interrupted_runs(parent: Path, cfg: Config) -> list[Interrupted]:
     Folders that are damaged, held by a running process or of another config are skipped.
     """
     from rnnmnist.config import ConfigError, from_stored, read_toml
-    from rnnmnist.runs import read_run
+    from rnnmnist.experiments.runs import read_run
 
     found = []
     try:
@@ -109,7 +109,7 @@ def interrupted_runs(parent: Path, cfg: Config) -> list[Interrupted]:
 
 
 def _total_steps(cfg: Config, folder: Path) -> int | None:
-    from rnnmnist.peek import peek
+    from rnnmnist.experiments.peek import peek
 
     if cfg.epochs == 0:
         return cfg.training_steps(0)  # a length in examples does not depend on the data
@@ -287,7 +287,7 @@ def _train(
     try:
         callbacks = [display] if display is not None and rank.main else []
         if plan.tensorboard and rank.main:
-            from rnnmnist.tensorboard import TensorBoardLogger
+            from rnnmnist.training.tensorboard import TensorBoardLogger
 
             board = TensorBoardLogger(run_dir.path / "tensorboard")
             callbacks.append(board)

@@ -10,10 +10,10 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from rnnmnist.data import NUM_CLASSES, Split, load_split, scale
-from rnnmnist.device import Precision, autocast, resolve_device, usable_precision
-from rnnmnist.distributed import SINGLE, Rank, all_gather, all_reduce
 from rnnmnist.errors import DataError
+from rnnmnist.training.data import NUM_CLASSES, Split, load_split, scale
+from rnnmnist.training.device import Precision, autocast, resolve_device, usable_precision
+from rnnmnist.training.distributed import SINGLE, Rank, all_gather, all_reduce
 
 
 def confusion_matrix(labels: torch.Tensor, predictions: torch.Tensor) -> torch.Tensor:
@@ -119,7 +119,7 @@ def evaluate_checkpoint(
     It computes in the precision it was trained in where this device runs it (the
     figures then match training's exactly), else in fp32.
     """
-    from rnnmnist import checkpoint
+    from rnnmnist.training import checkpoint
 
     dev = resolve_device(device)
     model, ckpt = checkpoint.load_model(path, dev)

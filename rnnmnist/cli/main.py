@@ -138,7 +138,7 @@ def _show_version(ctx: click.Context, param: click.Parameter, value: bool) -> No
     import torch
 
     from rnnmnist.config import DEFAULTS
-    from rnnmnist.device import auto_precision, resolve_device, training_precision
+    from rnnmnist.training.device import auto_precision, resolve_device, training_precision
 
     device = resolve_device(DEFAULTS.device)
     if DEFAULTS.precision == "auto":

@@ -75,10 +75,10 @@ def idx2_int_bytes(table: torch.Tensor) -> bytes:
 
 
 def make_tiny_dataset(root: Path, dataset: str, n_train: int = 600, n_test: int = 200) -> Path:
-    """Like :func:`make_tiny_mnist`, in the layout and formats of ``dataset`` (see rnnmnist.datasets);
+    """Like :func:`make_tiny_mnist`, in the layout and formats of ``dataset`` (see rnnmnist.training.datasets);
     return ``root`` (a --data-dir). EMNIST's images are written transposed and QMNIST's labels as
     (N, 8) int32 tables, as those files are."""
-    from rnnmnist.datasets import spec
+    from rnnmnist.training.datasets import spec
 
     s = spec(dataset)
     raw = s.raw_folder(root)

@@ -1,6 +1,6 @@
 """A command line's image inputs (files, folders, ``-`` for stdin) prepared as digits, many at once in worker processes.
 
-Each input becomes a digit or a :class:`~rnnmnist.decode.Failed` of its own; one
+Each input becomes a digit or a :class:`~rnnmnist.images.decode.Failed` of its own; one
 bad input never stops the others. Worker processes die with the process that
 started them and hold none of its standard streams, and
 :func:`interrupt_on_signals` turns SIGINT/SIGTERM into an exception that stops
@@ -27,7 +27,7 @@ from typing import BinaryIO
 
 import numpy as np
 
-from rnnmnist.decode import MAX_STREAM_BYTES, Failed, Source, prepare, read_capped
+from rnnmnist.images.decode import MAX_STREAM_BYTES, Failed, Source, prepare, read_capped
 from rnnmnist.process import Terminated
 
 PARALLEL_FROM = 64  # images; fewer are not worth starting worker processes for

@@ -41,12 +41,12 @@ from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from rnnmnist import __version__
-from rnnmnist import checkpoint as ckpt_io
-from rnnmnist.decode import MAX_PIXELS, Failed, pixel_count, prepare
-from rnnmnist.device import resolve_device, usable_precision
-from rnnmnist.model import sequence_shape
-from rnnmnist.predict import Prediction, predict_digits
-from rnnmnist.preprocess import ImageError, to_mnist
+from rnnmnist.images.decode import MAX_PIXELS, Failed, pixel_count, prepare
+from rnnmnist.images.predict import Prediction, predict_digits
+from rnnmnist.images.preprocess import ImageError, to_mnist
+from rnnmnist.training import checkpoint as ckpt_io
+from rnnmnist.training.device import resolve_device, usable_precision
+from rnnmnist.training.model import sequence_shape
 
 MAX_BODY = 10 * 1024 * 1024  # bytes per request; larger ones get 413
 MAX_BATCH = 256  # images per batch request

@@ -32,7 +32,7 @@ def make_optimizer(cfg: Config, model: nn.Module, device: torch.device) -> torch
     # default model where the foreach kernels took 0.16 and the loop 0.17 (~2% of a step, in the training
     # loop). Elsewhere torch's own choice (foreach on CUDA) stands.
     fused = True if device.type == "cpu" else None
-    betas = (ADAM_BETA1, cfg.beta2)  # a onecycle schedule cycles beta1 from here (rnnmnist.schedule)
+    betas = (ADAM_BETA1, cfg.beta2)  # a onecycle schedule cycles beta1 from here (rnnmnist.training.schedule)
     return cls(model.parameters(), lr=cfg.lr, betas=betas, weight_decay=cfg.weight_decay, fused=fused)
 
 

@@ -26,7 +26,7 @@ from typing import IO, Any
 
 from rnnmnist.errors import CheckpointError, one_line
 
-FORMAT = "rnnmnist-checkpoint"  # as rnnmnist.checkpoint writes it (that module imports torch)
+FORMAT = "rnnmnist-checkpoint"  # as rnnmnist.training.checkpoint writes it (that module imports torch)
 MAX_PICKLE_BYTES = 16 << 20  # the plain part of a checkpoint is a few KB; refuse a zip bomb
 
 

@@ -12,12 +12,12 @@ import torch
 from torch import nn
 
 from rnnmnist.config import EVAL_BATCH_SIZE
-from rnnmnist.data import load_split, scale
-from rnnmnist.datasets import DIGITS
-from rnnmnist.decode import Failed
-from rnnmnist.device import autocast
 from rnnmnist.errors import BadValueError
-from rnnmnist.inputs import InputImages
+from rnnmnist.images.decode import Failed
+from rnnmnist.images.inputs import InputImages
+from rnnmnist.training.data import load_split, scale
+from rnnmnist.training.datasets import DIGITS
+from rnnmnist.training.device import autocast
 
 
 @dataclass
@@ -98,7 +98,7 @@ def probabilities(
 
 def _add_traces(model: nn.Module, precision: str, predictions: list[Prediction], images: torch.Tensor) -> None:
     """Each prediction's reading trace; its probabilities become the trace's last step (the same numbers)."""
-    from rnnmnist.trace import decided_at, reading
+    from rnnmnist.images.trace import decided_at, reading
 
     for r, steps in zip(predictions, reading(model, images, precision)):  # (steps, 10) each
         r.trace, r.probabilities, r.decided_at = steps, steps[-1], decided_at(steps)

@@ -22,7 +22,7 @@ unevenly lit. :func:`to_mnist` undoes the differences, step by step:
 
 The result is float32 (28, 28) in [0, 1], the model's input. A 28x28 MNIST
 digit passes through essentially unchanged. Arrays in, arrays out: reading
-files is :mod:`rnnmnist.decode`'s work.
+files is :mod:`rnnmnist.images.decode`'s work.
 """
 
 from __future__ import annotations

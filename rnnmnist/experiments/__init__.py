@@ -1,0 +1,1 @@
+"""Many runs: seeds, sweeps, and reading run folders back."""

@@ -1,0 +1,1 @@
+"""Images in, digits out: decoding files, preprocessing to MNIST's form, inference and its trace."""

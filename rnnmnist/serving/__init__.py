@@ -1,0 +1,1 @@
+"""`rnnmnist serve`: the web page and its JSON API."""
