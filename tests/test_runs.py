@@ -21,8 +21,8 @@ from rnnmnist.config import Config
 from rnnmnist.errors import CheckpointError
 from rnnmnist.experiments.peek import TensorStub, peek
 from rnnmnist.training import checkpoint
+from rnnmnist.training.events import LogRecord, StopEarly, TrainCallbacks
 from rnnmnist.training.lifecycle import Plan, train
-from rnnmnist.training.loop import LogRecord, StopEarly, TrainCallbacks
 from rnnmnist.training.rundir import RunLock
 
 TINY = Config(hidden_size=16, batch_size=25, iters=251, val_size=100, log_every=5, device="cpu", eval_every=5)

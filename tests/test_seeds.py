@@ -18,8 +18,8 @@ from rnnmnist.config import Config
 from rnnmnist.errors import RnnmnistError
 from rnnmnist.experiments.seeds import parse_seeds
 from rnnmnist.training import checkpoint
+from rnnmnist.training.events import LogRecord, StopEarly, TrainCallbacks
 from rnnmnist.training.lifecycle import Plan, train
-from rnnmnist.training.loop import LogRecord, StopEarly, TrainCallbacks
 from rnnmnist.training.synthetic import tiny_train_args
 
 SHORT = ("--iters", "251", "--no-download")  # 10 steps

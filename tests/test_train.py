@@ -15,8 +15,8 @@ from rnnmnist.training import checkpoint
 from rnnmnist.training.data import load_mnist
 from rnnmnist.training.device import DISABLE_BF16_ENV, bf16_runs
 from rnnmnist.training.evaluate import evaluate, evaluate_checkpoint
+from rnnmnist.training.events import LogRecord, TrainCallbacks
 from rnnmnist.training.lifecycle import Plan, train
-from rnnmnist.training.loop import LogRecord, TrainCallbacks
 from rnnmnist.training.rundir import RunDir
 
 TINY = Config(hidden_size=16, batch_size=25, iters=501, val_size=100, log_every=5, device="cpu")
@@ -154,13 +154,13 @@ class _StopAt(TrainCallbacks):
 
     def on_log(self, record: LogRecord) -> None:
         if record.step >= self.step:
-            from rnnmnist.training.loop import StopEarly
+            from rnnmnist.training.events import StopEarly
 
             raise StopEarly
 
 
 def _interrupted(tiny_data: Path, out: Path, cfg: Config = TINY, step: int = 10) -> None:
-    from rnnmnist.training.loop import StopEarly
+    from rnnmnist.training.events import StopEarly
 
     with pytest.raises(StopEarly):
         _run(tiny_data, out, cfg, _StopAt(step))

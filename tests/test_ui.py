@@ -22,7 +22,7 @@ from rnnmnist.cli.ui import Ui, _TrainDisplay, header_lines
 from rnnmnist.config import Config
 from rnnmnist.images.predict import Prediction
 from rnnmnist.machine import cpu_share, current_cpu_share
-from rnnmnist.training.loop import LogRecord
+from rnnmnist.training.events import LogRecord
 from rnnmnist.training.synthetic import tiny_train_args
 
 ESCAPES = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")

@@ -27,7 +27,7 @@ from rich.text import Text
 from rnnmnist.cli.textfit import Name, fit_name, flow, words
 from rnnmnist.config import to_toml
 from rnnmnist.training.datasets import DIGITS, SPECS
-from rnnmnist.training.loop import LogRecord, TrainCallbacks
+from rnnmnist.training.events import LogRecord, TrainCallbacks
 
 if TYPE_CHECKING:
     import torch
@@ -36,7 +36,7 @@ if TYPE_CHECKING:
     from rnnmnist.images.predict import Prediction
     from rnnmnist.machine import CpuShare
     from rnnmnist.training.evaluate import EvalResult
-    from rnnmnist.training.loop import TrainSummary
+    from rnnmnist.training.events import TrainSummary
 
 ASCII_RAMP = " .:-=+*#%@"  # dark to light
 SPARKS = "▁▂▃▄▅▆▇█"

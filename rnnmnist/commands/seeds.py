@@ -54,8 +54,8 @@ def train_seeds(
 ) -> None:
     from rnnmnist import process
     from rnnmnist.experiments.seeds import run_seeds
+    from rnnmnist.training.events import TrainingInterrupted
     from rnnmnist.training.lifecycle import train
-    from rnnmnist.training.loop import TrainingInterrupted
 
     ui = common.ui()
 
@@ -64,11 +64,11 @@ def train_seeds(
         if ui.verbosity >= 0:
             ui.line(f"seed {step.seed} ({seeds.index(step.seed) + 1} of {len(seeds)}): {what} in {step.folder}")
         if nproc and nproc > 1:
-            from rnnmnist.commands.train import _launch
+            from rnnmnist.cli.ranks import launch_ranks
 
             quiet = dataclasses.replace(common, as_json=False)
             with _stdout_to_stderr() if common.as_json else contextlib.nullcontext():
-                code = _launch(nproc, quiet, plan.config, plan.out, plan.resume, plan.force, tb)
+                code = launch_ranks(nproc, quiet, plan.config, plan.out, plan.resume, plan.force, tb)
             if code:
                 sys.exit(code)
             return

@@ -88,7 +88,7 @@ def sweep(
     workers share the study. Needs Optuna: pip install 'rnnmnist[sweep]'.
     """
     from rnnmnist.experiments import sweep as library
-    from rnnmnist.training.loop import TrainingInterrupted
+    from rnnmnist.training.events import TrainingInterrupted
 
     if not re.fullmatch(r"[A-Za-z0-9_.-]+", study_name):
         raise click.BadParameter("letters, digits, '.', '_' and '-' only", param_hint="--study-name")

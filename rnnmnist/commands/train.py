@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ from rnnmnist.cli.options import (
     output_options,
     pass_common,
 )
+from rnnmnist.cli.ranks import launch_ranks
 from rnnmnist.commands.presets import ConfigFile
 
 EXAMPLES = """\b
@@ -177,7 +177,7 @@ def train(
     if resume is None and out is None:
         _mention_interrupted(ui, cfg, run_folder)
     if nproc and nproc > 1 and "WORLD_SIZE" not in os.environ:
-        sys.exit(_launch(nproc, common, cfg, run_folder, resume is not None, force, tensorboard))
+        sys.exit(launch_ranks(nproc, common, cfg, run_folder, resume is not None, force, tensorboard))
     if from_env and resume is not None:
         ui.detail(
             f"resuming with the stored config: ignoring {', '.join('RNNMNIST_TRAIN_' + k.upper() for k in from_env)}"
@@ -220,33 +220,3 @@ def _train(
     if ui.json_mode:
         ui.emit_json({**summary.metrics(), "checkpoint": str(summary.checkpoint), "out_dir": str(summary.run_dir.path)})
     ui.train_summary(summary)
-
-
-def _launch(
-    nproc: int, common: Common, cfg: config.Config | None, out: Path, resume: bool, force: bool, tb: bool
-) -> int:
-    """Start ``nproc`` ranks of this command: the resolved config travels as a TOML file, the rest as flags."""
-    from rnnmnist import process
-    from rnnmnist.training.distributed import launch
-
-    if cfg is not None and cfg.batch_size % nproc:
-        raise click.UsageError(
-            f"--batch-size {cfg.batch_size} (the global batch) does not divide among {nproc} processes"
-        )
-    argv = ["train", "--resume" if resume else "--out", str(out)]
-    argv += ["--force"] * force + ["--tensorboard"] * tb + ["--json"] * common.as_json
-    argv += ["--quiet"] * common.quiet + ["--verbose"] * common.verbose + ["--no-download"] * (not common.download)
-    if common.data_dir is not None:
-        argv += ["--data-dir", str(common.data_dir)]
-    # The config is resolved already: its environment variables must not apply twice in the ranks.
-    for name in config.CONFIG_FIELDS:
-        os.environ.pop(f"RNNMNIST_TRAIN_{name.upper()}", None)
-    os.environ.pop("RNNMNIST_TRAIN_NPROC", None)
-    process.share_cores(nproc)
-    process.quiet_torchrun()
-    with tempfile.TemporaryDirectory(prefix="rnnmnist-") as tmp:
-        if cfg is not None:
-            resolved = Path(tmp) / "config.toml"
-            resolved.write_text(config.to_toml(cfg), encoding="utf-8")
-            argv += ["--config", str(resolved)]
-        return launch(nproc, argv)

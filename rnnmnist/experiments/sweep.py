@@ -345,17 +345,17 @@ def _finished(study: Any) -> int:
 
 
 class _Reporter:
-    """Reports each validation pass to the trial; a pruned trial stops the run (rnnmnist.training.loop.StopEarly)."""
+    """Reports each validation pass to the trial; a pruned trial stops the run (rnnmnist.training.events.StopEarly)."""
 
     def __init__(self, trial: Any) -> None:
-        from rnnmnist.training.loop import TrainCallbacks
+        from rnnmnist.training.events import TrainCallbacks
 
         self.trial = trial
         self.pruned_at: int | None = None
         self.callbacks = type("PruningCallbacks", (TrainCallbacks,), {"on_validate": self.on_validate})()
 
     def on_validate(self, step: int, accuracy: float, loss: float, best: bool) -> None:
-        from rnnmnist.training.loop import StopEarly
+        from rnnmnist.training.events import StopEarly
 
         self.trial.report(accuracy, step)
         if self.trial.should_prune():
@@ -461,8 +461,8 @@ def run_sweep(
     workers, this one waits for them (``waiting(line)`` says so), failing those whose
     worker dies; ``shortfall`` says why the study holds fewer finished trials than asked.
     """
+    from rnnmnist.training.events import CallbackList, StopEarly, TrainingDiverged
     from rnnmnist.training.lifecycle import Plan, train
-    from rnnmnist.training.loop import CallbackList, StopEarly, TrainingDiverged
 
     optuna = require_optuna()
     try:

@@ -24,18 +24,8 @@ from rnnmnist.signals import GracefulStop
 from rnnmnist.training import checkpoint, distributed
 from rnnmnist.training.data import Mnist, load_mnist
 from rnnmnist.training.device import resolve_device, training_precision
-from rnnmnist.training.loop import (
-    SIGNAL_NAMES,
-    CallbackList,
-    Run,
-    StopEarly,
-    TrainCallbacks,
-    TrainingInterrupted,
-    TrainState,
-    TrainSummary,
-    finish,
-    fit,
-)
+from rnnmnist.training.events import CallbackList, StopEarly, TrainCallbacks, TrainingInterrupted, TrainSummary
+from rnnmnist.training.loop import SIGNAL_NAMES, Run, TrainState, finish, fit
 from rnnmnist.training.model import SequenceClassifier, training_bytes
 from rnnmnist.training.phases import Phases
 from rnnmnist.training.rundir import RunDir, check_out_path

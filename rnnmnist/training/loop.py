@@ -13,8 +13,7 @@ import contextlib
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
-from pathlib import Path
+from dataclasses import asdict
 from typing import Any
 
 import torch
@@ -22,13 +21,14 @@ import torch.distributed as dist
 from torch import nn
 
 from rnnmnist.config import EVAL_BATCH_SIZE, Config
-from rnnmnist.errors import CheckpointError, RnnmnistError, one_line, shown
+from rnnmnist.errors import CheckpointError, one_line, shown
 from rnnmnist.training import checkpoint
 from rnnmnist.training.augment import augment
 from rnnmnist.training.data import BatchStream, Mnist, Split, scale
 from rnnmnist.training.device import autocast
 from rnnmnist.training.distributed import SINGLE, Rank, all_gather, all_reduce, collective
 from rnnmnist.training.evaluate import EvalResult, evaluate
+from rnnmnist.training.events import LogRecord, TrainCallbacks, TrainingDiverged, TrainingInterrupted, TrainSummary
 from rnnmnist.training.optimizer import make_optimizer, optimizer_step
 from rnnmnist.training.phases import Phases
 from rnnmnist.training.rundir import MetricsLog, RunDir
@@ -36,79 +36,6 @@ from rnnmnist.training.schedule import lr_and_beta1
 
 NOTEBOOK_TEST_IMAGES = 256  # the notebook's final print: accuracy on mnist.test.images[:256]
 SIGNAL_NAMES = {2: "SIGINT", 15: "SIGTERM"}
-
-
-@dataclass
-class LogRecord:
-    """One log step: the batch just trained on, as the notebook printed it, plus rate and lr."""
-
-    step: int
-    total_steps: int
-    examples: int  # examples seen so far: the notebook's "Iteration"
-    loss: float  # this batch's training loss, before the step's update
-    accuracy: float  # this batch's accuracy, before the step's update
-    lr: float
-    examples_per_s: float  # since the previous log step
-    elapsed: float  # training seconds so far, across resumes
-
-
-class TrainCallbacks:
-    """How a display (or TensorBoard) follows a run; every hook does nothing by default."""
-
-    def on_start(self, cfg: Config, first_step: int, total_steps: int, device: torch.device, n_train: int) -> None:
-        """``cfg`` as run (precision resolved); ``first_step`` > 1 when resuming."""
-
-    def on_log(self, record: LogRecord) -> None:
-        pass
-
-    def on_validate(self, step: int, accuracy: float, loss: float, best: bool) -> None:
-        """A validation pass (--eval-every); ``best``: the best so far, now in best.pt."""
-
-    def on_phase(self, phase: str) -> None:
-        """``phase``: "evaluating" or "saving"."""
-
-
-class CallbackList(TrainCallbacks):
-    """Several followers of one run, called in order."""
-
-    def __init__(self, *callbacks: TrainCallbacks) -> None:
-        self.callbacks = callbacks
-
-    def on_start(self, *args: Any) -> None:
-        for c in self.callbacks:
-            c.on_start(*args)
-
-    def on_log(self, record: LogRecord) -> None:
-        for c in self.callbacks:
-            c.on_log(record)
-
-    def on_validate(self, *args: Any) -> None:
-        for c in self.callbacks:
-            c.on_validate(*args)
-
-    def on_phase(self, phase: str) -> None:
-        for c in self.callbacks:
-            c.on_phase(phase)
-
-
-class TrainingInterrupted(RnnmnistError):
-    """Stopped on request (a signal); a resumable checkpoint was written if any step ran."""
-
-    def __init__(self, message: str, signum: int) -> None:
-        super().__init__(message)
-        self.exit_code = 128 + signum
-
-
-class StopEarly(Exception):
-    """Raised by a callback (e.g. a sweep's pruner in ``on_validate``) to end a single-process run early.
-
-    :func:`rnnmnist.training.lifecycle.train` treats it as a normal stop: it saves a resumable
-    checkpoint and lets it through to whoever asked.
-    """
-
-
-class TrainingDiverged(RnnmnistError):
-    """The loss or the weights stopped being finite numbers."""
 
 
 def _rng_state(device: torch.device) -> dict[str, Any]:
@@ -224,48 +151,6 @@ class TrainState:
 class _Diverged(Exception):
     def __init__(self, step: int, what: str) -> None:
         self.step, self.what = step, what
-
-
-@dataclass
-class TrainSummary:
-    config: Config  # as run: precision resolved
-    run_dir: RunDir
-    steps: int
-    examples: int
-    train_seconds: float  # training steps only, across resumes
-    wall_seconds: float  # this process's, from its start
-    test: EvalResult
-    test_accuracy_first256: float
-    val: EvalResult | None
-    best: dict[str, Any] | None = None  # best.pt's step and accuracies, with --eval-every
-    phases: dict[str, float] | None = None  # wall seconds of startup, data, train, evaluate, save
-    resumed_seconds: float = 0.0  # of train_seconds, those of earlier processes (0 unless resumed)
-
-    @property
-    def train_seconds_this_process(self) -> float:
-        """This process's training steps: what compares with ``wall_seconds`` (train_seconds spans resumes)."""
-        return self.train_seconds - self.resumed_seconds
-
-    @property
-    def checkpoint(self) -> Path:
-        return self.run_dir.checkpoint
-
-    def metrics(self) -> dict[str, Any]:
-        """The final figures, as plain numbers (stored in the checkpoint and printed by --json)."""
-        return {
-            "test_accuracy": self.test.accuracy,
-            "test_loss": self.test.loss,
-            "test_accuracy_first256": self.test_accuracy_first256,
-            "test_n": self.test.n,
-            "val_accuracy": self.val.accuracy if self.val else None,
-            "val_loss": self.val.loss if self.val else None,
-            "steps": self.steps,
-            "examples": self.examples,
-            "train_seconds": self.train_seconds,
-            "wall_seconds": self.wall_seconds,
-            "best": self.best,
-            "phases": self.phases,
-        }
 
 
 class Run:

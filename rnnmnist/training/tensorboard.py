@@ -10,7 +10,7 @@ from rnnmnist.config import Config
 from rnnmnist.errors import RnnmnistError
 from rnnmnist.extras import require
 from rnnmnist.files import folder_target
-from rnnmnist.training.loop import LogRecord, TrainCallbacks
+from rnnmnist.training.events import LogRecord, TrainCallbacks
 
 
 def require_tensorboard() -> None:
