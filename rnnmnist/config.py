@@ -30,6 +30,9 @@ SCHEDULES, OPTIMIZERS = get_args(Schedule), get_args(Optimizer)
 DEVICES, PRECISIONS = get_args(Device), get_args(Precision)
 DATASETS = get_args(Dataset)
 # Batch size of evaluation and prediction passes: fast, and small enough for any laptop.
+SEARCH_TABLE = (
+    "search"  # a sweep file's table of what to vary (rnnmnist.experiments.sweep); a preset with it is a sweep space
+)
 EVAL_BATCH_SIZE = 1000
 
 

@@ -20,8 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from rnnmnist.config import ConfigError
-from rnnmnist.experiments.sweep import SEARCH_TABLE
+from rnnmnist.config import SEARCH_TABLE, ConfigError
 
 SUFFIX = ".toml"
 Kind = Literal["train", "sweep"]

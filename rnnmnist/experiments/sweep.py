@@ -46,12 +46,11 @@ from pathlib import Path
 from typing import Any
 
 from rnnmnist import config
-from rnnmnist.config import Config, ConfigError
+from rnnmnist.config import SEARCH_TABLE, Config, ConfigError
 from rnnmnist.errors import RnnmnistError
 from rnnmnist.extras import missing, require
 from rnnmnist.files import target, write_atomic
 
-SEARCH_TABLE = "search"
 STUDY_FILE = "study.db"
 BEST_FILE = "best.toml"
 TRIALS_FOLDER = "trials"
