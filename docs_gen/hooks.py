@@ -2,7 +2,7 @@
 
 A page asks for a generated part with a line ``<!-- generated: NAME -->``; :data:`PARTS` names
 what exists: the CLI reference (every command of the click group, with the help text, usage and
-options ``--help`` shows), the exit codes (from :data:`rnnmnist.errors.EXIT_CODES`), the presets
+options ``--help`` shows), the exit codes (from :class:`rnnmnist.errors.ExitCode`), the presets
 (as ``rnnmnist presets`` lists them), the configuration reference (from the field metadata of
 :mod:`rnnmnist.config`) and the module map (from the package's files and their docstrings' first
 paragraphs). tests/test_docs.py imports this file too.
@@ -140,10 +140,10 @@ def presets() -> str:
 
 def exit_codes() -> str:
     """The program's exit codes as a table."""
-    from rnnmnist.errors import EXIT_CODES
+    from rnnmnist.errors import ExitCode
 
-    rows = ["| Code | Meaning |", "| --- | --- |"]
-    rows += [f"| {code} | {_cell(meaning)} |" for code, meaning in EXIT_CODES.items()]
+    rows = ["| Code | Name | Meaning |", "| --- | --- | --- |"]
+    rows += [f"| {code.value} | `{code.name}` | {_cell(code.meaning)} |" for code in ExitCode]
     return "\n".join(rows) + "\n"
 
 

@@ -1,21 +1,45 @@
 """Errors a user can cause. The CLI prints their message as one line and exits."""
 
-# The program's exit codes, in one place: the CLI reference (docs/reference/cli.md) renders this table and
-# tests/test_docs.py checks the error classes' codes and the signal codes against it.
-EXIT_CODES: dict[int, str] = {
-    0: "success",
-    1: "a failure the user can fix: data missing or malformed, a checkpoint that cannot be used, "
+from __future__ import annotations
+
+import signal
+from enum import IntEnum
+
+
+class ExitCode(IntEnum):
+    """The program's exit codes, in one place: the CLI reference (docs/reference/cli.md) renders them, and
+    tests/test_docs.py checks that the error classes and the signals end with exactly these."""
+
+    SUCCESS = 0
+    FAILURE = 1
+    USAGE = 2
+    INTERRUPTED = 128 + signal.SIGINT
+    TERMINATED = 128 + signal.SIGTERM
+
+    @property
+    def meaning(self) -> str:
+        return _MEANINGS[self]
+
+    @classmethod
+    def for_signal(cls, signum: int) -> int:
+        """128 + the signal's number, as a shell reports a process a signal ended."""
+        return 128 + signum
+
+
+_MEANINGS = {
+    ExitCode.SUCCESS: "success",
+    ExitCode.FAILURE: "a failure the user can fix: data missing or malformed, a checkpoint that cannot be used, "
     "a gate not met (eval --min-accuracy), an output that cannot be written",
-    2: "a usage error: an unknown flag, a value out of range, a config file or preset that cannot be used",
-    130: "interrupted by SIGINT (Ctrl-C); files already written are intact",
-    143: "terminated by SIGTERM; files already written are intact",
+    ExitCode.USAGE: "a usage error: an unknown flag, a value out of range, a config file or preset that cannot be used",
+    ExitCode.INTERRUPTED: "interrupted by SIGINT (Ctrl-C); files already written are intact",
+    ExitCode.TERMINATED: "terminated by SIGTERM; files already written are intact",
 }
 
 
 class RnnmnistError(Exception):
     """A failure the user can act on (missing data, bad checkpoint, ...); exit code 1."""
 
-    exit_code = 1
+    exit_code: int = ExitCode.FAILURE
 
 
 class DataError(RnnmnistError):
@@ -29,7 +53,7 @@ class CheckpointError(RnnmnistError):
 class BadValueError(RnnmnistError):
     """A flag value found out of range only once the data is known; a usage error (exit code 2)."""
 
-    exit_code = 2
+    exit_code: int = ExitCode.USAGE
 
 
 def one_line(what: BaseException | str, limit: int = 200) -> str:

@@ -1,8 +1,8 @@
 """Process-wide settings that only the command line opts into: the library never changes them itself.
 
 The ``rnnmnist`` entry point owns its process, so it may tune the allocator, bound
-network waits, quiet torchrun's logging and turn termination signals into
-exceptions; code importing rnnmnist as a library gets none of this.
+network waits, quiet torchrun's logging and make termination signals
+unwind it (:mod:`rnnmnist.signals`); code importing rnnmnist as a library gets none of this.
 """
 
 from __future__ import annotations
@@ -12,51 +12,16 @@ import contextlib
 import ctypes
 import logging
 import os
-import signal
 import socket
 import sys
 import threading
 from collections.abc import Iterator
-from types import FrameType
 from typing import Any, NoReturn
 
 from rnnmnist.errors import RnnmnistError
 
 # A download that gets no answer for this long fails instead of hanging (torchvision sets no timeout).
 DOWNLOAD_TIMEOUT = 30.0
-SIGNAL_NAMES = {signal.SIGINT: "SIGINT", signal.SIGTERM: "SIGTERM"}
-
-
-class Terminated(BaseException):
-    """SIGINT or SIGTERM arrived outside a phase that handles it gracefully (training does).
-
-    A BaseException, like KeyboardInterrupt, so that only the CLI's boundary catches it.
-    """
-
-    def __init__(self, signum: int) -> None:
-        super().__init__(signum)
-        self.signum = signum
-
-    @property
-    def name(self) -> str:
-        return SIGNAL_NAMES.get(self.signum, f"signal {self.signum}")
-
-
-def _raise_terminated(signum: int, frame: FrameType | None) -> None:
-    raise Terminated(signum)
-
-
-def raise_on_signals() -> None:
-    """SIGINT and SIGTERM unwind the process with :class:`Terminated` (cleanup runs, one line is printed)."""
-    for s in SIGNAL_NAMES:
-        signal.signal(s, _raise_terminated)
-
-
-def default_signals() -> None:
-    """Once a command has ended (and said so), a late signal must not interrupt the interpreter's own
-    shutdown with a traceback: it gets its default action again."""
-    for s in SIGNAL_NAMES:
-        signal.signal(s, signal.SIG_DFL)
 
 
 def tune_allocator() -> None:

@@ -25,8 +25,8 @@ from docexamples import environment as examples_environment
 
 from rnnmnist.cli.main import cli
 from rnnmnist.config import CONFIG_FIELDS
-from rnnmnist.errors import EXIT_CODES, BadValueError, RnnmnistError
-from rnnmnist.process import SIGNAL_NAMES
+from rnnmnist.errors import BadValueError, ExitCode, RnnmnistError
+from rnnmnist.signals import NAMES as SIGNAL_NAMES
 
 PAGES = [parse(path) for path in pages()]
 PAGE_TIMEOUT_S = 180
@@ -195,10 +195,10 @@ def test_presets_table_lists_every_preset() -> None:
 
 
 def test_exit_code_table_is_the_codes_the_program_uses() -> None:
-    """EXIT_CODES (rendered in the CLI reference) holds exactly the codes the CLI ends with."""
+    """ExitCode (rendered in the CLI reference) holds exactly the codes the CLI ends with."""
     used = {0, RnnmnistError.exit_code, BadValueError.exit_code, click.UsageError.exit_code}
     used |= {128 + int(signum) for signum in SIGNAL_NAMES}
-    assert set(EXIT_CODES) == used
+    assert set(ExitCode) == used
 
 
 def test_module_map_describes_every_module() -> None:

@@ -20,9 +20,9 @@ from tinymodel import tiny_checkpoint
 
 from rnnmnist.cli.main import cli
 from rnnmnist.images.decode import MAX_STREAM_BYTES, Failed, prepare
-from rnnmnist.images.inputs import InputImages, interrupt_on_signals, read_stdin
+from rnnmnist.images.inputs import InputImages, read_stdin
 from rnnmnist.images.redraw import draw_shape, random_style, redraw
-from rnnmnist.process import Terminated
+from rnnmnist.signals import Interrupted, interrupting
 
 COMMAND = [sys.executable, "-m", "rnnmnist", "predict"]
 
@@ -102,7 +102,7 @@ def test_pipes_given_by_name_are_capped_too(pages: Path) -> None:
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # the drop this test makes
 def test_a_signal_raises_interrupted_even_where_python_drops_it() -> None:
     before = signal.getsignal(signal.SIGTERM)
-    with pytest.raises(Terminated) as caught, interrupt_on_signals():
+    with pytest.raises(Interrupted) as caught, interrupting():
         os.kill(os.getpid(), signal.SIGTERM)
         time.sleep(10)  # not reached
     assert (caught.value.name, caught.value.signum) == ("SIGTERM", 15)
@@ -111,7 +111,7 @@ def test_a_signal_raises_interrupted_even_where_python_drops_it() -> None:
         def __del__(self) -> None:
             os.kill(os.getpid(), signal.SIGINT)  # the handler runs in here, where Python prints and drops exceptions
 
-    with pytest.raises(Terminated) as caught, interrupt_on_signals():
+    with pytest.raises(Interrupted) as caught, interrupting():
         Dropping()
     assert (caught.value.name, caught.value.signum) == ("SIGINT", 2)
     assert signal.getsignal(signal.SIGTERM) is before

@@ -2,11 +2,12 @@
 
 This is the edge of the program: the only place that turns errors into one
 line and an exit code, and that opts the process into what the library never
-does by itself (signal handling, network time-outs; see :mod:`rnnmnist.process`).
+does by itself (signal handling, network time-outs; see :mod:`rnnmnist.signals`
+and :mod:`rnnmnist.process`).
 Heavy imports (torch, rich) happen inside commands, so ``rnnmnist --help`` never
 loads them.
 
-Exit codes: :data:`rnnmnist.errors.EXIT_CODES` (0 success, 1 a failure the user can fix,
+Exit codes: :class:`rnnmnist.errors.ExitCode` (0 success, 1 a failure the user can fix,
 2 a usage error, 130/143 interrupted), documented in the CLI reference.
 """
 
@@ -19,7 +20,7 @@ from typing import Any
 
 import click
 
-from rnnmnist import __version__, process
+from rnnmnist import __version__, process, signals
 from rnnmnist.commands.evaluate import eval_command
 from rnnmnist.commands.export import export
 from rnnmnist.commands.plot import plot
@@ -30,8 +31,7 @@ from rnnmnist.commands.serve import serve
 from rnnmnist.commands.sweep import sweep
 from rnnmnist.commands.train import train
 from rnnmnist.config import ConfigError
-from rnnmnist.errors import RnnmnistError, one_line
-from rnnmnist.signals import StoppedAtOnce
+from rnnmnist.errors import ExitCode, RnnmnistError, one_line
 
 
 class OutputError(RnnmnistError):
@@ -98,30 +98,29 @@ class RnnmnistGroup(click.Group):
             rv = super().main(args, *rest, standalone_mode=False, **kwargs)
         except click.UsageError as e:
             path = e.ctx.command_path if e.ctx else "rnnmnist"
-            _fail(f"{e.format_message()} (see '{path} --help')", 2)
+            _fail(f"{e.format_message()} (see '{path} --help')", ExitCode.USAGE)
         except ConfigError as e:
-            _fail(str(e), 2)
+            _fail(str(e), ExitCode.USAGE)
         except OutputError as e:
             _silence_stdout()
-            _fail(str(e), 1)
+            _fail(str(e), ExitCode.FAILURE)
         except RnnmnistError as e:
             from_peer = type(e).__name__ != "DistributedError" and _other_rank()
             _fail("" if from_peer else str(e), e.exit_code)
         except click.ClickException as e:
             _fail(e.format_message(), e.exit_code)
-        except process.Terminated as e:
-            _fail(f"interrupted ({e.name}); files already written are intact", 128 + e.signum)
+        except signals.Interrupted as e:
+            what = "stopped at once by a second signal" if e.at_once else f"interrupted ({e.name})"
+            _fail(f"{what}; files already written are intact", e.exit_code)
         except (click.Abort, KeyboardInterrupt):
-            _fail("interrupted (SIGINT); files already written are intact", 130)
-        except StoppedAtOnce as e:
-            _fail("stopped at once by a second signal; files already written are intact", 128 + e.signum)
+            _fail("interrupted (SIGINT); files already written are intact", ExitCode.INTERRUPTED)
         except BrokenPipeError:
             # The reader went away (`rnnmnist ... | head`): say nothing more.
             _silence_stdout()
-            sys.exit(1)
+            sys.exit(ExitCode.FAILURE)
         finally:
             if standalone_mode:  # the program's own process: the command has ended, whatever happens next
-                process.default_signals()
+                signals.default_signals()
         if not standalone_mode:
             return rv
         sys.exit(rv if isinstance(rv, int) else 0)
@@ -181,7 +180,7 @@ cli.add_command(presets)
 
 def main() -> None:
     """The ``rnnmnist`` program: the process-wide opt-ins, then the group."""
-    process.raise_on_signals()
+    signals.raise_on_signals()
     process.bound_network_waits()
     sys.stdout = _GuardedOutput(sys.stdout)
     try:

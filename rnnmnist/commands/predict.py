@@ -75,11 +75,12 @@ def predict(
     if not inputs and not indices:
         raise click.UsageError("nothing to predict: give image files, folders, - (stdin) or --index I")
     common.verbosity  # noqa: B018 - a usage error (--quiet --verbose) is found before any image is read
-    from rnnmnist.images.inputs import InputImages, interrupt_on_signals
+    from rnnmnist.images.inputs import InputImages
+    from rnnmnist.signals import interrupting
 
     # SIGINT/SIGTERM unwind through InputImages, which stops its worker processes at once; images
     # start decoding in those workers now, while torch is imported and the model loaded.
-    with interrupt_on_signals(), InputImages(inputs) as images:
+    with interrupting(), InputImages(inputs) as images:
         from rnnmnist.images import predict as prediction
         from rnnmnist.training import checkpoint as ckpt_io
         from rnnmnist.training.device import resolve_device, usable_precision

@@ -3,8 +3,8 @@
 Each input becomes a digit or a :class:`~rnnmnist.images.decode.Failed` of its own; one
 bad input never stops the others. Worker processes die with the process that
 started them and hold none of its standard streams, and
-:func:`interrupt_on_signals` turns SIGINT/SIGTERM into an exception that stops
-them on the way out.
+:func:`rnnmnist.signals.interrupting` turns SIGINT/SIGTERM into an exception that
+stops them on the way out.
 """
 
 from __future__ import annotations
@@ -18,21 +18,19 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
-from types import FrameType
 from typing import BinaryIO
 
 import numpy as np
 
+from rnnmnist import signals
 from rnnmnist.images.decode import MAX_STREAM_BYTES, Failed, Source, prepare, read_capped
-from rnnmnist.process import Terminated
 
 PARALLEL_FROM = 64  # images; fewer are not worth starting worker processes for
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
-SIGNALS = (signal.SIGINT, signal.SIGTERM)
 _PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 
 Outcome = np.ndarray | Failed  # a (28, 28) float32 digit, or why there is none
@@ -108,7 +106,7 @@ class InputImages:
     is safe (Linux; they only run numpy and Pillow), so they start in milliseconds
     and work while the caller goes on, e.g. importing torch and loading a model.
     Leaving the context stops the workers; leaving it by an exception (an
-    :class:`rnnmnist.process.Terminated` included) stops them at once.
+    :class:`rnnmnist.signals.Interrupted` included) stops them at once.
     """
 
     def __init__(self, inputs: Sequence[str], stdin: Stdin | None = standard_input, workers: int | None = None) -> None:
@@ -131,7 +129,7 @@ class InputImages:
                 initargs=(os.getpid(),),
             )
             try:
-                with _signals_held():  # the workers start here
+                with signals.held():  # the workers start here
                     size = max(1, math.ceil(len(sources) / (4 * self.workers)))
                     for i in range(0, len(sources), size):
                         chunk = sources[i : i + size]
@@ -188,31 +186,9 @@ class InputImages:
                 p.join(timeout=2)
 
 
-@contextlib.contextmanager
-def _signals_held() -> Iterator[None]:
-    """SIGINT and SIGTERM wait (blocked, not lost) until the end of this block, in the main thread.
-
-    Python runs a signal handler at the next line of Python code, and right after a fork
-    that is an at-fork hook whose exceptions are printed and dropped: a handler that
-    raises (:func:`interrupt_on_signals`) would be lost there. Held, the signal arrives
-    after the forks, in code that lets the exception through.
-    """
-    if not hasattr(signal, "pthread_sigmask") or threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, SIGNALS)
-    try:
-        yield
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
-
-
 def _init_worker(parent: int) -> None:
     """In each worker: die with the parent, leave signals to it, and hold none of its standard streams."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole process group: the parent decides
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a forked worker inherits the parent's handler; stopping is enough
-    if hasattr(signal, "pthread_sigmask"):
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, SIGNALS)  # inherited from _signals_held
+    signals.left_to_parent()
     _die_with_parent(parent)
     # Workers never print. Pointing their stdin/stdout/stderr elsewhere means that a worker still
     # alive for a moment after its parent cannot keep a caller's pipes open.
@@ -240,30 +216,3 @@ def _watch_parent(parent: int) -> None:
     while os.getppid() == parent:  # an orphan is adopted by another process
         time.sleep(0.5)
     os._exit(1)
-
-
-@contextlib.contextmanager
-def interrupt_on_signals() -> Iterator[None]:
-    """Inside: SIGINT and SIGTERM raise :class:`rnnmnist.process.Terminated` in the main thread.
-
-    Should Python drop that exception (one raised in a ``__del__`` or an at-fork hook is
-    only printed), the block still ends with it. Only the main thread can take signals;
-    elsewhere this does nothing.
-    """
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    received: list[int] = []
-
-    def handle(signum: int, frame: FrameType | None) -> None:
-        received.append(signum)
-        raise Terminated(signum)
-
-    previous = {s: signal.signal(s, handle) for s in SIGNALS}
-    try:
-        yield
-    finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
-    if received:  # reached only when the block ended normally: the exception was dropped on the way
-        raise Terminated(received[0])

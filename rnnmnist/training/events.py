@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rnnmnist.config import Config
-from rnnmnist.errors import RnnmnistError
+from rnnmnist.errors import ExitCode, RnnmnistError
 
 if TYPE_CHECKING:
     import torch
@@ -78,7 +78,7 @@ class TrainingInterrupted(RnnmnistError):
 
     def __init__(self, message: str, signum: int) -> None:
         super().__init__(message)
-        self.exit_code = 128 + signum
+        self.exit_code = ExitCode.for_signal(signum)
 
 
 class StopEarly(Exception):

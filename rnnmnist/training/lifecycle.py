@@ -17,15 +17,15 @@ from pathlib import Path
 
 import torch
 
+from rnnmnist import signals
 from rnnmnist.config import Config
 from rnnmnist.errors import BadValueError, CheckpointError, DataError, RnnmnistError
-from rnnmnist.process import Terminated
-from rnnmnist.signals import GracefulStop
+from rnnmnist.signals import GracefulStop, signal_name
 from rnnmnist.training import checkpoint, distributed
 from rnnmnist.training.data import Mnist, load_mnist
 from rnnmnist.training.device import resolve_device, training_precision
 from rnnmnist.training.events import CallbackList, StopEarly, TrainCallbacks, TrainingInterrupted, TrainSummary
-from rnnmnist.training.loop import SIGNAL_NAMES, Run, TrainState, finish, fit
+from rnnmnist.training.loop import Run, TrainState, finish, fit
 from rnnmnist.training.model import SequenceClassifier, training_bytes
 from rnnmnist.training.phases import Phases
 from rnnmnist.training.rundir import RunDir, check_out_path
@@ -298,7 +298,7 @@ def _train(
             board.close()
     try:
         return finish(run, phases)
-    except (Terminated, KeyboardInterrupt) as e:
+    except (signals.Interrupted, KeyboardInterrupt) as e:
         _interrupted_in_final_evaluation(run, e)
         raise
 
@@ -307,8 +307,8 @@ def _interrupted_in_final_evaluation(run: Run, e: BaseException) -> None:
     """Keep the trained model resumable: --resume then only evaluates and saves."""
     if run.rank.distributed:  # the other ranks are not in a state to take part in saving
         return
-    signum = e.signum if isinstance(e, Terminated) else 2
-    name = SIGNAL_NAMES.get(signum, f"signal {signum}")
+    signum = e.signum if isinstance(e, signals.Interrupted) else 2
+    name = signal_name(signum)
     run.save_resumable()
     raise TrainingInterrupted(
         f"interrupted ({name}) during the final evaluation, after all {run.state.total} steps; saved "

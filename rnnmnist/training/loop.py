@@ -22,6 +22,7 @@ from torch import nn
 
 from rnnmnist.config import EVAL_BATCH_SIZE, Config
 from rnnmnist.errors import CheckpointError, one_line, shown
+from rnnmnist.signals import signal_name
 from rnnmnist.training import checkpoint
 from rnnmnist.training.augment import augment
 from rnnmnist.training.data import BatchStream, Mnist, Split, scale
@@ -35,7 +36,6 @@ from rnnmnist.training.rundir import MetricsLog, RunDir
 from rnnmnist.training.schedule import lr_and_beta1
 
 NOTEBOOK_TEST_IMAGES = 256  # the notebook's final print: accuracy on mnist.test.images[:256]
-SIGNAL_NAMES = {2: "SIGINT", 15: "SIGTERM"}
 
 
 def _rng_state(device: torch.device) -> dict[str, Any]:
@@ -390,7 +390,7 @@ def _last_good(run_dir: RunDir) -> str:
 
 def _interrupted(run: Run, signum: int) -> None:
     """Save what can be resumed and raise :class:`TrainingInterrupted` saying how to go on."""
-    name = SIGNAL_NAMES.get(signum, f"signal {signum}")
+    name = signal_name(signum)
     state, run_dir = run.state, run.run_dir
     where = f"at step {state.step} of {state.total}"
     if state.step == 0:
