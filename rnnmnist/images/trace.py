@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from rnnmnist.training.data import IMAGE_SIZE
+from rnnmnist.training.datasets import IMAGE_SIZE
 from rnnmnist.training.device import autocast
 
 # Steps x images per forward pass: the per-step outputs (N, steps, hidden) must stay small.

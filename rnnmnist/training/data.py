@@ -23,10 +23,8 @@ from typing import Any
 import torch
 
 from rnnmnist.errors import DataError, shown
-from rnnmnist.training.datasets import spec
+from rnnmnist.training.datasets import IMAGE_SIZE, NUM_CLASSES, spec
 
-IMAGE_SIZE = 28
-NUM_CLASSES = 10
 FILES = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
     "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),

@@ -22,7 +22,9 @@ import io
 from dataclasses import dataclass
 from pathlib import Path
 
-DIGITS = tuple(str(d) for d in range(10))
+IMAGE_SIZE = 28  # every member: IMAGE_SIZE x IMAGE_SIZE grey images
+NUM_CLASSES = 10  # ... of this many classes
+DIGITS = tuple(str(d) for d in range(NUM_CLASSES))
 
 
 @dataclass(frozen=True)

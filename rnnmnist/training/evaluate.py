@@ -11,7 +11,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from rnnmnist.errors import DataError
-from rnnmnist.training.data import NUM_CLASSES, Split, load_split, scale
+from rnnmnist.training.data import Split, load_split, scale
+from rnnmnist.training.datasets import NUM_CLASSES
 from rnnmnist.training.device import Precision, autocast, resolve_device, usable_precision
 from rnnmnist.training.distributed import SINGLE, Rank, all_gather, all_reduce
 

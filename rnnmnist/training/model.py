@@ -14,7 +14,7 @@ from torch import nn
 
 from rnnmnist.config import ModelConfig
 from rnnmnist.errors import RnnmnistError
-from rnnmnist.training.data import IMAGE_SIZE, NUM_CLASSES
+from rnnmnist.training.datasets import IMAGE_SIZE, NUM_CLASSES
 
 # Gate blocks per cell in torch's weight layout; the LSTM's are (input, forget, cell, output).
 GATES = {"lstm": 4, "gru": 3, "rnn": 1}
