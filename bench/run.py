@@ -368,7 +368,7 @@ def section_predict(bench: Bench) -> None:
     from PIL import Image
 
     from rnnmnist.images.inputs import InputImages
-    from rnnmnist.images.predict import predict_images
+    from rnnmnist.images.predict import predict_digits
     from rnnmnist.training.checkpoint import load_model
 
     n = 40 if bench.tiny else 1000
@@ -385,7 +385,7 @@ def section_predict(bench: Bench) -> None:
             decode = n / (time.perf_counter() - start)
             start = time.perf_counter()
             with InputImages([str(folder)]) as images:
-                results = predict_images(model, ckpt.config.precision, images)
+                results = predict_digits(model, ckpt.config.precision, images.results())
             rate = n / (time.perf_counter() - start)
             assert len(results) == n and not any(r.error for r in results)
             seconds = bench.timed_process(bench.cli("predict", str(bench.checkpoint()), str(folder), "--json"))[0]
@@ -418,12 +418,12 @@ def _redrawn_accuracy(
 
     from rnnmnist.images.decode import open_image, to_gray
     from rnnmnist.images.inputs import InputImages
-    from rnnmnist.images.predict import predict_images, probabilities
+    from rnnmnist.images.predict import predict_digits, probabilities
     from rnnmnist.training.checkpoint import load_model
 
     model, ckpt = load_model(path)
     with InputImages([str(folder)]) as images:
-        results = predict_images(model, ckpt.config.precision, images)
+        results = predict_digits(model, ckpt.config.precision, images.results())
     naive = np.stack(
         [
             np.asarray(Image.fromarray(to_gray(open_image(p))).resize((28, 28)), dtype=np.float32)

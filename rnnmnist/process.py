@@ -7,18 +7,15 @@ unwind it (:mod:`rnnmnist.signals`); code importing rnnmnist as a library gets n
 
 from __future__ import annotations
 
-import atexit
 import contextlib
 import ctypes
 import logging
 import os
 import socket
 import sys
-import threading
 from collections.abc import Iterator
-from typing import Any, NoReturn
 
-from rnnmnist.errors import RnnmnistError
+from rnnmnist import internals
 
 # A download that gets no answer for this long fails instead of hanging (torchvision sets no timeout).
 DOWNLOAD_TIMEOUT = 30.0
@@ -56,41 +53,6 @@ def share_cores(nproc: int) -> None:
     os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
 
 
-def defer_dynamo_import() -> None:
-    """Let torch's optimizers be built, zeroed and saved without importing ``torch._dynamo`` (~1 s).
-
-    Their methods are wrapped to be left alone by ``torch.compile``, and the wrapper
-    imports ``torch._dynamo`` on first use (it caches what to call as ``__dynamo_disable``
-    on the wrapped function). While ``torch._dynamo`` is not imported nothing is being
-    compiled, so the cached call is the plain function until then and dynamo's own after.
-    Touches torch's functions for the whole process, hence an opt-in. See rnnmnist/training/optimizer.py.
-    """
-    if "torch._dynamo" in sys.modules:
-        return
-    import torch
-
-    for name in ("add_param_group", "zero_grad", "state_dict", "load_state_dict"):
-        plain = getattr(getattr(torch.optim.Optimizer, name), "__wrapped__", None)
-        if plain is not None and getattr(plain, "__dynamo_disable", None) is None:
-            plain.__dynamo_disable = _disabled_once_dynamo_is_imported(plain)
-
-
-def _disabled_once_dynamo_is_imported(plain: Any) -> Any:
-    disabled = None
-
-    def call(*args: Any, **kwargs: Any) -> Any:
-        nonlocal disabled
-        if "torch._dynamo" not in sys.modules:
-            return plain(*args, **kwargs)
-        if disabled is None:
-            import torch._dynamo
-
-            disabled = torch._dynamo.disable(plain, recursive=True, wrapping=False)
-        return disabled(*args, **kwargs)
-
-    return call
-
-
 @contextlib.contextmanager
 def denormals_flushed() -> Iterator[None]:
     """Treat denormal floats as zero on the CPU (FTZ/DAZ) while training: a 784-step LSTM trained ~14x slower
@@ -118,30 +80,6 @@ def training() -> Iterator[None]:
     """Every opt-in of a command that trains (train, --seeds, sweep), entered before any computation:
     the tuned allocator, torch's optimizers without the dynamo import, denormals flushed while inside."""
     tune_allocator()
-    defer_dynamo_import()
+    internals.defer_dynamo_import()
     with denormals_flushed():
         yield
-
-
-def exit_without_teardown(code: int | str | None) -> NoReturn:
-    """End the process as ``sys.exit(code)`` would, but skip the interpreter's teardown.
-
-    Once torch is loaded, tearing the interpreter down (freeing every module, running
-    C++ static destructors) takes ~0.4 s after the command has finished and said all it
-    had to say (bench/run.py's phases section: 0.37-0.41 s of a 4-second training run).
-    Exit handlers still run (multiprocessing's, tempfile's, logging's) and the standard
-    streams are flushed first. While other Python threads are alive, or torch was never
-    loaded (nothing to gain), the ordinary exit happens instead.
-    """
-    if "torch" not in sys.modules or threading.active_count() > 1:
-        raise SystemExit(code)
-    atexit._run_exitfuncs()
-    status = code if isinstance(code, int) else 0 if code is None else 1
-    if isinstance(code, str):
-        print(code, file=sys.stderr)
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except (OSError, ValueError, RnnmnistError):  # a stdout that failed was reported already
-            status = status or 1
-    os._exit(status)

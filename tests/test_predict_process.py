@@ -220,3 +220,11 @@ def test_hostile_batch_with_closed_stdin_in_one_process(model: str, tmp_path: Pa
     assert all(set(r) == {"input", "error"} and "\n" not in r["error"] for r in failed)
     assert all("prediction" in r for r in rows if "error" not in r)
     assert one_line_errors(done.stderr) == [f"Error: {r['input']}: {r['error']}" for r in failed]
+
+
+def test_inference_loads_without_the_command_lines_input_machinery() -> None:
+    """The server predicts with rnnmnist.images.predict too: it must not bring the CLI's worker pool and signal code."""
+    code = "import sys, rnnmnist.images.predict; print('rnnmnist.images.inputs' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "False"

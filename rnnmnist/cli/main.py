@@ -20,7 +20,7 @@ from typing import Any
 
 import click
 
-from rnnmnist import __version__, process, signals
+from rnnmnist import __version__, internals, process, signals
 from rnnmnist.commands.evaluate import eval_command
 from rnnmnist.commands.export import export
 from rnnmnist.commands.plot import plot
@@ -186,4 +186,4 @@ def main() -> None:
     try:
         cli(prog_name="rnnmnist")
     except SystemExit as e:
-        process.exit_without_teardown(e.code)
+        internals.exit_without_teardown(e.code)

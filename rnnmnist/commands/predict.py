@@ -88,7 +88,7 @@ def predict(
         dev = resolve_device(common.device)
         model, ckpt = ckpt_io.load_model(checkpoint, dev)
         precision = usable_precision(ckpt.config.precision, dev)
-        results = prediction.predict_images(model, precision.name, images, trace)
+        results = prediction.predict_digits(model, precision.name, images.results(), trace)
     ui = common.ui()
     for note in [*ckpt.notes, *filter(None, [precision.note])]:
         ui.detail(note)

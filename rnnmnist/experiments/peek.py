@@ -7,6 +7,9 @@ every tensor becomes a :class:`TensorStub` (its shape), its bytes are never read
 and any other global a pickle names is refused, as ``torch.load(weights_only=True)``
 refuses it. Listing hundreds of run folders then costs a few kilobytes per
 checkpoint and no torch import (measured in docs/README-experiments.md).
+
+Unpickling is a per-file boundary: whatever a damaged ``data.pkl`` makes the pickle machine raise
+becomes one line about that file (:func:`_unpickle` says why that catch is broad), never a traceback.
 """
 
 from __future__ import annotations
@@ -117,7 +120,7 @@ def _unpickle(stream: IO[bytes]) -> Any:
         return _PlainUnpickler(io.BytesIO(data)).load()
     except pickle.UnpicklingError:
         raise
-    except Exception as e:  # the documented boundary above: any exception here means damaged bytes
+    except Exception as e:  # boundary: the unpickler's exceptions are an open set; each means damaged bytes
         raise pickle.UnpicklingError(one_line(f"{type(e).__name__}: {e}" if str(e) else type(e).__name__)) from None
 
 

@@ -4,6 +4,13 @@ Reading one input is: open and decode (Pillow), turn it upright (EXIF
 orientation), make it grayscale, then :func:`rnnmnist.images.preprocess.to_mnist`.
 :func:`prepare` runs all of it inside the input's own error handling, so a bad
 image fails alone and the rest of a batch goes on.
+
+That handling is the per-image boundary, where any ``Exception`` is caught on purpose: Pillow's
+format plugins raise arbitrary exception types on damaged files (``struct.error``,
+``AttributeError``, ``ZeroDivisionError``, ...), and one input must never stop a batch.
+:func:`prepare` catches them last, after the exceptions it expects, and names the type in its one
+line (so a bug can still be reported); :func:`pixel_count`, which reads only a header, answers 0 for
+such a file and leaves the naming to :func:`prepare`.
 """
 
 from __future__ import annotations
@@ -189,7 +196,7 @@ def pixel_count(data: bytes) -> int:
             return width * height
     except ImageError:
         return 0
-    except Exception:  # as in prepare: a format plugin's own exception on a damaged header; prepare names it
+    except Exception:  # boundary: a format plugin's own exception on a damaged header; prepare names it
         return 0
 
 
@@ -202,8 +209,5 @@ def prepare(source: Source) -> np.ndarray | Failed:
         return Failed(str(e))
     except MemoryError:
         return Failed("not enough memory to decode this image")
-    except Exception as e:
-        # The last resort, here only: Pillow's format plugins raise arbitrary exception types on
-        # damaged files (struct.error, AttributeError, ZeroDivisionError, ...), and one input must
-        # never stop a batch. The type is named so that a bug can still be reported.
+    except Exception as e:  # boundary: one damaged image fails alone, whatever its format plugin raised
         return Failed(f"could not prepare image: {type(e).__name__}")

@@ -1,4 +1,9 @@
-"""Predictions for people's images and for test-set images: inputs, batched inference, records."""
+"""Predictions for people's images and for test-set images: batched inference and its records.
+
+People's images arrive already decoded, as (name, 28x28 digit or why it could not be read): the
+command line gathers them with :class:`rnnmnist.images.inputs.InputImages` (worker processes, stdin,
+folders), the server from request bodies; inference needs neither's machinery.
+"""
 
 from __future__ import annotations
 
@@ -14,7 +19,6 @@ from torch import nn
 from rnnmnist.config import EVAL_BATCH_SIZE
 from rnnmnist.errors import BadValueError
 from rnnmnist.images.decode import Failed
-from rnnmnist.images.inputs import InputImages
 from rnnmnist.training.data import load_split, scale
 from rnnmnist.training.datasets import DIGITS
 from rnnmnist.training.device import autocast
@@ -102,11 +106,6 @@ def _add_traces(model: nn.Module, precision: str, predictions: list[Prediction],
 
     for r, steps in zip(predictions, reading(model, images, precision)):  # (steps, 10) each
         r.trace, r.probabilities, r.decided_at = steps, steps[-1], decided_at(steps)
-
-
-def predict_images(model: nn.Module, precision: str, images: InputImages, trace: bool = False) -> list[Prediction]:
-    """Collect the preprocessed image inputs and predict them in batches."""
-    return predict_digits(model, precision, images.results(), trace)
 
 
 def predict_digits(
