@@ -20,7 +20,8 @@ from click.testing import CliRunner
 from rich.console import Console
 
 from rnnmnist.cli.main import cli
-from rnnmnist.cli.ui import Ui, _TrainDisplay
+from rnnmnist.cli.render_train import TrainDisplay
+from rnnmnist.cli.ui import Ui
 from rnnmnist.config import Config
 from rnnmnist.experiments.sweep import SweepResult, TrialRow
 from rnnmnist.images.predict import Prediction
@@ -145,7 +146,7 @@ def test_train_summary_golden() -> None:
 
 def test_training_lines_golden() -> None:
     def draw(ui: Ui) -> None:
-        display = _TrainDisplay(ui)
+        display = TrainDisplay(ui)
         display.on_start(Config(), 11, 820, torch.device("meta"), 55_000)
         display.on_phase("evaluating")
         for step in range(20, 60, 10):
@@ -206,9 +207,7 @@ def _seeds_summary() -> dict:
 
 
 def test_seeds_summary_golden() -> None:
-    from rnnmnist.commands.seeds import render_summary
-
-    each_screen(lambda ui: render_summary(ui, _seeds_summary(), Path("runs/seeds")), "seeds")
+    each_screen(lambda ui: ui.seeds_summary(_seeds_summary(), Path("runs/seeds")), "seeds")
 
 
 def _sweep_result(trials: int, best: bool) -> SweepResult:
@@ -224,11 +223,9 @@ def _sweep_result(trials: int, best: bool) -> SweepResult:
 
 
 def test_sweep_table_golden() -> None:
-    from rnnmnist.commands.sweep import render
-
-    each_screen(lambda ui: render(ui, _sweep_result(3, True), ["lr", "hidden_size"]), "sweep")
-    each_screen(lambda ui: render(ui, _sweep_result(12, True), ["lr", "hidden_size"]), "sweep-many")
-    each_screen(lambda ui: render(ui, _sweep_result(0, False), ["lr"]), "sweep-none")
+    each_screen(lambda ui: ui.sweep_summary(_sweep_result(3, True), ["lr", "hidden_size"]), "sweep")
+    each_screen(lambda ui: ui.sweep_summary(_sweep_result(12, True), ["lr", "hidden_size"]), "sweep-many")
+    each_screen(lambda ui: ui.sweep_summary(_sweep_result(0, False), ["lr"]), "sweep-none")
 
 
 @pytest.fixture
