@@ -155,10 +155,10 @@ def seeds_table(summary: dict[str, Any], out: Path) -> Table:
 # --- sweep
 
 
-def trial_line(number_: int, params: dict[str, Any], folder: Path) -> str:
+def trial_line(trial: int, params: dict[str, Any], folder: Path) -> str:
     """The line that starts a sweep trial: its number, the values searched, and its run folder."""
     shown = ", ".join(f"{k}={number(v)}" for k, v in params.items())
-    return f"trial {number_}: {shown} -> {folder}"
+    return f"trial {trial}: {shown} -> {folder}"
 
 
 def _relative(folder: str | None) -> str:
