@@ -228,6 +228,17 @@ def test_sweep_table_golden() -> None:
     each_screen(lambda ui: ui.sweep_summary(_sweep_result(0, False), ["lr"]), "sweep-none")
 
 
+def test_a_sweep_trial_says_its_values_then_trains() -> None:
+    ui = screen_ui("pipe")
+    with ui.sweep_trial(3, {"lr": 0.00123456, "cell": "gru", "layers": 2}, Path("sweeps/t/trial-0003")) as display:
+        display.on_phase("evaluating")
+    assert rendered(ui) == "trial 3: lr=0.001235, cell=gru, layers=2 -> sweeps/t/trial-0003\nevaluating...\n"
+    quiet = screen_ui("pipe", verbosity=-1)
+    with quiet.sweep_trial(3, {"lr": 0.1}, Path("t")) as display:
+        display.on_phase("evaluating")
+    assert rendered(quiet) == ""
+
+
 @pytest.fixture
 def utc(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """Dates shown in UTC, whatever the machine's zone."""
