@@ -38,13 +38,34 @@ LAYERS: list[tuple[str, ...]] = [
     ("rnnmnist.training",),
     ("rnnmnist.images",),
     ("rnnmnist.experiments", "rnnmnist.serving", "rnnmnist.plot", "rnnmnist.export"),
-    ("rnnmnist.cli.textfit", "rnnmnist.cli.ui", "rnnmnist.cli.options", "rnnmnist.cli.ranks", "rnnmnist.cli.render"),
+    (
+        "rnnmnist.cli.textfit",
+        "rnnmnist.cli.cells",
+        "rnnmnist.cli.render_train",
+        "rnnmnist.cli.render_eval",
+        "rnnmnist.cli.render_predict",
+        "rnnmnist.cli.render_experiments",
+        "rnnmnist.cli.ui",
+        "rnnmnist.cli.options",
+        "rnnmnist.cli.ranks",
+    ),
     ("rnnmnist.commands",),
     ("rnnmnist.cli.main", "rnnmnist.__main__"),
 ]
 
 # The presentation layer and the ground floor load without torch (``rnnmnist --help`` too).
-TORCH_FREE = ["rnnmnist.cli.ui", "rnnmnist.cli.options", "rnnmnist.training.events", "rnnmnist.config"]
+TORCH_FREE = [
+    "rnnmnist.cli.ui",
+    "rnnmnist.cli.textfit",
+    "rnnmnist.cli.cells",
+    "rnnmnist.cli.render_train",
+    "rnnmnist.cli.render_eval",
+    "rnnmnist.cli.render_predict",
+    "rnnmnist.cli.render_experiments",
+    "rnnmnist.cli.options",
+    "rnnmnist.training.events",
+    "rnnmnist.config",
+]
 
 
 def modules() -> dict[str, Path]:

@@ -17,8 +17,9 @@ from click.testing import CliRunner, Result
 from rich.console import Console
 
 from rnnmnist.cli.main import cli
+from rnnmnist.cli.render_train import TrainDisplay, header_lines
 from rnnmnist.cli.textfit import fit_name, flow, words
-from rnnmnist.cli.ui import Ui, _TrainDisplay, header_lines
+from rnnmnist.cli.ui import Ui
 from rnnmnist.config import Config
 from rnnmnist.images.predict import Prediction
 from rnnmnist.machine import cpu_share, current_cpu_share
@@ -117,7 +118,7 @@ def test_a_shared_cpu_is_said_in_the_header() -> None:
 def test_a_long_training_table_repeats_its_heading() -> None:
     ui = Ui()
     ui.console = Console(file=io.StringIO(), width=80, height=20, force_terminal=True, force_interactive=False)
-    display = _TrainDisplay(ui)
+    display = TrainDisplay(ui)
     display.on_start(Config(), 1, 820, torch.device("cpu"), 55_000)
     for step in range(10, 830, 10):
         display.on_log(LogRecord(step, 820, step * 256, 0.1, 0.95, 0.01, 30_000.0, step / 90))

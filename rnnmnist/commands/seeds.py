@@ -92,24 +92,5 @@ def train_seeds(
 
 
 def render_summary(ui: Any, summary: dict[str, Any], out: Path) -> None:
-    from rich.table import Table
-
-    table = Table(title=f"Seeds {', '.join(map(str, summary['seeds']))} ({out})", title_justify="left")
-    for name in ("Seed", "Test accuracy", "Test loss", "Wall time"):
-        table.add_column(name, justify="right")
-    for r in summary["runs"]:
-        table.add_row(
-            str(r["seed"]), f"{100 * r['test_accuracy']:.2f}%", f"{r['test_loss']:.4f}", f"{r['wall_seconds']:.1f} s"
-        )
-    table.add_section()
-    acc, loss, wall = (summary[k] for k in ("test_accuracy", "test_loss", "wall_seconds"))
-
-    def pm(stat: dict[str, Any], scale: float, fmt: str) -> str:
-        std = "" if stat["std"] is None else f" ± {format(scale * stat['std'], fmt)}"
-        return f"{format(scale * stat['mean'], fmt)}{std}"
-
-    table.add_row("mean ± std", pm(acc, 100, ".2f") + "%", pm(loss, 1, ".4f"), pm(wall, 1, ".1f") + " s")
-    table.add_row("min", f"{100 * acc['min']:.2f}%", f"{loss['min']:.4f}", f"{wall['min']:.1f} s")
-    table.add_row("max", f"{100 * acc['max']:.2f}%", f"{loss['max']:.4f}", f"{wall['max']:.1f} s")
-    ui.console.print(table)
-    ui.line(f"wrote {out / 'summary.json'} (std: the sample standard deviation, n - 1)")
+    """The seeds' table and the summary file's name, through the Ui (:meth:`rnnmnist.cli.ui.Ui.seeds_summary`)."""
+    ui.seeds_summary(summary, out)

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
-import contextlib
 import re
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from rnnmnist.cli.options import Common, data_options, output_options, pass_common
 from rnnmnist.commands.presets import ConfigFile
+
+if TYPE_CHECKING:
+    from rnnmnist.cli.ui import Ui
+    from rnnmnist.experiments.sweep import SearchSpace, SweepResult
 
 EXAMPLES = """\b
 Examples:
@@ -21,7 +23,6 @@ Examples:
       --storage postgresql://rnnmnist:PASSWORD@db-host/rnnmnist --study-name rows   # on every machine
   rnnmnist train --config sweeps/rows/best.toml       # the best trial's config
 """
-SHOWN_TRIALS = 10
 
 
 @click.command(epilog=EXAMPLES)
@@ -87,8 +88,8 @@ def sweep(
     the same command again, or on other machines with a shared --storage, and the
     workers share the study. Needs Optuna: pip install 'rnnmnist[sweep]'.
     """
+    from rnnmnist.errors import RnnmnistError
     from rnnmnist.experiments import sweep as library
-    from rnnmnist.training.events import TrainingInterrupted
 
     if not re.fullmatch(r"[A-Za-z0-9_.-]+", study_name):
         raise click.BadParameter("letters, digits, '.', '_' and '-' only", param_hint="--study-name")
@@ -99,94 +100,36 @@ def sweep(
     ui = common.ui()
     for p in space.params:
         ui.detail(f"searching {p.name}: {p.describe()}")
+    study = {"storage": storage, "study_name": study_name, "pruner": pruner, "heartbeat": heartbeat}
+    result = _search(common, ui, space, out, trials, study)
+    if common.as_json:
+        ui.emit_json(result.to_json())
+    ui.sweep_summary(result, [p.name for p in space.params])
+    if result.shortfall is not None:  # the study holds fewer finished trials than --trials: not a success
+        raise RnnmnistError(result.shortfall)
+
+
+def _search(common: Common, ui: Ui, space: SearchSpace, out: Path, trials: int, study: dict[str, Any]) -> SweepResult:
+    """The study's trials, trained as ``rnnmnist train`` trains them; an interrupt says how to continue."""
     from rnnmnist import process
+    from rnnmnist.experiments.sweep import run_sweep
+    from rnnmnist.training.events import TrainingInterrupted
 
-    @contextlib.contextmanager
-    def display(number: int, params: dict[str, Any], folder: Path) -> Iterator[Any]:
-        if ui.verbosity >= 0:
-            shown = ", ".join(f"{k}={_short(v)}" for k, v in params.items())
-            ui.line(f"trial {number}: {shown} -> {folder}")
-        with ui.training() as shown_display:
-            yield shown_display
-
+    waiting = ui.line if ui.verbosity >= 0 else None
     try:
         with process.training():  # as `rnnmnist train` trains
-            result = library.run_sweep(
+            return run_sweep(
                 space,
                 out,
                 trials,
-                storage,
-                study_name,
-                pruner,
-                common.data_dir,
-                common.download,
-                heartbeat,
-                display,
-                waiting=ui.line if ui.verbosity >= 0 else None,
+                **study,
+                data_dir=common.data_dir,
+                download=common.download,
+                display=ui.sweep_trial,
+                waiting=waiting,
             )
     except TrainingInterrupted as e:
         raise TrainingInterrupted(
             f"{e.args[0].split(';')[0]}; the trial is marked failed; run the same command again to continue the study",
             e.exit_code - 128,
         ) from None
-    if common.as_json:
-        ui.emit_json(result.to_json())
-    render(ui, result, [p.name for p in space.params])
-    if result.shortfall is not None:  # the study holds fewer finished trials than --trials: not a success
-        from rnnmnist.errors import RnnmnistError
-
-        raise RnnmnistError(result.shortfall)
-
-
-def _relative(folder: str | None) -> str:
-    """A trial's folder as given on this machine: relative to here when below it."""
-    if folder is None:
-        return "-"
-    path = Path(folder)
-    return str(path.relative_to(Path.cwd())) if path.is_relative_to(Path.cwd()) else folder
-
-
-def _short(value: Any) -> str:
-    return f"{value:.4g}" if isinstance(value, float) else str(value)
-
-
-def render(ui: Any, result: Any, names: list[str]) -> None:
-    from rich import box
-    from rich.markup import escape
-    from rich.table import Table
-
-    from rnnmnist.experiments import sweep as library
-
-    counts = ", ".join(f"{n} {state}" for state, n in sorted(library.count_states(result.rows).items()))
-    table = Table(
-        title=f"Study {result.study_name!r}: {counts} (this worker ran {result.ran_here})",
-        title_justify="left",
-        box=box.SIMPLE_HEAD,
-        pad_edge=False,
-        collapse_padding=True,
-    )
-    if not ui.console.is_terminal:  # a pipe or a log: no screen to fit, keep rows on one line
-        ui.console.width = max(ui.console.width, 150)
-    for name, justify in (("Trial", "right"), ("State", "left"), ("Val acc", "right")):
-        table.add_column(name, justify=justify)
-    for name in names:
-        table.add_column(name, justify="right")
-    table.add_column("Steps", justify="right")
-    table.add_column("Folder", overflow="fold")
-    for r in result.rows[:SHOWN_TRIALS]:
-        value = "-" if r.value is None else f"{100 * r.value:.2f}%"
-        table.add_row(
-            str(r.number),
-            r.state,
-            value,
-            *(_short(r.params[n]) if n in r.params else "-" for n in names),
-            "-" if r.steps is None else f"{r.steps:,}",
-            escape(_relative(r.folder)),
-        )
-    ui.console.print(table)
-    if len(result.rows) > SHOWN_TRIALS:
-        ui.line(f"... and {len(result.rows) - SHOWN_TRIALS} more (--json lists every trial)")
-    if result.best_file is not None:
-        ui.line(f"best config: {result.best_file} (train it with: rnnmnist train --config {result.best_file})")
-    else:
-        ui.line("no trial has completed yet: no best config")

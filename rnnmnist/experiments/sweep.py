@@ -416,6 +416,11 @@ class SweepResult:
     def finished(self) -> int:
         return sum(r.state in ("complete", "pruned") for r in self.rows)
 
+    @property
+    def counts(self) -> dict[str, int]:
+        """Trials by state."""
+        return count_states(self.rows)
+
     def to_json(self) -> dict[str, Any]:
         best = self.rows[0] if self.rows and self.rows[0].value is not None else None
         return {
@@ -425,7 +430,7 @@ class SweepResult:
             "trials_run_by_this_worker": self.ran_here,
             "trials_finished": self.finished,
             "shortfall": self.shortfall,
-            "counts": count_states(self.rows),
+            "counts": self.counts,
             "best": None if best is None else {**best.to_json(), "config_file": str(self.best_file)},
             "trials": [r.to_json() for r in self.rows],
         }
@@ -460,45 +465,12 @@ def run_sweep(
     workers, this one waits for them (``waiting(line)`` says so), failing those whose
     worker dies; ``shortfall`` says why the study holds fewer finished trials than asked.
     """
-    from rnnmnist.training.events import CallbackList, StopEarly, TrainingDiverged
-    from rnnmnist.training.lifecycle import Plan, train
+    from rnnmnist.training.events import TrainingDiverged
 
-    optuna = require_optuna()
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise RnnmnistError(f"cannot create {out}: {e.strerror or e}") from None
-    storage = storage or default_storage(out)
-    if storage.startswith("sqlite:///"):  # SQLite writes the file in place: a regular file, or none yet
-        target(Path(storage.removeprefix("sqlite:///").partition("?")[0]), owner="sweep")
+    require_optuna()  # says how to install it before anything is written
+    storage = _prepare_storage(out, storage)
     study = open_study(space, storage, study_name, pruner, heartbeat)
-    ran = 0
-    identity = worker_identity()
-
-    def objective(trial: Any) -> float:
-        nonlocal ran
-        ran += 1
-        params = {p.name: p.suggest(trial) for p in space.params}
-        cfg = space.config(params, f"trial {trial.number}")
-        folder = trials_folder(out, study_name) / f"trial-{trial.number:04d}"
-        trial.set_user_attr("folder", str(folder.resolve()))
-        for key, value in identity.items():
-            trial.set_user_attr(key, value)
-        reporter = _Reporter(trial)
-        plan = Plan(folder, cfg, data_dir=data_dir, download=download)
-        with display(trial.number, params, folder) if display else contextlib.nullcontext() as shown:
-            try:
-                summary = train(plan, CallbackList(*filter(None, [shown, reporter.callbacks])), time.perf_counter())
-            except StopEarly:
-                trial.set_user_attr("steps", reporter.pruned_at)
-                trial.set_user_attr("note", f"pruned at step {reporter.pruned_at}")
-                raise optuna.TrialPruned(f"pruned at step {reporter.pruned_at}") from None
-            except TrainingDiverged as e:
-                trial.set_user_attr("note", str(e))
-                raise
-        trial.set_user_attr("steps", summary.steps)
-        trial.set_user_attr("val_loss", summary.val.loss)
-        return summary.val.accuracy  # never the test set
+    objective = _Objective(space, trials_folder(out, study_name), data_dir, download, display)
 
     def enough(study: Any, _trial: Any) -> None:
         fail_dead_trials(study)
@@ -513,17 +485,88 @@ def run_sweep(
         optimize=lambda: study.optimize(objective, callbacks=[enough], catch=(TrainingDiverged,)),
     )
     rows = trial_rows(study)
-    best_cfg, best_file = None, None
-    if rows and rows[0].value is not None:
-        best = rows[0]
-        best_cfg = space.config(best.params, f"trial {best.number}")
-        best_file = out / BEST_FILE
-        header = (
-            f"# rnnmnist sweep {study_name!r}: the best of {len(rows)} trials, trial {best.number} "
-            f"(validation accuracy {best.value:.4f}); train it with: rnnmnist train --config {best_file}\n"
-        )
-        write_atomic(best_file, (header + config.to_toml(best_cfg)).encode("utf-8"), owner="sweep")
-    return SweepResult(study_name, storage, trials, ran, rows, best_cfg, best_file, shortfall)
+    best_cfg, best_file = _write_best(space, out, study_name, rows)
+    return SweepResult(study_name, storage, trials, objective.ran, rows, best_cfg, best_file, shortfall)
+
+
+def _prepare_storage(out: Path, storage: str | None) -> str:
+    """OUT created, and the storage URL (OUT/study.db by default), its SQLite file checked to be writable."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise RnnmnistError(f"cannot create {out}: {e.strerror or e}") from None
+    storage = storage or default_storage(out)
+    if storage.startswith("sqlite:///"):  # SQLite writes the file in place: a regular file, or none yet
+        target(Path(storage.removeprefix("sqlite:///").partition("?")[0]), owner="sweep")
+    return storage
+
+
+class _Objective:
+    """One trial: its values drawn from the space, trained into its own run folder; returns the
+    validation accuracy (never the test set). Counts the trials this worker ran."""
+
+    def __init__(
+        self,
+        space: SearchSpace,
+        folder: Path,
+        data_dir: Path | None,
+        download: bool,
+        display: Callable[[int, dict[str, Any], Path], Any] | None,
+    ) -> None:
+        self.space, self.folder, self.data_dir, self.download, self.display = space, folder, data_dir, download, display
+        self.identity = worker_identity()
+        self.ran = 0
+
+    def __call__(self, trial: Any) -> float:
+        from rnnmnist.training.lifecycle import Plan
+
+        self.ran += 1
+        params = {p.name: p.suggest(trial) for p in self.space.params}
+        cfg = self.space.config(params, f"trial {trial.number}")
+        folder = self.folder / f"trial-{trial.number:04d}"
+        trial.set_user_attr("folder", str(folder.resolve()))
+        for key, value in self.identity.items():
+            trial.set_user_attr(key, value)
+        plan = Plan(folder, cfg, data_dir=self.data_dir, download=self.download)
+        with self.display(trial.number, params, folder) if self.display else contextlib.nullcontext() as shown:
+            summary = self._train(trial, plan, shown)
+        trial.set_user_attr("steps", summary.steps)
+        trial.set_user_attr("val_loss", summary.val.loss)
+        return summary.val.accuracy  # never the test set
+
+    @staticmethod
+    def _train(trial: Any, plan: Any, shown: Any) -> Any:
+        """The trial's run, its validation passes reported; pruned or diverged, the trial says so."""
+        from rnnmnist.training.events import CallbackList, StopEarly, TrainingDiverged
+        from rnnmnist.training.lifecycle import train
+
+        reporter = _Reporter(trial)
+        try:
+            return train(plan, CallbackList(*filter(None, [shown, reporter.callbacks])), time.perf_counter())
+        except StopEarly:
+            trial.set_user_attr("steps", reporter.pruned_at)
+            trial.set_user_attr("note", f"pruned at step {reporter.pruned_at}")
+            raise require_optuna().TrialPruned(f"pruned at step {reporter.pruned_at}") from None
+        except TrainingDiverged as e:
+            trial.set_user_attr("note", str(e))
+            raise
+
+
+def _write_best(
+    space: SearchSpace, out: Path, study_name: str, rows: list[TrialRow]
+) -> tuple[Config | None, Path | None]:
+    """The best trial's config, written to OUT/best.toml with a header naming it; (None, None) before any completes."""
+    if not rows or rows[0].value is None:
+        return None, None
+    best = rows[0]
+    best_cfg = space.config(best.params, f"trial {best.number}")
+    best_file = out / BEST_FILE
+    header = (
+        f"# rnnmnist sweep {study_name!r}: the best of {len(rows)} trials, trial {best.number} "
+        f"(validation accuracy {best.value:.4f}); train it with: rnnmnist train --config {best_file}\n"
+    )
+    write_atomic(best_file, (header + config.to_toml(best_cfg)).encode("utf-8"), owner="sweep")
+    return best_cfg, best_file
 
 
 def _run_until_finished(
