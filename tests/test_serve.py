@@ -32,7 +32,9 @@ from fastapi.testclient import TestClient
 
 from rnnmnist.cli.main import cli
 from rnnmnist.config import Config
-from rnnmnist.serving.app import MAX_BATCH, MAX_BODY, STATIC, create_app
+from rnnmnist.serving.app import create_app
+from rnnmnist.serving.limits import MAX_BATCH, MAX_BODY
+from rnnmnist.serving.routes import STATIC
 from rnnmnist.training import checkpoint
 from rnnmnist.training.model import SequenceClassifier
 

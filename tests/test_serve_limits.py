@@ -28,7 +28,7 @@ from test_serve import assert_error, assert_record, free_port, png, rnnmnist, sa
 
 from rnnmnist.cli.main import cli
 from rnnmnist.images.decode import MAX_PIXELS
-from rnnmnist.serving import app as serve_module
+from rnnmnist.serving import limits as serve_limits
 from rnnmnist.serving.app import create_app
 
 
@@ -187,13 +187,13 @@ def test_empty_host_is_refused_up_front(model: Path) -> None:
 
 def test_help_states_the_limits() -> None:
     text = " ".join(CliRunner().invoke(cli, ["serve", "--help"]).output.split())
-    assert f"{serve_module.MAX_BODY // 2**20} MB" in text and f"within {serve_module.BODY_TIMEOUT:g} s" in text
-    assert f"{serve_module.MAX_REQUEST_PIXELS / 1e6:g} MP in all" in text and f"{MAX_PIXELS / 1e6:g} MP each" in text
+    assert f"{serve_limits.MAX_BODY // 2**20} MB" in text and f"within {serve_limits.BODY_TIMEOUT:g} s" in text
+    assert f"{serve_limits.MAX_REQUEST_PIXELS / 1e6:g} MP in all" in text and f"{MAX_PIXELS / 1e6:g} MP each" in text
 
 
 def test_a_batch_over_the_pixel_budget_is_refused_before_decoding(client: TestClient) -> None:
     bomb = one_bit_png(7000, 7000)  # 49 MP: under the per-image limit, 6 KB
-    assert 7000 * 7000 <= MAX_PIXELS < 2 * 7000 * 7000 and serve_module.MAX_REQUEST_PIXELS < 2 * 7000 * 7000
+    assert 7000 * 7000 <= MAX_PIXELS < 2 * 7000 * 7000 and serve_limits.MAX_REQUEST_PIXELS < 2 * 7000 * 7000
     files = [("files", (f"{i}.png", bomb, "image/png")) for i in range(64)]
     started = time.perf_counter()
     r = client.post("/api/predict/batch", files=files)
@@ -211,7 +211,7 @@ def test_a_batch_within_the_budget_is_predicted(client: TestClient, seven: bytes
     a, blank = r.json()["predictions"]
     assert_record(a) and "no ink" in blank["error"]
     limits = client.get("/api/model").json()["limits"]
-    assert limits["max_request_pixels"] == serve_module.MAX_REQUEST_PIXELS and limits["max_image_pixels"] == MAX_PIXELS
+    assert limits["max_request_pixels"] == serve_limits.MAX_REQUEST_PIXELS and limits["max_image_pixels"] == MAX_PIXELS
 
 
 def test_a_small_request_does_not_wait_behind_large_images(model: Path, seven: bytes) -> None:
