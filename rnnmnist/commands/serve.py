@@ -1,4 +1,4 @@
-"""`rnnmnist serve CHECKPOINT`: the drawing page and the JSON API on a local port (rnnmnist.serving.app)."""
+"""`rnnmnist serve CHECKPOINT`: the drawing page and the JSON API on a local port (the app is rnnmnist.serving)."""
 
 from __future__ import annotations
 
@@ -93,6 +93,7 @@ def _raise_stop(signum: int, frame: FrameType | None) -> None:
 
 
 def _create_app(checkpoint: Path, device: str, threads: int, quiet: bool, local: bool) -> Any:
+    """The app serving ``checkpoint``, with torch's threads set for serving (this process's, so here)."""
     import torch
 
     from rnnmnist.serving.app import create_app
@@ -110,6 +111,7 @@ def _create_app(checkpoint: Path, device: str, threads: int, quiet: bool, local:
 
 
 def _server(app: Any) -> Any:
+    """uvicorn's server for ``app`` (its config sets uvicorn's loggers' levels: process-wide, so here)."""
     import uvicorn
 
     from rnnmnist.serving.limits import GRACEFUL_SECONDS, MAX_CONNECTIONS

@@ -108,6 +108,8 @@ class ImageIn(BaseModel):
         return data
 
     def source(self) -> Source:
+        """The image as sent: its pixels, or its encoded bytes."""
+        # _one_image let exactly one of the two through, so image_base64 is set when pixels is not.
         return self.pixels if self.pixels is not None else self.image_base64  # type: ignore[return-value]
 
 
@@ -118,7 +120,7 @@ class Refused:
     reason: str
 
 
-def reason(error: ValidationError) -> str:
+def _reason(error: ValidationError) -> str:
     """The message of a validation error: the text of the ``ValueError`` a validator raised."""
     first = error.errors()[0]
     cause = first.get("ctx", {}).get("error")
@@ -129,7 +131,7 @@ def _fail_alone(value: Any, handler: ValidatorFunctionWrapHandler) -> ImageIn | 
     try:
         return handler(value)
     except ValidationError as e:
-        return Refused(reason(e))
+        return Refused(_reason(e))
 
 
 class BatchIn(BaseModel):
@@ -197,7 +199,7 @@ def _from_json(body: bytes, batch: bool) -> list[tuple[str, Source]]:
             return [(image.name or "image", image.source())]
         images = BatchIn.model_validate(payload).images
     except ValidationError as e:
-        raise ApiError(400, reason(e)) from None
+        raise ApiError(400, _reason(e)) from None
     return [
         (f"images[{i}]", item.reason) if isinstance(item, Refused) else (item.name or f"images[{i}]", item.source())
         for i, item in enumerate(images)
