@@ -1,4 +1,6 @@
-"""`rnnmnist serve`: the JSON API through the ASGI app, and a real server in a subprocess."""
+"""`rnnmnist serve`: the JSON API through the ASGI app (every way to send an image, the page, the log line),
+and a real server in a subprocess; the request bodies' refusals are in test_serve_requests.py, the guard's
+limits in test_serve_guard.py."""
 
 from __future__ import annotations
 
@@ -8,19 +10,14 @@ import json
 import os
 import signal
 import socket
-import struct
 import subprocess
 import sys
-import tempfile
 import time
-import zlib
 from pathlib import Path
 
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 from PIL import Image
 
 from rnnmnist.images.redraw import draw_shape
@@ -32,7 +29,9 @@ from fastapi.testclient import TestClient
 
 from rnnmnist.cli.main import cli
 from rnnmnist.config import Config
-from rnnmnist.serving.app import MAX_BATCH, MAX_BODY, STATIC, create_app
+from rnnmnist.serving.app import create_app
+from rnnmnist.serving.limits import MAX_BATCH, MAX_BODY
+from rnnmnist.serving.routes import STATIC
 from rnnmnist.training import checkpoint
 from rnnmnist.training.model import SequenceClassifier
 
@@ -171,69 +170,6 @@ def test_batch(client: TestClient, seven: bytes) -> None:
     assert "28 rows" in bad_pixels["error"] and "object" in not_object["error"]
 
 
-def bomb_png(width: int, height: int) -> bytes:
-    """A tiny PNG whose header claims width x height pixels."""
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    chunk = lambda kind, data: (  # noqa: E731
-        struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-    )
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 10)) + chunk(b"IEND", b"")
-
-
-BAD_REQUESTS = [  # (description, request kwargs, status, words in the error)
-    ("no content type", {"content": b"hello"}, 415, ["content type"]),
-    ("text", {"content": b"hello", "headers": {"content-type": "text/plain"}}, 415, ["text/plain"]),
-    ("bad json", {"content": b"{nope", "headers": {"content-type": "application/json"}}, 400, ["JSON"]),
-    ("deep json", {"content": b"[" * 100_000, "headers": {"content-type": "application/json"}}, 400, ["JSON"]),
-    ("json, no image", {"json": {"picture": 1}}, 400, ["image_base64"]),
-    ("json, both", {"json": {"pixels": [], "image_base64": ""}}, 400, ["one of"]),
-    ("json list", {"json": [1, 2]}, 400, ["object"]),
-    ("pixels 27", {"json": {"pixels": [[0] * 28] * 27}}, 400, ["28 rows"]),
-    ("pixels ragged", {"json": {"pixels": [[0] * 28] * 27 + [[0] * 3]}}, 400, ["28"]),
-    ("pixels strings", {"json": {"pixels": [["a"] * 28] * 28}}, 400, ["numbers"]),
-    ("pixels bools", {"json": {"pixels": [[True] * 28] * 28}}, 400, ["numbers"]),
-    ("pixels big", {"json": {"pixels": [[300] * 28] * 28}}, 400, ["0-255"]),
-    ("pixels negative", {"json": {"pixels": [[-1] * 28] * 28}}, 400, ["0-255"]),
-    (
-        "pixels NaN",
-        {
-            "content": b'{"pixels": [' + b",".join([b"[" + b",".join([b"NaN"] * 28) + b"]"] * 28) + b"]}",
-            "headers": {"content-type": "application/json"},
-        },
-        400,
-        ["finite"],
-    ),
-    ("pixels blank", {"json": {"pixels": [[0] * 28] * 28}}, 422, ["no ink"]),
-    ("bad base64", {"json": {"image_base64": "!!!"}}, 400, ["base64"]),
-    ("base64 not str", {"json": {"image_base64": 12}}, 400, ["string"]),
-    ("base64 not image", {"json": {"image_base64": base64.b64encode(b"hello").decode()}}, 422, ["not an image"]),
-    ("bomb", {"content": bomb_png(10_000, 10_000), "headers": {"content-type": "image/png"}}, 422, ["limit"]),
-    ("empty image body", {"content": b"", "headers": {"content-type": "image/png"}}, 422, ["not an image"]),
-    ("multipart no file", {"data": {"a": "b"}, "files": {}}, 415, []),  # httpx sends a form, not multipart
-    (
-        "multipart, field only",
-        {
-            "content": b'--x\r\nContent-Disposition: form-data; name="a"\r\n\r\nb\r\n--x--\r\n',
-            "headers": {"content-type": "multipart/form-data; boundary=x"},
-        },
-        400,
-        ["no file"],
-    ),
-    (
-        "multipart garbage",
-        {"content": b"garbage", "headers": {"content-type": "multipart/form-data"}},
-        400,
-        ["multipart"],
-    ),
-    ("two files", {"files": [("file", ("a.png", b"1")), ("file", ("b.png", b"2"))]}, 400, ["batch"]),
-]
-
-
-@pytest.mark.parametrize("what, kwargs, status, words", BAD_REQUESTS, ids=[b[0] for b in BAD_REQUESTS])
-def test_bad_requests_get_4xx_json(client: TestClient, what: str, kwargs: dict, status: int, words: list) -> None:
-    assert_error(client.post("/api/predict", **kwargs), status, *words)
-
-
 def test_other_refusals(client: TestClient, seven: bytes) -> None:
     assert_error(
         client.post("/api/predict?trace=maybe", content=seven, headers={"content-type": "image/png"}), 422, "trace"
@@ -244,40 +180,6 @@ def test_other_refusals(client: TestClient, seven: bytes) -> None:
     assert_error(client.post("/api/predict/batch", json={"images": []}), 400, "images")
     assert_error(client.post("/api/predict/batch", json={"images": [{"pixels": 0}] * (MAX_BATCH + 1)}), 400, "at most")
     assert_error(client.post("/api/predict/batch", content=seven, headers={"content-type": "image/png"}), 415)
-
-
-def test_request_size_limit(client: TestClient) -> None:
-    big = b"\0" * (MAX_BODY + 1)
-    assert_error(client.post("/api/predict", content=big, headers={"content-type": "image/png"}), 413, "10 MB")
-
-    def chunks():  # no Content-Length: the limit counts what arrives
-        for _ in range(11):
-            yield b"\0" * (1024 * 1024)
-
-    assert_error(client.post("/api/predict", content=chunks(), headers={"content-type": "image/png"}), 413)
-
-
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(
-    body=st.binary(max_size=300) | st.text(max_size=200).map(str.encode),
-    kind=st.sampled_from(["application/json", "image/png", "multipart/form-data; boundary=b", "text/plain", ""]),
-    path=st.sampled_from(["/api/predict", "/api/predict/batch"]),
-)
-def test_arbitrary_bodies_never_fail_the_server(client: TestClient, body: bytes, kind: str, path: str) -> None:
-    r = client.post(path, content=body, headers={"content-type": kind} if kind else {})
-    assert r.status_code < 500, r.text  # the TestClient re-raises any exception inside the app, too
-    if r.status_code >= 400:
-        assert "error" in r.json()
-
-
-def test_uploads_never_touch_the_disk(client: TestClient, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # where a spooled upload would go
-    noise = np.random.default_rng(0).integers(0, 256, (1200, 1200), dtype=np.uint8)  # ~1.4 MB, incompressible
-    data = png(noise)
-    assert len(data) > 1024 * 1024  # over starlette's 1 MB spooling threshold
-    r = client.post("/api/predict", files={"file": ("noise.png", data, "image/png")})
-    assert r.status_code in (200, 422)
-    assert list(tmp_path.iterdir()) == []
 
 
 def test_page_and_docs_ship_everything(client: TestClient) -> None:

@@ -1,14 +1,13 @@
-"""`rnnmnist serve CHECKPOINT`: the drawing page and the JSON API on a local port (rnnmnist.serving.app)."""
+"""`rnnmnist serve CHECKPOINT`: the drawing page and the JSON API on a local port (the app is rnnmnist.serving)."""
 
 from __future__ import annotations
 
-import asyncio
 import ipaddress
 import logging
 import signal
 import socket
-import time
-import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -18,8 +17,6 @@ import click
 from rnnmnist.cli.options import Common, device_option, pass_common
 from rnnmnist.errors import RnnmnistError
 
-MAX_CONNECTIONS = 64  # open at once (each request at most 10 MB); beyond, uvicorn answers 503
-GRACEFUL_SECONDS = 5  # on Ctrl-C, how long requests already being answered may take to finish
 SERVE_EXAMPLES = """\b
 Examples:
   rnnmnist serve runs/first/checkpoint.pt              # then open http://127.0.0.1:8000
@@ -95,76 +92,73 @@ def _raise_stop(signum: int, frame: FrameType | None) -> None:
     raise _Stop(signum)
 
 
-class _UvicornLines(logging.Handler):
-    """uvicorn's own messages as this command's lines: the refusals it answers itself (a connection over the
-    limit, malformed HTTP) as request lines, hidden by --quiet; requests cancelled at a stop as one line,
-    without the traceback of each cancellation; anything else (a bug) as uvicorn says it."""
+def _create_app(checkpoint: Path, device: str, threads: int, quiet: bool, local: bool) -> Any:
+    """The app serving ``checkpoint``, with torch's threads set for serving (this process's, so here)."""
+    import torch
 
-    def __init__(self, quiet: bool) -> None:
-        super().__init__(logging.WARNING)
-        self.quiet = quiet
+    from rnnmnist.serving.app import create_app
+    from rnnmnist.serving.guard import LOOPBACK_HOSTS
 
-    def emit(self, record: logging.LogRecord) -> None:
-        error = record.exc_info[1] if record.exc_info else None
-        if isinstance(error, asyncio.CancelledError):
-            return  # cancelled by the stop, which says so in the "Cancel N running task(s)" line
-        message = record.getMessage()
-        stamp = time.strftime("%Y-%m-%d %H:%M:%S")
-        if message.startswith("Exceeded concurrency limit"):
-            line = f"{stamp} 503 refused a request: {MAX_CONNECTIONS} connections are open, the most served at once"
-        elif message.startswith("Invalid HTTP request"):
-            line = f"{stamp} 400 refused a malformed HTTP request"
-        elif message.startswith("Unsupported upgrade request"):
-            line = f"{stamp} a request asked to switch to WebSocket, which this server does not offer"
-        elif message.startswith("No supported WebSocket library"):
-            return  # uvicorn's hint to install one: the page and API need none
-        elif message.startswith("Cancel ") and record.args:
-            _log(f"stopping: {record.args[0]} request(s) still running after {GRACEFUL_SECONDS} s were cancelled")
-            return
-        else:
-            _log(message + ("\n" + "".join(traceback.format_exception(error)).rstrip() if error else ""))
-            return
-        if not self.quiet:
-            _log(line)
+    # A request is one image (or a few): its forward pass is far too small to split across cores,
+    # and on a busy machine several threads spin waiting for each other (10x slower measured on
+    # 2 shared cores). The other cores decode and preprocess uploads meanwhile.
+    torch.set_num_threads(threads)
+
+    # On loopback only loopback Host headers are answered, so a web page elsewhere cannot reach
+    # this server through DNS rebinding.
+    hosts = LOOPBACK_HOSTS if local else None
+    return create_app(checkpoint, device, log=None if quiet else _log, allowed_hosts=hosts)
 
 
-def _http_protocol() -> object:
-    """uvicorn's HTTP/1.1 protocol, answering a request it cannot parse with JSON like every other refusal.
-
-    uvicorn writes that 400 itself, as text/plain, from ``H11Protocol.send_400_response`` (uvicorn 0.29 to
-    today); where that method is missing (another uvicorn) its plain answer stays: "auto".
-    """
-    import json
-
-    import h11
-    from uvicorn.protocols.http.h11_impl import H11Protocol
-
-    if not callable(getattr(H11Protocol, "send_400_response", None)):
-        return "auto"
-
-    class JsonErrorsH11Protocol(H11Protocol):
-        def send_400_response(self, msg: str) -> None:
-            body = json.dumps({"error": f"malformed HTTP request: {msg}"}).encode()
-            headers = [(b"content-type", b"application/json"), (b"connection", b"close")]
-            headers.append((b"content-length", str(len(body)).encode()))
-            self.transport.write(self.conn.send(h11.Response(status_code=400, headers=headers, reason=b"Bad Request")))
-            self.transport.write(self.conn.send(h11.Data(data=body)))
-            self.transport.close()
-
-    return JsonErrorsH11Protocol
-
-
-def _server(config: Any, stop_reading: Any) -> Any:
+def _server(app: Any) -> Any:
+    """uvicorn's server for ``app`` (its config sets uvicorn's loggers' levels: process-wide, so here)."""
     import uvicorn
 
-    class Server(uvicorn.Server):
-        async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
-            # Uploads still arriving get 503 now, rather than holding the stop for the graceful timeout
-            # and then being cancelled.
-            stop_reading()
-            await super().shutdown(sockets)
+    from rnnmnist.serving.limits import GRACEFUL_SECONDS, MAX_CONNECTIONS
+    from rnnmnist.serving.server import StoppingServer, http_protocol
 
-    return Server(config)
+    config = uvicorn.Config(
+        app,
+        log_config=None,  # our own line per request; uvicorn reports only problems
+        log_level="warning",
+        access_log=False,
+        server_header=False,
+        limit_concurrency=MAX_CONNECTIONS,
+        timeout_graceful_shutdown=GRACEFUL_SECONDS,
+        http=http_protocol(),
+    )
+    return StoppingServer(config, app.state.stop_reading)
+
+
+@contextmanager
+def _uvicorn_lines(quiet: bool) -> Iterator[None]:
+    """uvicorn's messages as this command's lines (see UvicornLines) while the server runs."""
+    from rnnmnist.serving.server import UvicornLines
+
+    uvicorn_log = logging.getLogger("uvicorn.error")
+    lines, propagate = UvicornLines(_log, quiet), uvicorn_log.propagate
+    uvicorn_log.addHandler(lines)
+    uvicorn_log.propagate = False  # else Python's last-resort handler prints them bare as well
+    try:
+        yield
+    finally:
+        uvicorn_log.removeHandler(lines)
+        uvicorn_log.propagate = propagate
+
+
+def _run_until_signal(server: Any, sock: socket.socket) -> int | None:
+    """Run ``server`` on ``sock`` until it stops; 128 + the signal's number when SIGINT or SIGTERM stopped it."""
+    # uvicorn catches SIGINT/SIGTERM, shuts down gracefully, restores these handlers and raises the signal again.
+    previous = {s: signal.signal(s, _raise_stop) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        server.run(sockets=[sock])
+    except _Stop as stop:
+        _log(f"stopped ({signal.Signals(stop.signum).name})")
+        return 128 + stop.signum
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+    return None
 
 
 @click.command(epilog=SERVE_EXAMPLES)
@@ -207,58 +201,24 @@ def serve(common: Common, checkpoint: Path, host: str, port: int, threads: int, 
         _warn_exposed(host)
     sock = _listen(host, port)  # before torch loads: a port in use is reported at once
     try:
-        import torch
-        import uvicorn
-
-        from rnnmnist.serving.app import LOOPBACK_HOSTS, create_app
-
-        # A request is one image (or a few): its forward pass is far too small to split across cores,
-        # and on a busy machine several threads spin waiting for each other (10x slower measured on
-        # 2 shared cores). The other cores decode and preprocess uploads meanwhile.
-        torch.set_num_threads(threads)
-
-        # On loopback only loopback Host headers are answered, so a web page elsewhere cannot reach
-        # this server through DNS rebinding.
-        hosts = LOOPBACK_HOSTS if local else None
-        app = create_app(checkpoint, common.device, log=None if quiet else _log, allowed_hosts=hosts)
+        app = _create_app(checkpoint, common.device, threads, quiet, local)
     except BaseException:
         sock.close()
         raise
-    bound = sock.getsockname()[1]
     shown = f"[{host}]" if ":" in host else host
     cfg, on = app.state.checkpoint.config, app.state.model.head.weight.device
     _log(
         f"serving {checkpoint} ({cfg.cell.upper()} {cfg.hidden_size}, {cfg.mode}) on {on} "
-        f"at http://{shown}:{bound}/ (Ctrl-C stops)"
+        f"at http://{shown}:{sock.getsockname()[1]}/ (Ctrl-C stops)"
     )
-    config = uvicorn.Config(
-        app,
-        log_config=None,  # our own line per request; uvicorn reports only problems
-        log_level="warning",
-        access_log=False,
-        server_header=False,
-        limit_concurrency=MAX_CONNECTIONS,
-        timeout_graceful_shutdown=GRACEFUL_SECONDS,
-        http=_http_protocol(),
-    )
-    server = _server(config, app.state.stop_reading)
-    uvicorn_log = logging.getLogger("uvicorn.error")
-    lines, propagate = _UvicornLines(quiet), uvicorn_log.propagate
-    uvicorn_log.addHandler(lines)
-    uvicorn_log.propagate = False  # else Python's last-resort handler prints them bare as well
-    # uvicorn catches SIGINT/SIGTERM, shuts down gracefully, restores these handlers and raises the signal again.
-    previous = {s: signal.signal(s, _raise_stop) for s in (signal.SIGINT, signal.SIGTERM)}
+    server = _server(app)
     try:
-        server.run(sockets=[sock])
-    except _Stop as stop:
-        _log(f"stopped ({signal.Signals(stop.signum).name})")
-        return 128 + stop.signum
+        with _uvicorn_lines(quiet):
+            stopped = _run_until_signal(server, sock)
     finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
-        uvicorn_log.removeHandler(lines)
-        uvicorn_log.propagate = propagate
         sock.close()
+    if stopped is not None:
+        return stopped
     if not server.started:
         raise RnnmnistError("the server could not start (see the lines above)")
     return 0
