@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import ipaddress
 import logging
-import signal
 import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 import click
@@ -23,14 +21,6 @@ Examples:
   rnnmnist serve runs/first/checkpoint.pt --port 9000 --quiet
   curl -F file=@digit.png 'http://127.0.0.1:8000/api/predict?trace=true'
 """
-
-
-class _Stop(BaseException):
-    """SIGINT or SIGTERM, raised once the server has shut down."""
-
-    def __init__(self, signum: int) -> None:
-        super().__init__(signum)
-        self.signum = signum
 
 
 def _require_serve() -> None:
@@ -86,10 +76,6 @@ def _warn_exposed(host: str) -> None:
 
 def _log(line: str) -> None:
     click.echo(line, err=True)
-
-
-def _raise_stop(signum: int, frame: FrameType | None) -> None:
-    raise _Stop(signum)
 
 
 def _create_app(checkpoint: Path, device: str, threads: int, quiet: bool, local: bool) -> Any:
@@ -148,16 +134,15 @@ def _uvicorn_lines(quiet: bool) -> Iterator[None]:
 
 def _run_until_signal(server: Any, sock: socket.socket) -> int | None:
     """Run ``server`` on ``sock`` until it stops; 128 + the signal's number when SIGINT or SIGTERM stopped it."""
+    from rnnmnist import signals
+
     # uvicorn catches SIGINT/SIGTERM, shuts down gracefully, restores these handlers and raises the signal again.
-    previous = {s: signal.signal(s, _raise_stop) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
-        server.run(sockets=[sock])
-    except _Stop as stop:
-        _log(f"stopped ({signal.Signals(stop.signum).name})")
-        return 128 + stop.signum
-    finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
+        with signals.handling(signals.raise_interrupted):
+            server.run(sockets=[sock])
+    except signals.Interrupted as stop:
+        _log(f"stopped ({stop.name})")
+        return stop.exit_code
     return None
 
 
