@@ -38,8 +38,9 @@ from rnnmnist import config
 from rnnmnist.process import denormals_flushed, tune_allocator
 from rnnmnist.training.data import load_mnist
 from rnnmnist.training.evaluate import evaluate
-from rnnmnist.training.loop import Run, TrainState, fit
+from rnnmnist.training.loop import fit
 from rnnmnist.training.model import SequenceClassifier
+from rnnmnist.training.run import Run, TrainState
 from rnnmnist.training.rundir import RunDir
 
 PIXELS = 784

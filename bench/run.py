@@ -40,8 +40,9 @@ from rnnmnist.process import tune_allocator  # noqa: E402
 from rnnmnist.training.data import Mnist, load_mnist  # noqa: E402
 from rnnmnist.training.device import training_precision  # noqa: E402
 from rnnmnist.training.evaluate import evaluate  # noqa: E402
-from rnnmnist.training.loop import Run, TrainState, fit  # noqa: E402
+from rnnmnist.training.loop import fit  # noqa: E402
 from rnnmnist.training.model import SequenceClassifier  # noqa: E402
+from rnnmnist.training.run import Run, TrainState  # noqa: E402
 from rnnmnist.training.rundir import RunDir  # noqa: E402
 
 console = Console()

@@ -29,9 +29,9 @@ from rnnmnist.errors import RnnmnistError
 from rnnmnist.training import checkpoint
 from rnnmnist.training.data import load_mnist
 from rnnmnist.training.distributed import SINGLE
-from rnnmnist.training.lifecycle import _build
-from rnnmnist.training.loop import Run, TrainState
+from rnnmnist.training.lifecycle import _build_parts
 from rnnmnist.training.model import SequenceClassifier
+from rnnmnist.training.run import Run, TrainState
 from rnnmnist.training.rundir import RunDir
 
 CFG = Config(hidden_size=8, batch_size=25, iters=25 * 12 + 1, val_size=100, log_every=5, device="cpu", precision="fp32")
@@ -122,7 +122,7 @@ def _use_in_process(raw: bytes, path: Path, tiny_data: Path) -> str:
         ckpt.build_model()
         if ckpt.training is not None and not ckpt.notes:
             data = load_mnist(tiny_data, ckpt.config.val_size, download=False)
-            _build(ckpt.config, ckpt, data, torch.device("cpu"), SINGLE)
+            _build_parts(ckpt.config, ckpt, data, torch.device("cpu"), SINGLE)
     except RnnmnistError as e:
         message = str(e)
         assert message and "\n" not in message, message

@@ -179,7 +179,7 @@ def test_a_resumed_run_counts_training_time_per_process(tiny_data: Path, tmp_pat
 
 
 def test_interrupted_runs_of_a_config_are_found(tiny_data: Path, tmp_path: Path) -> None:
-    from rnnmnist.training.lifecycle import interrupted_runs
+    from rnnmnist.experiments.interrupted import interrupted_runs
 
     runs = tmp_path / "runs"
     _interrupted(tiny_data, runs / "20260101-000000")

@@ -54,8 +54,8 @@ def train_seeds(
 ) -> None:
     from rnnmnist import process
     from rnnmnist.experiments.seeds import run_seeds
+    from rnnmnist.training import lifecycle
     from rnnmnist.training.events import TrainingInterrupted
-    from rnnmnist.training.lifecycle import train
 
     ui = common.ui()
 
@@ -73,7 +73,7 @@ def train_seeds(
                 sys.exit(code)
             return
         with ui.training() as display:
-            train(plan, display, time.perf_counter())
+            lifecycle.train(plan, display, time.perf_counter())
 
     try:
         with process.training():

@@ -141,25 +141,10 @@ def train(
     started = process_started()  # the wall time and start-up phase of a run count from the process's start
     from_env, typed = flags_by_source(ctx, flags)
     if resume is not None:
-        given = [f"--{k.replace('_', '-')}" for k in typed] + [
-            name for name, value in (("--config", config_file), ("--out", out), ("--force", force)) if value
-        ]
-        if given:
-            raise click.UsageError(f"--resume continues a run with its stored config; drop {', '.join(given)}")
-        cfg = None
-    else:
-        cfg = resolve_config(config_file, from_env, typed)
+        _refuse_with_resume(typed, config_file, out, force)
+    cfg = resolve_config(config_file, from_env, typed) if resume is None else None
     if print_config:
-        from rnnmnist.training.lifecycle import resumable
-
-        resolved = cfg if resume is None else resumable(resume).config
-        if common.as_json:  # for scripts: the same keys and values, as JSON
-            from rnnmnist import jsonout
-
-            click.echo(jsonout.dumps(resolved.to_dict()))
-        else:
-            click.echo(config.to_toml(resolved), nl=False)
-        return
+        return _print_config(common, cfg, resume)
     ui = common.ui()
     if tensorboard:
         from rnnmnist.training.tensorboard import require_tensorboard
@@ -182,13 +167,35 @@ def train(
         ui.detail(
             f"resuming with the stored config: ignoring {', '.join('RNNMNIST_TRAIN_' + k.upper() for k in from_env)}"
         )
-    _train(common, ui, cfg, run_folder, resume is not None, force, tensorboard, started)
+    _run_here(common, ui, cfg, run_folder, resume is not None, force, tensorboard, started)
+
+
+def _refuse_with_resume(typed: dict[str, Any], config_file: Path | None, out: Path | None, force: bool) -> None:
+    """--resume continues with the stored config: a flag that would change it is a usage error."""
+    given = [f"--{k.replace('_', '-')}" for k in typed] + [
+        name for name, value in (("--config", config_file), ("--out", out), ("--force", force)) if value
+    ]
+    if given:
+        raise click.UsageError(f"--resume continues a run with its stored config; drop {', '.join(given)}")
+
+
+def _print_config(common: Common, cfg: config.Config | None, resume: Path | None) -> None:
+    """--print-config: the resolved config (a resumed run's stored one) as TOML, or with --json as JSON."""
+    from rnnmnist.training.lifecycle import resumable
+
+    resolved = cfg if resume is None else resumable(resume).config
+    if common.as_json:  # for scripts: the same keys and values, as JSON
+        from rnnmnist import jsonout
+
+        click.echo(jsonout.dumps(resolved.to_dict()))
+    else:
+        click.echo(config.to_toml(resolved), nl=False)
 
 
 def _mention_interrupted(ui: Any, cfg: config.Config, new_folder: Path) -> None:
     """The same command typed again after Ctrl-C starts a new run (a careful user may want that), but says
     where the interrupted one is and how to continue it instead: resuming by itself would surprise more."""
-    from rnnmnist.training.lifecycle import interrupted_runs
+    from rnnmnist.experiments.interrupted import interrupted_runs
 
     found = interrupted_runs(new_folder.parent, cfg)
     if not found or ui.verbosity < 0:
@@ -204,17 +211,17 @@ def _mention_interrupted(ui: Any, cfg: config.Config, new_folder: Path) -> None:
     )
 
 
-def _train(
+def _run_here(
     common: Common, ui: Any, cfg: config.Config | None, out: Path, resume: bool, force: bool, tb: bool, started: float
 ) -> None:
+    """Train in this process (one rank of a distributed run: torchrun's, or --nproc's); rank 0 reports."""
     from rnnmnist import process
-    from rnnmnist.training import distributed
-    from rnnmnist.training.lifecycle import Plan, train
+    from rnnmnist.training import distributed, lifecycle
 
-    plan = Plan(out, cfg, resume, force, common.data_dir, common.download, tb)
+    plan = lifecycle.Plan(out, cfg, resume, force, common.data_dir, common.download, tb)
     main_rank = distributed.from_environment().main
     with process.training(), ui.training() if main_rank else contextlib.nullcontext(None) as display:
-        summary = train(plan, display, started)
+        summary = lifecycle.train(plan, display, started)
     if not main_rank:
         return
     if ui.json_mode:

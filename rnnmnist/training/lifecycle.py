@@ -1,33 +1,36 @@
-"""Where a training run starts, resumes and ends: run folder, data, device, processes and signals.
+"""A training run's lifecycle: start, resume, interrupt, save and finish, around the loop.
 
-:func:`train` is everything between a parsed command line and a finished run
-folder, in order: settle the config and device, join the other processes (DDP),
-load the data, build the model (refusing one that cannot fit in memory), take the
-run folder (lock, --force, --resume), then :func:`rnnmnist.training.loop.fit` under
-SIGINT/SIGTERM handling, and :func:`rnnmnist.training.loop.finish`. A start that fails or
-is interrupted before its first step leaves nothing behind.
+:func:`train` is everything between a parsed command line and a finished run folder, in
+order: settle the config and device, join the other processes (DDP), load the data, build
+the model (refusing one that cannot fit in memory), take the run folder (lock, --force,
+--resume), build the :class:`~rnnmnist.training.run.Run` once, whole, then
+:func:`rnnmnist.training.loop.fit` under SIGINT/SIGTERM handling and
+:func:`rnnmnist.training.loop.finish`. A stop (a signal, or a callback's StopEarly) saves
+the resumable checkpoint here, in one place. A start that fails or is interrupted before
+its first step leaves nothing behind.
 """
 
 from __future__ import annotations
 
 import contextlib
+import signal
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
 
-from rnnmnist import signals
 from rnnmnist.config import Config
 from rnnmnist.errors import BadValueError, CheckpointError, DataError, RnnmnistError
-from rnnmnist.signals import GracefulStop, signal_name
+from rnnmnist.signals import GracefulStop, Interrupted, signal_name
 from rnnmnist.training import checkpoint, distributed
 from rnnmnist.training.data import Mnist, load_mnist
 from rnnmnist.training.device import resolve_device, training_precision
 from rnnmnist.training.events import CallbackList, StopEarly, TrainCallbacks, TrainingInterrupted, TrainSummary
-from rnnmnist.training.loop import Run, TrainState, finish, fit
+from rnnmnist.training.loop import finish, fit
 from rnnmnist.training.model import SequenceClassifier, training_bytes
 from rnnmnist.training.phases import Phases
+from rnnmnist.training.run import Run, TrainState
 from rnnmnist.training.rundir import RunDir, check_out_path
 
 DEFAULT_DATA_DIR = Path("data")
@@ -56,57 +59,6 @@ def resumable(folder: Path) -> checkpoint.Checkpoint:
     if ckpt.notes:
         raise CheckpointError(f"{run_dir.checkpoint}: cannot resume with a damaged config: {ckpt.notes[0]}")
     return ckpt
-
-
-@dataclass(frozen=True)
-class Interrupted:
-    """A resumable run folder: where, and how far it got."""
-
-    folder: Path
-    step: int
-    total: int | None  # None when its length cannot be read without loading the data
-
-
-def interrupted_runs(parent: Path, cfg: Config) -> list[Interrupted]:
-    """Resumable runs of ``cfg`` in the folders directly under ``parent`` (where runs go by default),
-    latest first: a run stopped by Ctrl-C that the same command, typed again, would otherwise not mention.
-
-    ``cfg`` may leave precision "auto"; a stored run has it resolved, so then any precision matches.
-    Folders that are damaged, held by a running process or of another config are skipped.
-    """
-    from rnnmnist.config import ConfigError, from_stored, read_toml
-    from rnnmnist.experiments.runs import read_run
-
-    found = []
-    try:
-        folders = sorted((p for p in parent.iterdir() if p.is_dir()), key=lambda p: p.name, reverse=True)
-    except OSError:
-        return []
-    for folder in folders:
-        if not (folder / "config.toml").is_file() or not (folder / "checkpoint.pt").is_file():
-            continue
-        try:
-            stored, notes = from_stored(read_toml(folder / "config.toml"))  # as --resume would read it
-        except ConfigError:
-            continue
-        if notes or (stored != cfg and not (cfg.precision == "auto" and replace(stored, precision="auto") == cfg)):
-            continue
-        info = read_run(folder)
-        if info.status != "resumable" or info.steps is None:
-            continue
-        found.append(Interrupted(folder, info.steps, _total_steps(stored, folder)))
-    return found
-
-
-def _total_steps(cfg: Config, folder: Path) -> int | None:
-    from rnnmnist.experiments.peek import peek
-
-    if cfg.epochs == 0:
-        return cfg.training_steps(0)  # a length in examples does not depend on the data
-    with contextlib.suppress(CheckpointError, KeyError, TypeError, AttributeError, IndexError):
-        shape = peek(folder / "checkpoint.pt")["training"]["data_order"]["permutation"].shape
-        return cfg.training_steps(int(shape[0]))
-    return None
 
 
 def data_dir_for(plan: Plan) -> Path:
@@ -186,7 +138,73 @@ def _oom(cfg: Config) -> str:
     )
 
 
-def _build(cfg: Config, resume: checkpoint.Checkpoint | None, data: Mnist, device: torch.device, rank) -> Run:
+def train(plan: Plan, display: TrainCallbacks | None, started: float) -> TrainSummary:
+    """Run ``plan`` to the end; every rank of a distributed run calls this.
+
+    ``started`` (a ``time.perf_counter()`` value) is where the run's wall time and
+    start-up phase begin: the process's start for ``rnnmnist train``.
+    """
+    rank = distributed.from_environment()
+    resume = resumable(plan.out) if plan.resume else None
+    cfg = resume.config if resume is not None else plan.config
+    if not plan.resume:
+        check_out_path(plan.out)
+    device = resolve_device(cfg.device)
+    # "auto" is resolved here and stored, so eval and a rerun compute as training did.
+    cfg = replace(cfg, precision=training_precision(cfg.precision, device))
+    run_dir = RunDir(plan.out)
+    if rank.distributed:
+        device = distributed.join(rank, device)
+        run_dir = RunDir(distributed.broadcast(str(run_dir.path)))  # rank 0's folder for every rank
+    try:
+        return _start_to_finish(plan, cfg, resume, run_dir, device, rank, display, Phases(started))
+    finally:
+        distributed.leave()
+        run_dir.lock.release()
+
+
+def _start_to_finish(
+    plan: Plan,
+    cfg: Config,
+    resume: checkpoint.Checkpoint | None,
+    run_dir: RunDir,
+    device: torch.device,
+    rank: distributed.Rank,
+    display: TrainCallbacks | None,
+    phases: Phases,
+) -> TrainSummary:
+    """The parts that can fail first (data, model, state), then the folder, then the :class:`Run`, whole."""
+    with phases.timed("data"):
+        data = _load_data(plan, cfg)
+    if resume is not None:
+        _check_same_data(resume, len(data.train), plan)
+    try:
+        with _out_of_memory_is_one_line(cfg):
+            model, data, state = _build_parts(cfg, resume, data, device, rank)
+    except CheckpointError as e:  # the resumed checkpoint's training state or weights
+        raise CheckpointError(f"{run_dir.checkpoint}: {e}") from None
+    _take_folder(run_dir, plan, cfg, data_dir_for(plan), rank)
+    board = None
+    try:
+        board = _tensorboard(plan, run_dir, rank)
+        followers = [c for c in (display if rank.main else None, board) if c is not None]
+        run = Run(cfg, model, data, state, run_dir, CallbackList(*followers), rank)
+        _fit(run, phases)
+    except BaseException:
+        if state.step == 0 and rank.main:
+            run_dir.forget_created()  # a start that trained nothing leaves nothing behind
+        raise
+    finally:
+        if board is not None:
+            board.close()
+    return _finish(run, phases)
+
+
+def _build_parts(
+    cfg: Config, resume: checkpoint.Checkpoint | None, data: Mnist, device: torch.device, rank: distributed.Rank
+) -> tuple[torch.nn.Module, Mnist, TrainState]:
+    """The model, the data on the device and the training state (a resumed run's, checked): what can fail
+    (memory, a damaged checkpoint) before the run folder is touched."""
     check_fits_in_memory(cfg, device)
     if resume is None:
         torch.manual_seed(cfg.seed)  # the same initial weights on every rank
@@ -203,7 +221,7 @@ def _build(cfg: Config, resume: checkpoint.Checkpoint | None, data: Mnist, devic
     state = TrainState(cfg, model, len(data.train), device, rank)
     if resume is not None:
         state.load_state_dict(resume.training)
-    return Run(cfg, model, data, state, RunDir(Path()), rank=rank)
+    return model, data, state
 
 
 def _take_folder(run_dir: RunDir, plan: Plan, cfg: Config, data_dir: Path, rank: distributed.Rank) -> None:
@@ -227,91 +245,61 @@ def _take_folder(run_dir: RunDir, plan: Plan, cfg: Config, data_dir: Path, rank:
         raise problem
 
 
-def train(plan: Plan, display: TrainCallbacks | None, started: float) -> TrainSummary:
-    """Run ``plan`` to the end; every rank of a distributed run calls this.
+def _tensorboard(plan: Plan, run_dir: RunDir, rank: distributed.Rank) -> TrainCallbacks | None:
+    if not (plan.tensorboard and rank.main):
+        return None
+    from rnnmnist.training.tensorboard import TensorBoardLogger
 
-    ``started`` (a ``time.perf_counter()`` value) is where the run's wall time and
-    start-up phase begin: the process's start for ``rnnmnist train``.
-    """
-    rank = distributed.from_environment()
-    resume = resumable(plan.out) if plan.resume else None
-    cfg = resume.config if resume is not None else plan.config
-    if not plan.resume:
-        check_out_path(plan.out)
-    device = resolve_device(cfg.device)
-    # "auto" is resolved here and stored, so eval and a rerun compute as training did.
-    cfg = replace(cfg, precision=training_precision(cfg.precision, device))
-    run_dir = RunDir(plan.out)
-    if rank.distributed:
-        device = distributed.join(rank, device)
-        run_dir = RunDir(distributed.broadcast(str(run_dir.path)))  # rank 0's folder for every rank
+    return TensorBoardLogger(run_dir.path / "tensorboard")
+
+
+def _fit(run: Run, phases: Phases) -> None:
+    """:func:`fit` under SIGINT/SIGTERM handling: the first signal stops it after the current step, saved to
+    resume (outside this, the signals end the process)."""
     try:
-        return _train(plan, cfg, resume, run_dir, device, rank, display, Phases(started))
-    finally:
-        distributed.leave()
-        run_dir.lock.release()
-
-
-def _train(
-    plan: Plan,
-    cfg: Config,
-    resume: checkpoint.Checkpoint | None,
-    run_dir: RunDir,
-    device: torch.device,
-    rank: distributed.Rank,
-    display: TrainCallbacks | None,
-    phases: Phases,
-) -> TrainSummary:
-    with phases.timed("data"):
-        data = _load_data(plan, cfg)
-    if resume is not None:
-        _check_same_data(resume, len(data.train), plan)
-    try:
-        with _out_of_memory_is_one_line(cfg):
-            run = _build(cfg, resume, data, device, rank)
-    except CheckpointError as e:  # the resumed checkpoint's training state or weights
-        raise CheckpointError(f"{run_dir.checkpoint}: {e}") from None
-    _take_folder(run_dir, plan, cfg, data_dir_for(plan), rank)
-    run.run_dir = run_dir
-    board = None
-    try:
-        callbacks = [display] if display is not None and rank.main else []
-        if plan.tensorboard and rank.main:
-            from rnnmnist.training.tensorboard import TensorBoardLogger
-
-            board = TensorBoardLogger(run_dir.path / "tensorboard")
-            callbacks.append(board)
-        run.callbacks = CallbackList(*callbacks)
-        run.callbacks.on_start(cfg, run.state.step + 1, run.state.total, device, len(run.data.train))
-        # Signals stop the loop gracefully (a resumable checkpoint); outside it they end the process.
-        with GracefulStop() as stop, _out_of_memory_is_one_line(cfg), phases.timed("train"):
-            fit(run, stop)
+        with GracefulStop() as stop, _out_of_memory_is_one_line(run.cfg), phases.timed("train"):
+            signum = fit(run, stop)
+            if signum:
+                raise _stopped(run, signum)
     except StopEarly:
         run.save_resumable()  # a callback's request (a sweep's pruner): stop as after an interrupt, resumable
         raise
-    except BaseException:
-        if run.state.step == 0 and rank.main:
-            run_dir.forget_created()  # a start that trained nothing leaves nothing behind
-        raise
-    finally:
-        if board is not None:
-            board.close()
+
+
+def _finish(run: Run, phases: Phases) -> TrainSummary:
+    """:func:`finish`, the final evaluation and save; a signal there keeps the trained model resumable
+    (--resume then only evaluates and saves)."""
     try:
         return finish(run, phases)
-    except (signals.Interrupted, KeyboardInterrupt) as e:
-        _interrupted_in_final_evaluation(run, e)
-        raise
+    except (Interrupted, KeyboardInterrupt) as e:
+        if run.rank.distributed:  # the other ranks are not in a state to take part in saving
+            raise
+        raise _stopped(run, e.signum if isinstance(e, Interrupted) else signal.SIGINT) from None
 
 
-def _interrupted_in_final_evaluation(run: Run, e: BaseException) -> None:
-    """Keep the trained model resumable: --resume then only evaluates and saves."""
-    if run.rank.distributed:  # the other ranks are not in a state to take part in saving
-        return
-    signum = e.signum if isinstance(e, signals.Interrupted) else 2
+def _stopped(run: Run, signum: int) -> TrainingInterrupted:
+    """Save what can be resumed, and the exception that says how to go on: the one place a run stopped by
+    a signal is saved (during training, or after its last step, during the final evaluation)."""
     name = signal_name(signum)
+    state, run_dir = run.state, run.run_dir
+    if state.step == state.total:
+        run.save_resumable()
+        return TrainingInterrupted(
+            f"interrupted ({name}) during the final evaluation, after all {state.total} steps; saved "
+            f"{run_dir.checkpoint}; finish with: rnnmnist train --resume {run_dir.path}",
+            signum,
+        )
+    where = f"at step {state.step} of {state.total}"
+    if state.step == 0:
+        return TrainingInterrupted(f"interrupted ({name}) before the first step; nothing was kept", signum)
+    if not run.weights_finite():
+        return TrainingInterrupted(
+            f"interrupted ({name}) {where} with non-finite weights; {run_dir.last_good()}", signum
+        )
     run.save_resumable()
-    raise TrainingInterrupted(
-        f"interrupted ({name}) during the final evaluation, after all {run.state.total} steps; saved "
-        f"{run.run_dir.checkpoint}; finish with: rnnmnist train --resume {run.run_dir.path}",
+    nproc = f" --nproc {run.rank.world_size}" if run.rank.distributed else ""
+    return TrainingInterrupted(
+        f"interrupted ({name}) {where}; saved {run_dir.checkpoint}; "
+        f"resume with: rnnmnist train --resume {run_dir.path}{nproc}",
         signum,
-    ) from None
+    )

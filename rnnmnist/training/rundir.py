@@ -106,6 +106,8 @@ class RunLock:
 
 
 class RunDir:
+    """A run folder's files, and its lock."""
+
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
         self.lock = RunLock(self.path)
@@ -130,6 +132,12 @@ class RunDir:
     @property
     def info_file(self) -> Path:
         return self.path / "run.json"
+
+    def last_good(self) -> str:
+        """Where a run that went wrong (diverged, or stopped with non-finite weights) left its last good state."""
+        if self.checkpoint.exists():
+            return f"the last good checkpoint is kept in {self.checkpoint}"
+        return "no checkpoint had been written (use --save-every to keep some)"
 
     def existing(self) -> list[str]:
         return [name for name in RUN_FILES if (self.path / name).exists()]
