@@ -123,7 +123,7 @@ class RnnmnistGroup(click.Group):
                 signals.default_signals()
         if not standalone_mode:
             return rv
-        sys.exit(rv if isinstance(rv, int) else 0)
+        sys.exit(rv if isinstance(rv, int) else ExitCode.SUCCESS)
 
 
 # Every option can also come from the environment: RNNMNIST_<COMMAND>_<OPTION>, e.g. RNNMNIST_TRAIN_LR.

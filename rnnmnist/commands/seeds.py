@@ -81,7 +81,7 @@ def train_seeds(
     except TrainingInterrupted as e:
         again = f"rnnmnist train --seeds {','.join(map(str, seeds))} --out {out} ..."
         raise TrainingInterrupted(
-            f"{e}; to continue every seed, run the same command again ({again})", e.exit_code - 128
+            f"{e}; to continue every seed, run the same command again ({again})", e.signum
         ) from None
     done_before = [s.seed for s in steps if s.action == "done"]
     if done_before:

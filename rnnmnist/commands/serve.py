@@ -13,7 +13,7 @@ from typing import Any
 import click
 
 from rnnmnist.cli.options import Common, device_option, pass_common
-from rnnmnist.errors import RnnmnistError
+from rnnmnist.errors import ExitCode, RnnmnistError
 
 SERVE_EXAMPLES = """\b
 Examples:
@@ -206,4 +206,4 @@ def serve(common: Common, checkpoint: Path, host: str, port: int, threads: int, 
         return stopped
     if not server.started:
         raise RnnmnistError("the server could not start (see the lines above)")
-    return 0
+    return ExitCode.SUCCESS

@@ -131,5 +131,5 @@ def _search(common: Common, ui: Ui, space: SearchSpace, out: Path, trials: int, 
     except TrainingInterrupted as e:
         raise TrainingInterrupted(
             f"{e.args[0].split(';')[0]}; the trial is marked failed; run the same command again to continue the study",
-            e.exit_code - 128,
+            e.signum,
         ) from None

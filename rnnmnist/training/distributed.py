@@ -23,7 +23,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from rnnmnist.errors import RnnmnistError, one_line
+from rnnmnist.errors import ExitCode, RnnmnistError, one_line
 
 # A peer that is gone makes collectives fail after this long at most, instead of hanging.
 TIMEOUT = timedelta(seconds=60)
@@ -143,6 +143,6 @@ def launch(nproc: int, argv: list[str]) -> int:
         first = min(killed or failures, key=lambda f: f.timestamp)
         if first.exitcode < 0:  # killed by a signal: it could not say so itself
             sys.stderr.write(f"Error: rank {first.local_rank} was killed ({first.signal_name()}); the run stopped\n")
-            return 1
+            return ExitCode.FAILURE
         return first.exitcode
-    return 0
+    return ExitCode.SUCCESS

@@ -78,6 +78,7 @@ class TrainingInterrupted(RnnmnistError):
 
     def __init__(self, message: str, signum: int) -> None:
         super().__init__(message)
+        self.signum = signum
         self.exit_code = ExitCode.for_signal(signum)
 
 
