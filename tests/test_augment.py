@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from rnnmnist.cli.main import cli
 from rnnmnist.config import DEFAULTS
 from rnnmnist.training import checkpoint
-from rnnmnist.training.augment import Augmentation, apply, augment
+from rnnmnist.training.augment import Augmentation, apply, augment, random_affine
 from rnnmnist.training.synthetic import tiny_train_args
 
 EVERYTHING = Augmentation(
@@ -37,7 +37,7 @@ def ink_pixels(x: torch.Tensor) -> torch.Tensor:
     return (x > 0.5).sum(dim=(1, 2))  # (B,)
 
 
-def test_shape_dtype_range(digits: torch.Tensor) -> None:
+def test_every_augmentation_keeps_shape_dtype_and_range_and_draws_per_image(digits: torch.Tensor) -> None:
     torch.manual_seed(0)
     out = apply(digits, EVERYTHING)
     assert out.shape == digits.shape and out.dtype == digits.dtype
@@ -47,7 +47,7 @@ def test_shape_dtype_range(digits: torch.Tensor) -> None:
     assert not torch.equal(out[0], out[1])  # each image its own draw
 
 
-def test_off_is_identity(digits: torch.Tensor) -> None:
+def test_augmentation_off_is_the_identity_and_each_transformation_does_something(digits: torch.Tensor) -> None:
     assert apply(digits, Augmentation()) is digits
     for f in dataclasses.fields(Augmentation):  # each transformation with its own strength at 0
         others = dataclasses.replace(EVERYTHING, **{f.name: 0.0})
@@ -57,7 +57,7 @@ def test_off_is_identity(digits: torch.Tensor) -> None:
         assert not torch.equal(with_it, apply(digits, others)), f.name  # every one of them does something
 
 
-def test_seeded(digits: torch.Tensor) -> None:
+def test_augmentation_is_seeded(digits: torch.Tensor) -> None:
     torch.manual_seed(3)
     a = apply(digits, EVERYTHING)
     torch.manual_seed(3)
@@ -95,7 +95,7 @@ def test_geometry_moves_ink_but_keeps_it(digits: torch.Tensor) -> None:
         assert ((mass > 0.6) & (mass < 1.5)).all(), aug
 
 
-def test_grey_levels(digits: torch.Tensor) -> None:
+def test_ink_contrast_and_noise_change_grey_levels_within_range(digits: torch.Tensor) -> None:
     torch.manual_seed(0)
     faint = apply(digits, Augmentation(ink=0.5))
     peak = faint.amax(dim=(1, 2))
@@ -107,7 +107,7 @@ def test_grey_levels(digits: torch.Tensor) -> None:
     assert (noisy[:, :4, :4] > 0).any() and noisy.min() >= 0 and noisy.max() <= 1
 
 
-def test_augment_reads_the_config_fields(digits: torch.Tensor) -> None:
+def test_augment_takes_its_strengths_from_the_config_fields(digits: torch.Tensor) -> None:
     cfg = dataclasses.replace(DEFAULTS, **{f"aug_{f.name}": 0.0 for f in dataclasses.fields(Augmentation)})
     assert torch.equal(augment(digits, cfg), digits)
     torch.manual_seed(0)
@@ -116,14 +116,14 @@ def test_augment_reads_the_config_fields(digits: torch.Tensor) -> None:
     assert torch.equal(a, apply(digits, Augmentation.from_config(DEFAULTS)))
 
 
-def test_bad_strength_is_a_usage_error(tiny_data: Path) -> None:
+def test_a_strength_out_of_range_is_a_usage_error(tiny_data: Path) -> None:
     result = CliRunner().invoke(cli, ["train", "--data-dir", str(tiny_data), "--aug-blur", "9", "--print-config"])
     assert result.exit_code == 2
     assert "aug_blur must be a number >= 0 and <= 1.5" in result.stderr
     assert "Traceback" not in result.output
 
 
-def test_tiny_training_run_with_every_augmentation(tiny_data: Path, tmp_path: Path) -> None:
+def test_a_tiny_run_with_every_augmentation_trains_reproducibly(tiny_data: Path, tmp_path: Path) -> None:
     flags = [f"--aug-{f.name}={getattr(EVERYTHING, f.name)}" for f in dataclasses.fields(Augmentation)]
     runs = []
     for name in ("a", "b"):
@@ -172,3 +172,17 @@ def test_aug_fraction_augments_that_share_of_each_batch_and_leaves_the_rest(digi
     assert torch.equal(out[:16], apply(digits[:16], Augmentation.from_config(DEFAULTS)))
     assert torch.equal(augment(digits, dataclasses.replace(DEFAULTS, aug_fraction=0.0)), digits)
     assert augment(digits[:1], dataclasses.replace(DEFAULTS, aug_fraction=0.4)).shape == (1, 28, 28)  # rounds to 0
+
+
+def test_random_affine_is_small_and_seeded() -> None:
+    images = torch.zeros(64, 28, 28)
+    images[:, 8:20, 12:16] = 1.0
+    torch.manual_seed(0)
+    a = random_affine(images)
+    torch.manual_seed(0)
+    b = random_affine(images)
+    assert torch.equal(a, b)
+    assert a.shape == images.shape
+    assert not torch.equal(a, images)
+    mass = a.sum(dim=(1, 2)) / images.sum(dim=(1, 2))
+    assert ((mass > 0.75) & (mass < 1.3)).all()  # scaled by at most 10% per side: mass by at most ~21%

@@ -1,3 +1,6 @@
+"""The typed config (rnnmnist.config): defaults, bounds, config files, presets, the short-run recipe, and how
+flags, the environment and files combine."""
+
 from __future__ import annotations
 
 import json
@@ -6,10 +9,9 @@ from dataclasses import fields
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
+from clitools import invoke
 
 from rnnmnist import config
-from rnnmnist.cli.main import cli
 from rnnmnist.config import Config, ConfigError
 
 ALL_CONFIGS = sorted((Path(__file__).parent.parent / "configs").glob("*.toml"))
@@ -18,27 +20,27 @@ SWEEPS = [p for p in ALL_CONFIGS if "search" in tomllib.loads(p.read_text())]
 CONFIGS = [p for p in ALL_CONFIGS if p not in SWEEPS]
 
 
-def test_notebook_step_count() -> None:
+def test_the_notebooks_iterations_make_781_steps() -> None:
     # The notebook: `while step * batch_size < 100000`, step from 1 -> 781 steps.
     assert Config(iters=100_000, batch_size=128).training_steps(55_000) == 781
     assert Config(iters=129, batch_size=128).training_steps(55_000) == 1
     assert Config(iters=257, batch_size=128).training_steps(55_000) == 2
 
 
-def test_epochs_replace_iters() -> None:
+def test_epochs_count_full_batches_instead_of_iters() -> None:
     # 55,000 // 128 = 429 full batches per epoch.
     assert Config(epochs=2, batch_size=128).training_steps(55_000) == 858
     assert Config(epochs=0.5, batch_size=128).training_steps(55_000) == 214
 
 
-def test_precedence_defaults_file_flags() -> None:
+def test_flags_beat_the_file_and_the_file_beats_the_defaults() -> None:
     cfg = config.build(("file", {"lr": 0.001, "schedule": "constant"}), ("flags", {"lr": 0.005}))
     assert cfg.lr == 0.005
     assert cfg.schedule == "constant"
     assert cfg.batch_size == config.DEFAULTS.batch_size
 
 
-def test_unknown_key_is_named_with_suggestion() -> None:
+def test_an_unknown_key_is_named_with_a_suggestion() -> None:
     with pytest.raises(ConfigError, match=r"my.toml: unknown key 'lrr' \(did you mean 'lr'\?\)"):
         config.build(("my.toml", {"lrr": 0.1}))
 
@@ -58,14 +60,14 @@ def test_unknown_key_is_named_with_suggestion() -> None:
         ("dropout", 1.0, "< 1"),
     ],
 )
-def test_bad_values_name_key_and_allowed(key: str, value: object, allowed: str) -> None:
+def test_a_bad_value_names_its_key_and_the_allowed_values(key: str, value: object, allowed: str) -> None:
     with pytest.raises(ConfigError) as e:
         config.build(("file.toml", {key: value}))
     assert key in str(e.value)
     assert allowed in str(e.value)
 
 
-def test_int_accepted_for_float_field() -> None:
+def test_an_int_is_accepted_for_a_float_field() -> None:
     assert config.build(("f", {"lr": 1})).lr == 1.0
 
 
@@ -74,7 +76,7 @@ def test_iters_below_one_batch_is_rejected() -> None:
         config.build(("f", {"iters": 100, "batch_size": 128}))
 
 
-def test_toml_round_trip(tmp_path: Path) -> None:
+def test_a_config_survives_a_toml_round_trip(tmp_path: Path) -> None:
     cfg = Config(lr=0.003, schedule="cosine", init="tf", bidirectional=True, cell="gru")
     path = tmp_path / "c.toml"
     path.write_text(config.to_toml(cfg))
@@ -86,7 +88,7 @@ def test_toml_round_trip(tmp_path: Path) -> None:
         assert f"# {f.metadata['help']}" in text
 
 
-def test_every_field_documented_with_allowed_values() -> None:
+def test_every_field_is_documented_with_its_allowed_values() -> None:
     for f in fields(Config):
         assert f.metadata["help"], f.name
         kind = config.FIELD_TYPES[f.name]
@@ -102,14 +104,14 @@ def test_every_field_documented_with_allowed_values() -> None:
         ("lr = 'fast'", "lr must be a number"),
     ],
 )
-def test_bad_files(tmp_path: Path, text: str, message: str) -> None:
+def test_a_bad_config_file_is_refused_saying_why(tmp_path: Path, text: str, message: str) -> None:
     path = tmp_path / "bad.toml"
     path.write_text(text)
     with pytest.raises(ConfigError, match=message):
         config.build((str(path), config.read_toml(path)))
 
 
-def test_missing_file() -> None:
+def test_a_missing_config_file_is_refused() -> None:
     with pytest.raises(ConfigError, match="does not exist"):
         config.read_toml("/nonexistent/x.toml")
 
@@ -128,7 +130,7 @@ def test_seed_config_is_the_notebook() -> None:
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=[p.name for p in CONFIGS])
-def test_config_files_load_and_train(path: Path, tiny_data: Path, tmp_path: Path) -> None:
+def test_every_training_config_file_loads_and_trains(path: Path, tiny_data: Path, tmp_path: Path) -> None:
     values = tomllib.loads(path.read_text())
     assert values, f"{path.name} sets nothing"
     cfg = config.build((path.name, values))
@@ -138,7 +140,7 @@ def test_config_files_load_and_train(path: Path, tiny_data: Path, tmp_path: Path
     if cfg.mode != "rows":  # 784-step recipes: the file's own settings, on a network small enough for a test
         args += ["--hidden-size", "8"]
     args += ["--data-dir", str(tiny_data), "--out", str(tmp_path / "run"), "--json"]
-    result = CliRunner().invoke(cli, args)
+    result = invoke(*args)
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["steps"] == 2
 
@@ -226,19 +228,28 @@ def test_every_preset_resolves_to_its_own_values_over_the_defaults(path: Path) -
 
 
 def test_the_resolved_short_run_is_printed_trained_and_stored(tiny_data: Path, tmp_path: Path) -> None:
-    printed = CliRunner().invoke(cli, ["train", "--iters", "100000", "--print-config"])
+    printed = invoke("train", "--iters", "100000", "--print-config")
     assert printed.exit_code == 0, printed.output
     assert "\nbatch_size = 128\n" in printed.stdout and "\nhidden_size = 96\n" in printed.stdout
-    explicit = CliRunner().invoke(cli, ["train", "--iters", "100000", "--batch-size", "256", "--print-config"])
+    explicit = invoke("train", "--iters", "100000", "--batch-size", "256", "--print-config")
     assert "\nbatch_size = 256\n" in explicit.stdout
 
     from rnnmnist.training import checkpoint
 
     out = tmp_path / "run"
     args = ["train", "--data-dir", str(tiny_data), "--out", str(out), "--val-size", "100", "--iters", "257"]
-    result = CliRunner().invoke(cli, [*args, "--device", "cpu"])
+    result = invoke(*args, "--device", "cpu")
     assert result.exit_code == 0, result.output
     assert "LSTM 96" in result.output and "2 steps of 128" in result.output  # the header says what trains
     stored = checkpoint.load(out / "checkpoint.pt").config
     assert (stored.batch_size, stored.hidden_size) == (128, 96)
     assert "\nbatch_size = 128\n" in (out / "config.toml").read_text()  # rerunning it trains the same
+
+
+def test_a_flag_wins_over_the_environment_and_both_lengths_together_are_refused() -> None:
+    env = {"RNNMNIST_TRAIN_ITERS": "1000"}
+    result = invoke("train", "--print-config", "--epochs", "1", env=env)
+    assert result.exit_code == 0, result.output
+    assert "\nepochs = 1.0\n" in result.output
+    both = invoke("train", "--print-config", "--epochs", "1", "--iters", "500", env=env)
+    assert both.exit_code == 2 and "not both" in both.output

@@ -1,3 +1,5 @@
+"""Reading MNIST (rnnmnist.training.data): IDX files, the splits, the batch stream, and --data-dir mistakes named."""
+
 from __future__ import annotations
 
 import gzip
@@ -7,13 +9,14 @@ from pathlib import Path
 
 import pytest
 import torch
+from clitools import invoke
 
 from rnnmnist.errors import DataError
 from rnnmnist.training.data import BatchStream, load_mnist, load_split, read_idx, read_pair, scale
-from rnnmnist.training.synthetic import TEST_FILES, TRAIN_FILES, idx_bytes, make_tiny_mnist, write_idx
+from rnnmnist.training.synthetic import TEST_FILES, TRAIN_FILES, idx_bytes, make_tiny_mnist, tiny_train_args, write_idx
 
 
-def test_load_splits_keep_uint8(tiny_data: Path) -> None:
+def test_the_loaded_splits_keep_uint8_images_and_int64_labels(tiny_data: Path) -> None:
     data = load_mnist(tiny_data, val_size=100, download=False)
     assert (len(data.train), len(data.val), len(data.test)) == (500, 100, 200)
     assert data.train.images.dtype == torch.uint8
@@ -29,13 +32,13 @@ def test_validation_is_the_first_training_images(tiny_data: Path) -> None:
     assert torch.equal(load_split(tiny_data, "val", 100, download=False).labels, full.labels[:100])
 
 
-def test_scale_to_unit_range() -> None:
+def test_scale_maps_pixels_to_the_unit_range() -> None:
     x = scale(torch.tensor([[0, 255, 51]], dtype=torch.uint8))
     assert x.dtype == torch.float32
     assert torch.allclose(x, torch.tensor([[0.0, 1.0, 0.2]]))
 
 
-def test_gz_files_are_read(tmp_path: Path, tiny_data: Path) -> None:
+def test_gzipped_idx_files_are_read(tmp_path: Path, tiny_data: Path) -> None:
     raw = tmp_path / "MNIST" / "raw"
     raw.mkdir(parents=True)
     for name in TRAIN_FILES + TEST_FILES:
@@ -64,7 +67,9 @@ def test_missing_files_offline_names_folder_and_files(tmp_path: Path) -> None:
         (b"\x00\x00\x08\x03" + struct.pack(">I", 2), "truncated header"),
     ],
 )
-def test_bad_image_files(tmp_path: Path, content: bytes, message: str) -> None:
+def test_a_bad_image_file_is_refused_naming_the_file_and_the_problem(
+    tmp_path: Path, content: bytes, message: str
+) -> None:
     path = tmp_path / "images"
     path.write_bytes(content)
     with pytest.raises(DataError, match=message) as e:
@@ -72,7 +77,18 @@ def test_bad_image_files(tmp_path: Path, content: bytes, message: str) -> None:
     assert str(path) in str(e.value)
 
 
-def test_count_mismatch_and_label_range(tmp_path: Path) -> None:
+def test_idx_files_with_no_images_are_refused_by_train(tmp_path: Path) -> None:
+    raw = tmp_path / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    empty = torch.zeros(0, 28, 28, dtype=torch.uint8)
+    for images, labels in (TRAIN_FILES, TEST_FILES):
+        (raw / images).write_bytes(idx_bytes(empty))
+        (raw / labels).write_bytes(idx_bytes(torch.zeros(0, dtype=torch.uint8)))
+    result = invoke(*tiny_train_args(tmp_path, tmp_path / "run"))
+    assert result.exit_code == 1 and "holds no images" in result.output
+
+
+def test_a_count_mismatch_a_label_out_of_range_or_a_wrong_size_is_refused(tmp_path: Path) -> None:
     images = write_idx(tmp_path / "i", torch.zeros(3, 28, 28, dtype=torch.uint8))
     labels = write_idx(tmp_path / "l", torch.tensor([1, 2], dtype=torch.uint8))
     with pytest.raises(DataError, match=r"3 images but .* 2 labels"):
@@ -85,7 +101,7 @@ def test_count_mismatch_and_label_range(tmp_path: Path) -> None:
         read_pair(images, labels)
 
 
-def test_val_size_too_large(tiny_data: Path) -> None:
+def test_a_val_size_that_leaves_no_training_images_is_refused(tiny_data: Path) -> None:
     with pytest.raises(DataError, match="val_size=600 leaves no training images"):
         load_mnist(tiny_data, val_size=600, download=False)
 
@@ -111,12 +127,12 @@ def test_batch_stream_is_seeded_and_resumable() -> None:
     assert all(torch.equal(x, c.next()) for x in expected)
 
 
-def test_batch_larger_than_split() -> None:
+def test_a_batch_larger_than_the_training_split_is_refused() -> None:
     with pytest.raises(DataError, match="larger than the training split"):
         BatchStream(n=10, batch_size=11, seed=0, device=torch.device("cpu"))
 
 
-def test_tiny_fixture_is_valid(tmp_path: Path) -> None:
+def test_the_tiny_synthetic_mnist_loads_as_mnist(tmp_path: Path) -> None:
     root = make_tiny_mnist(tmp_path, n_train=30, n_test=10)
     assert len(load_split(root, "test", 0, download=False)) == 10
 

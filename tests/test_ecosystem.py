@@ -11,17 +11,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from click.testing import CliRunner
+from clitools import invoke
 from PIL import Image
 
-from rnnmnist.cli.main import cli
 from rnnmnist.training.checkpoint import load_model
 from rnnmnist.training.model import SequenceClassifier
 from rnnmnist.training.synthetic import tiny_train_args
-
-
-def invoke(*args: str, env: dict[str, str] | None = None):
-    return CliRunner().invoke(cli, list(args), env=env)
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +30,7 @@ def run(tiny_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 # --- plot
 
 
-def test_plot_writes_pngs(run: Path, tiny_data: Path, tmp_path: Path) -> None:
+def test_plot_writes_four_pngs(run: Path, tiny_data: Path, tmp_path: Path) -> None:
     pytest.importorskip("matplotlib", reason="the plot extra (matplotlib) is not installed")
     result = invoke("plot", str(run), "--data-dir", str(tiny_data), "--out", str(tmp_path / "figs"), "--json")
     assert result.exit_code == 0, result.output
@@ -50,11 +45,20 @@ def test_plot_writes_pngs(run: Path, tiny_data: Path, tmp_path: Path) -> None:
         assert im.width > 1000  # three panels side by side
 
 
-def test_plot_of_a_folder_that_is_not_a_run(tmp_path: Path) -> None:
+def test_plot_of_a_folder_that_is_not_a_run_is_refused(tmp_path: Path) -> None:
     pytest.importorskip("matplotlib", reason="the plot extra (matplotlib) is not installed")
     result = invoke("plot", str(tmp_path))
     assert result.exit_code == 1
     assert "holds no metrics.jsonl" in result.stderr
+
+
+def test_plot_of_a_metrics_line_without_loss_names_the_numbers_it_needs(tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    folder = tmp_path / "odd"
+    folder.mkdir()
+    (folder / "metrics.jsonl").write_text(json.dumps({"step": 1, "examples": 25, "accuracy": 0.5}) + "\n")
+    result = invoke("plot", str(folder))
+    assert result.exit_code == 1 and "it needs numbers for examples, loss, accuracy, lr" in result.output
 
 
 # --- export
@@ -108,17 +112,32 @@ def test_export_without_data_checks_on_random_images(run: Path, tmp_path: Path) 
     assert json.loads(result.stdout)["checked_on"] == "random images"
 
 
-def test_export_errors(run: Path, tmp_path: Path) -> None:
+def test_export_to_a_missing_folder_or_an_unknown_format_is_refused(run: Path, tmp_path: Path) -> None:
     result = invoke("export", str(run / "checkpoint.pt"), "--format", "onnx", "--out", str(tmp_path / "no" / "m.onnx"))
     assert result.exit_code == 1
     assert "folder" in result.stderr and "does not exist" in result.stderr
     assert invoke("export", str(run / "checkpoint.pt"), "--format", "tflite").exit_code == 2
 
 
+def test_export_never_overwrites_its_input(run: Path, tmp_path: Path) -> None:
+    before = (run / "checkpoint.pt").read_bytes()
+    result = invoke(
+        "export", str(run / "checkpoint.pt"), "--format", "torchscript", "--out", str(run / "checkpoint.pt")
+    )
+    assert result.exit_code == 1 and "over its input" in result.output
+    # Another spelling of the same file, and the default output path of an input named *.ts.
+    (tmp_path / "model.ts").write_bytes(before)
+    other = tmp_path / "sub" / ".." / "model.ts"
+    (tmp_path / "sub").mkdir()
+    assert invoke("export", str(tmp_path / "model.ts"), "--format", "torchscript", "--out", str(other)).exit_code == 1
+    assert invoke("export", str(tmp_path / "model.ts"), "--format", "torchscript").exit_code == 1
+    assert (run / "checkpoint.pt").read_bytes() == before == (tmp_path / "model.ts").read_bytes()
+
+
 # --- TensorBoard
 
 
-def test_tensorboard_logs_scalars(tiny_data: Path, tmp_path: Path) -> None:
+def test_tensorboard_logs_the_scalars(tiny_data: Path, tmp_path: Path) -> None:
     pytest.importorskip("tensorboard", reason="the tensorboard extra is not installed")
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -145,7 +164,7 @@ def test_environment_variables_set_options(tiny_data: Path) -> None:
     assert bad.exit_code == 2 and "--lr" in bad.stderr
 
 
-def test_shell_completion_script() -> None:
+def test_the_shell_completion_script_is_printed() -> None:
     done = subprocess.run(
         [sys.executable, "-m", "rnnmnist"],
         env={**os.environ, "_RNNMNIST_COMPLETE": "bash_source"},
@@ -157,7 +176,7 @@ def test_shell_completion_script() -> None:
     assert "_RNNMNIST_COMPLETE" in done.stdout and "complete" in done.stdout
 
 
-def test_quiet_and_verbose(tiny_data: Path, tmp_path: Path) -> None:
+def test_quiet_and_verbose_change_what_train_prints_and_exclude_each_other(tiny_data: Path, tmp_path: Path) -> None:
     quiet = invoke(*tiny_train_args(tiny_data, tmp_path / "q", "--quiet"))
     assert quiet.exit_code == 0
     assert "Iteration:" not in quiet.stdout and "Training LSTM" not in quiet.stdout
@@ -193,19 +212,19 @@ def test_json_schemas_are_stable(run: Path, tiny_data: Path, tmp_path: Path) -> 
     assert set(trained) == {
         "test_accuracy", "test_loss", "test_accuracy_first256", "test_n", "val_accuracy", "val_loss", "steps",
         "examples", "train_seconds", "wall_seconds", "best", "checkpoint", "out_dir",
-        "phases",  # added with the speed work (issue 17)
+        "phases",  # added with the speed work
     }  # fmt: skip
     report = json.loads(invoke("eval", str(run / "checkpoint.pt"), "--data-dir", str(tiny_data), "--json").stdout)
     assert set(report) == {
         "accuracy", "loss", "n", "correct", "per_class_accuracy", "confusion", "split", "checkpoint", "precision",
-        "dataset", "class_names",  # added with --dataset (issue 16)
+        "dataset", "class_names",  # added with --dataset
     }  # fmt: skip
     row = json.loads(
         invoke("predict", str(run / "checkpoint.pt"), "--index", "1", "--data-dir", str(tiny_data), "--json").stdout
     )
     assert set(row) == {
         "input", "prediction", "confidence", "probabilities", "top3", "index", "label",
-        "class_name", "label_name",  # added with --dataset (issue 16)
+        "class_name", "label_name",  # added with --dataset
     }  # fmt: skip
 
 

@@ -10,38 +10,19 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import stat
-import subprocess
-import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner, Result
+from click.testing import Result
+from clitools import copy_of, invoke, refusal_line, rnnmnist
 from tinymodel import tiny_checkpoint
 
 from rnnmnist import files
-from rnnmnist.cli.main import cli
 from rnnmnist.errors import RnnmnistError
 from rnnmnist.files import TargetRefused, atomic_path, open_append, write_atomic
 from rnnmnist.training.synthetic import tiny_train_args
-
-ENV = {k: v for k, v in os.environ.items() if k != "RNNMNIST_DATA_DIR"}
-
-
-def invoke(*args: str) -> Result:
-    return CliRunner().invoke(cli, list(args), prog_name="rnnmnist", env=ENV)
-
-
-def one_error_line(result: Result) -> str:
-    assert result.exit_code == 1, result.output
-    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
-    lines = result.output.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("Error: "), result.output
-    return lines[0]
-
 
 # --- targets that are not regular files, made in tmp_path
 
@@ -243,7 +224,7 @@ def export(run: Path, out: Path) -> Result:
 def test_export_onto_a_target_that_is_not_a_regular_file(run: Path, tmp_path: Path, special) -> None:
     make, is_kind, message = special
     target = make(tmp_path / "model.ts")
-    assert one_error_line(export(run, target)) == f"Error: cannot write {target}: {message}"
+    assert refusal_line(export(run, target)) == f"Error: cannot write {target}: {message}"
     assert untouched(target, is_kind)
 
 
@@ -260,10 +241,10 @@ def test_export_through_a_symlink_replaces_its_target(run: Path, tmp_path: Path)
 def test_export_never_writes_a_runs_own_files(run: Path, tmp_path: Path) -> None:
     before = {p.name: p.read_bytes() for p in run.iterdir()}
     for name in ("config.toml", "metrics.jsonl", "run.json", "best.pt"):
-        line = one_error_line(export(run, run / name))
+        line = refusal_line(export(run, run / name))
         assert line.startswith(f"Error: cannot write {run / name}: ") and "run" in line
     assert {p.name: p.read_bytes() for p in run.iterdir()} == before
-    assert one_error_line(export(run, run / "config.toml")) == (
+    assert refusal_line(export(run, run / "config.toml")) == (
         f"Error: cannot write {run / 'config.toml'}: {run} is an rnnmnist run folder and config.toml is its own file "
         f"(only rnnmnist train writes it); choose another name"
     )
@@ -275,7 +256,7 @@ def test_compare_plot_onto_a_target_that_is_not_a_regular_file(run: Path, tmp_pa
     make, is_kind, message = special
     other = Path(shutil.copytree(run, tmp_path / "other"))
     target = make(tmp_path / "both.png")
-    line = one_error_line(invoke("compare", str(run), str(other), "--plot", str(target)))
+    line = refusal_line(invoke("compare", str(run), str(other), "--plot", str(target)))
     assert line == f"Error: cannot write {target}: {message}"
     assert untouched(target, is_kind)
 
@@ -284,7 +265,7 @@ def test_compare_plot_never_writes_a_runs_own_files(run: Path, tmp_path: Path) -
     pytest.importorskip("matplotlib")
     other = Path(shutil.copytree(run, tmp_path / "other"))
     before = (run / "config.toml").read_bytes()
-    line = one_error_line(invoke("compare", str(run), str(other), "--plot", str(run / "config.toml")))
+    line = refusal_line(invoke("compare", str(run), str(other), "--plot", str(run / "config.toml")))
     assert line.startswith(f"Error: cannot write {run / 'config.toml'}: ")
     assert (run / "config.toml").read_bytes() == before
 
@@ -304,7 +285,7 @@ def test_plot_onto_a_target_that_is_not_a_regular_file(run: Path, tmp_path: Path
     out = tmp_path / "figures"
     out.mkdir()
     target = fifo(out / "curves.png")
-    line = one_error_line(invoke("plot", str(run), "--out", str(out), "--data-dir", str(tiny_data)))
+    line = refusal_line(invoke("plot", str(run), "--out", str(out), "--data-dir", str(tiny_data)))
     assert line == f"Error: cannot write {target}: it is a FIFO, not a regular file"
     assert stat.S_ISFIFO(os.lstat(target).st_mode)
 
@@ -321,26 +302,10 @@ def test_checkpoint_save_onto_a_target_that_is_not_a_regular_file(run: Path, tmp
     checkpoint.save(run / "checkpoint.pt", ckpt.config, model, {})  # the run's own writer may
 
 
-def rnnmnist(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "rnnmnist", *args], capture_output=True, text=True, timeout=timeout, env=ENV
-    )
-
-
 @pytest.fixture
-def stopped(tiny_data: Path, tmp_path: Path) -> Path:
-    """A run stopped by SIGTERM after its first logged step: resumable."""
-    out = tmp_path / "stopped"
-    args = tiny_train_args(tiny_data, out)
-    args[args.index("--iters") + 1] = str(25 * 4000 + 1)
-    proc = subprocess.Popen([sys.executable, "-m", "rnnmnist", *args, "--log-every", "1"], env=ENV)
-    metrics = out / "metrics.jsonl"
-    while not (metrics.exists() and metrics.stat().st_size > 0):
-        assert proc.poll() is None
-        time.sleep(0.01)
-    proc.send_signal(signal.SIGTERM)
-    assert proc.wait(timeout=120) == 143
-    return out
+def stopped(stopped_run: tuple[Path, bytes], tmp_path: Path) -> Path:
+    """A copy of a run stopped by SIGTERM after its first logged step: resumable."""
+    return copy_of(stopped_run, tmp_path / "stopped")
 
 
 def test_resume_with_a_fifo_for_its_metrics_is_refused_not_hung(stopped: Path, tiny_data: Path) -> None:
@@ -370,7 +335,7 @@ def test_train_tensorboard_refuses_a_tensorboard_that_is_not_a_folder(tiny_data:
     out = folder(tmp_path / "run")
     pipe = fifo(out / "tensorboard")
     result = invoke(*tiny_train_args(tiny_data, out), "--tensorboard")
-    assert one_error_line(result) == f"Error: cannot write into {pipe}: it is a FIFO, not a folder"
+    assert refusal_line(result) == f"Error: cannot write into {pipe}: it is a FIFO, not a folder"
     assert stat.S_ISFIFO(os.lstat(pipe).st_mode)
 
 

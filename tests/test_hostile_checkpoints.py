@@ -13,14 +13,12 @@ from __future__ import annotations
 import copy
 import hashlib
 import io
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
+from clitools import one_error_line, rnnmnist
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -150,7 +148,9 @@ def test_any_damage_to_any_key_is_a_model_or_one_line(
     assert outcome  # a model and training state, or one line saying what is wrong
 
 
-def test_every_key_deleted_in_turn(resumable: tuple[Path, dict], tiny_data: Path, tmp_path: Path) -> None:
+def test_deleting_any_key_a_model_or_resume_needs_is_noticed(
+    resumable: tuple[Path, dict], tiny_data: Path, tmp_path: Path
+) -> None:
     _, payload = resumable
     outcomes = {path: _use_in_process(_bytes(_mutate(payload, path, "delete", None)), tmp_path / "c.pt", tiny_data)
                 for path in _paths(payload)}  # fmt: skip
@@ -195,13 +195,16 @@ def test_damaged_checkpoints_through_the_commands(
         ("predict", ckpt, "--index", "0", "--data-dir", str(tiny_data)),
         ("train", "--resume", str(out)),
     ):
-        env = {k: v for k, v in os.environ.items() if k != "RNNMNIST_DATA_DIR"}  # the run remembers its data
-        done = subprocess.run(
-            [sys.executable, "-m", "rnnmnist", *args], capture_output=True, text=True, timeout=300, env=env
-        )
+        done = rnnmnist(*args, timeout=300)  # without RNNMNIST_DATA_DIR: the run remembers its data
         assert "Traceback" not in done.stderr, done.stderr
         if done.returncode != 0:
             assert done.returncode == 1, (args, done.stderr)
             lines = done.stderr.strip().splitlines()
             assert len(lines) == 1 and lines[0].startswith("Error: "), done.stderr
     assert _tree_digest(tiny_data) == before  # nothing outside the run folder changed
+
+
+def test_eval_of_an_endless_file_is_refused() -> None:
+    done = rnnmnist("eval", "/dev/zero")
+    assert done.returncode == 1
+    assert "over the 2 GiB limit" in one_error_line(done.stderr)

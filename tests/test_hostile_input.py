@@ -68,13 +68,13 @@ def check_file(content: bytes) -> None:
 
 @settings(max_examples=300, deadline=None)
 @given(st.dictionaries(st.sampled_from(KEYS), values, max_size=6))
-def test_config_files_of_any_keys_and_values(table: dict) -> None:
+def test_config_files_of_any_keys_and_values_are_a_config_or_one_line(table: dict) -> None:
     check_file("\n".join(f"{json.dumps(k)} = {toml_value(v)}" for k, v in table.items()).encode())
 
 
 @settings(max_examples=200, deadline=None)
 @given(st.one_of(st.binary(max_size=200), st.text(max_size=200).map(str.encode)))
-def test_config_files_of_any_bytes(content: bytes) -> None:
+def test_config_files_of_any_bytes_are_a_config_or_one_line(content: bytes) -> None:
     check_file(content)
 
 
@@ -86,7 +86,7 @@ flag_values = st.one_of(
 
 @settings(max_examples=300, deadline=None)
 @given(st.lists(st.tuples(st.sampled_from(FLAGS), flag_values), max_size=5))
-def test_flags_of_any_values(pairs: list[tuple[str, str]]) -> None:
+def test_flags_of_any_values_are_a_config_or_one_line(pairs: list[tuple[str, str]]) -> None:
     args: list[str] = []
     for flag, value in pairs:
         if flag.startswith("--bidirectional"):

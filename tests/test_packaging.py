@@ -16,18 +16,13 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner, Result
+from clitools import invoke
 
 from rnnmnist import __version__, presets
-from rnnmnist.cli.main import cli
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIGS = ROOT / "configs"
 TRAIN_PRESETS = ("best", "handwriting", "permuted", "pixels", "seed")
-
-
-def invoke(*args: str) -> Result:
-    return CliRunner().invoke(cli, list(args), prog_name="rnnmnist")
 
 
 @pytest.fixture

@@ -8,10 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
-
-
-def rnnmnist(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "rnnmnist", *args], capture_output=True, text=True, timeout=600)
+from clitools import rnnmnist
 
 
 @pytest.fixture(scope="module")

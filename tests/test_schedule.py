@@ -10,7 +10,7 @@ from rnnmnist.training.schedule import cosine, lr_and_beta1
 
 
 @pytest.mark.parametrize(("total", "warmup"), [(781, 0.25), (100, 0.3), (37, 0.5)])
-def test_onecycle_matches_torch(total: int, warmup: float) -> None:
+def test_onecycle_matches_torchs_onecycle_lr(total: int, warmup: float) -> None:
     param = torch.nn.Parameter(torch.zeros(1))
     opt = torch.optim.Adam([param], lr=0.01)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=0.01, total_steps=total, pct_start=warmup)
@@ -23,7 +23,7 @@ def test_onecycle_matches_torch(total: int, warmup: float) -> None:
         sched.step()
 
 
-def test_constant() -> None:
+def test_the_constant_schedule_keeps_the_learning_rate() -> None:
     assert lr_and_beta1(Config(lr=0.001, schedule="constant"), 500, 781) == (0.001, None)
 
 

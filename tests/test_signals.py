@@ -2,7 +2,8 @@
 
 Each phase is reached deterministically, not by timing: loading waits on a named
 pipe, training on a logged step, the final evaluation on its "evaluating" line,
-predict on its worker processes.
+predict on its worker processes. All but the quick one (SIGTERM while eval reads a
+checkpoint) are in the slow suite.
 """
 
 from __future__ import annotations
@@ -16,16 +17,12 @@ import time
 from pathlib import Path
 
 import pytest
+from clitools import ENV, one_error_line, rnnmnist
 
 from rnnmnist.training import checkpoint
 from rnnmnist.training.synthetic import make_tiny_mnist, tiny_train_args
 
 SIGNALS = [(signal.SIGINT, 130, "SIGINT"), (signal.SIGTERM, 143, "SIGTERM")]
-
-pytestmark = pytest.mark.slow
-
-
-ENV = {k: v for k, v in os.environ.items() if k != "RNNMNIST_DATA_DIR"}  # runs remember their tiny data
 
 
 def start(*args: str) -> subprocess.Popen[str]:
@@ -70,9 +67,12 @@ def model(tiny_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out / "checkpoint.pt"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("sig", "code", "name"), SIGNALS)
 @pytest.mark.parametrize("command", ["eval", "predict", "export"])
-def test_while_loading(tmp_path: Path, command: str, sig: int, code: int, name: str) -> None:
+def test_a_signal_while_loading_a_checkpoint_is_one_line_and_writes_nothing(
+    tmp_path: Path, command: str, sig: int, code: int, name: str
+) -> None:
     fifo = tmp_path / "model.pt"
     os.mkfifo(fifo)
     extra = {"eval": [], "predict": ["--index", "0"], "export": ["--format", "torchscript"]}[command]
@@ -87,8 +87,11 @@ def test_while_loading(tmp_path: Path, command: str, sig: int, code: int, name: 
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.pt"]  # nothing written
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("sig", "code", "name"), SIGNALS)
-def test_while_training(tiny_data: Path, tmp_path: Path, sig: int, code: int, name: str) -> None:
+def test_a_signal_while_training_leaves_a_whole_resumable_checkpoint(
+    tiny_data: Path, tmp_path: Path, sig: int, code: int, name: str
+) -> None:
     out = tmp_path / "run"
     args = tiny_train_args(tiny_data, out)
     args[args.index("--iters") + 1] = str(25 * 5000 + 1)
@@ -102,8 +105,11 @@ def test_while_training(tiny_data: Path, tmp_path: Path, sig: int, code: int, na
     assert checkpoint.load(out / "checkpoint.pt").training is not None  # whole and resumable
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("sig", "code", "name"), SIGNALS)
-def test_during_the_final_evaluation(tmp_path: Path, sig: int, code: int, name: str) -> None:
+def test_a_signal_during_the_final_evaluation_leaves_a_run_that_resumes(
+    tmp_path: Path, sig: int, code: int, name: str
+) -> None:
     data = make_tiny_mnist(tmp_path / "data", n_train=300, n_test=60_000)
     out = tmp_path / "run"
     proc = start(*tiny_train_args(data, out), "--val-size", "50", "--hidden-size", "256")
@@ -115,18 +121,16 @@ def test_during_the_final_evaluation(tmp_path: Path, sig: int, code: int, name: 
         pytest.skip("the evaluation ended before the signal arrived")
     assert returncode == code
     assert f"interrupted ({name}) during the final evaluation" in line
-    done = subprocess.run(
-        [sys.executable, "-m", "rnnmnist", "train", "--resume", str(out), "--json"],
-        capture_output=True,
-        text=True,
-        env=ENV,
-    )
+    done = rnnmnist("train", "--resume", str(out), "--json")
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["steps"] == 20
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("sig", "code", "name"), SIGNALS)
-def test_predict_with_workers(model: Path, tmp_path: Path, sig: int, code: int, name: str) -> None:
+def test_a_signal_during_predict_ends_its_worker_processes(
+    model: Path, tmp_path: Path, sig: int, code: int, name: str
+) -> None:
     from PIL import Image
 
     from rnnmnist.images.redraw import draw_shape
@@ -145,3 +149,40 @@ def test_predict_with_workers(model: Path, tmp_path: Path, sig: int, code: int, 
         pytest.skip("predict finished before the signal arrived")
     assert returncode == code
     assert line.startswith(f"Error: interrupted ({name})")
+
+
+def test_sigterm_while_eval_reads_a_checkpoint_is_one_line(tmp_path: Path) -> None:
+    fifo = tmp_path / "model.pt"
+    os.mkfifo(fifo)  # reading it blocks: the process is certainly in its loading phase
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "rnnmnist", "eval", str(fifo)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    writer = os.open(fifo, os.O_WRONLY)  # returns once eval has opened it
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=300)
+    os.close(writer)
+    assert proc.returncode == 143
+    assert one_error_line(stderr) == "Error: interrupted (SIGTERM); files already written are intact"
+
+
+@pytest.mark.slow
+def test_sigint_during_the_final_evaluation_saves_and_resume_finishes_it(tmp_path: Path) -> None:
+    data = make_tiny_mnist(tmp_path / "data", n_train=300, n_test=60_000)  # a long final evaluation
+    out = tmp_path / "run"
+    args = [*tiny_train_args(data, out), "--val-size", "50", "--hidden-size", "256"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "rnnmnist", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV
+    )
+    for line in proc.stdout:
+        if line.startswith("evaluating"):
+            break
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=120)
+    if proc.returncode == 0:
+        pytest.skip("the evaluation ended before the signal arrived")
+    assert proc.returncode == 130
+    assert "during the final evaluation" in one_error_line(stderr)
+    assert checkpoint.load(out / "checkpoint.pt").training is not None
+    done = rnnmnist("train", "--resume", str(out), "--json")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["test_n"] == 60_000

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from click.testing import CliRunner
+from click.testing import Result
+from clitools import invoke
 from PIL import Image
 
-from rnnmnist.cli.main import cli
 from rnnmnist.config import Config
 from rnnmnist.images.predict import probabilities
 from rnnmnist.images.trace import accuracy_by_step, decided_at, reading, shown_steps
@@ -79,7 +79,7 @@ def test_accuracy_by_step_ends_at_the_models_accuracy() -> None:
 @pytest.fixture(scope="module")
 def run(tiny_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("trace") / "run"
-    result = CliRunner().invoke(cli, tiny_train_args(tiny_data, out))
+    result = invoke(*tiny_train_args(tiny_data, out))
     assert result.exit_code == 0, result.output
     return out
 
@@ -96,12 +96,12 @@ def view_steps(output: str) -> list[int]:
     return [int(m.group(1)) for m in re.finditer(r"^ +(\d+) .*\d%", output, re.MULTILINE)]
 
 
-def invoke(*args: str):
-    return CliRunner().invoke(cli, ["predict", *args])
+def predict(*args: str) -> Result:
+    return invoke("predict", *args)
 
 
-def test_predict_trace_json(run: Path, tiny_data: Path) -> None:
-    result = invoke(
+def test_predict_trace_json_has_a_row_of_probabilities_per_step(run: Path, tiny_data: Path) -> None:
+    result = predict(
         str(run / "checkpoint.pt"), "--index", "0", "--index", "3", "--data-dir", str(tiny_data), "--trace", "--json"
     )
     assert result.exit_code == 0, result.output
@@ -116,35 +116,35 @@ def test_predict_trace_json(run: Path, tiny_data: Path) -> None:
         assert (tops[r["decided_at"] - 1 :] == r["prediction"]).all()
         if r["decided_at"] > 1:
             assert tops[r["decided_at"] - 2] != r["prediction"]
-    plain = invoke(str(run / "checkpoint.pt"), "--index", "0", "--data-dir", str(tiny_data), "--json")
+    plain = predict(str(run / "checkpoint.pt"), "--index", "0", "--data-dir", str(tiny_data), "--json")
     assert "trace" not in json.loads(plain.stdout)
 
 
-def test_predict_trace_view(run: Path, tiny_data: Path) -> None:
-    result = invoke(str(run / "checkpoint.pt"), "--index", "0", "--data-dir", str(tiny_data), "--trace")
+def test_predict_trace_view_shows_where_the_model_decided(run: Path, tiny_data: Path) -> None:
+    result = predict(str(run / "checkpoint.pt"), "--index", "0", "--data-dir", str(tiny_data), "--trace")
     assert result.exit_code == 0, result.output
     record = json.loads(
-        invoke(str(run / "checkpoint.pt"), "--index", "0", "--data-dir", str(tiny_data), "--trace", "--json").stdout
+        predict(str(run / "checkpoint.pt"), "--index", "0", "--data-dir", str(tiny_data), "--trace", "--json").stdout
     )
     assert f"decided at row {record['decided_at']} of 28" in result.stdout
     assert view_steps(result.stdout) == list(range(2, 29, 2))  # a line per two rows (half blocks)
     assert "◀ decided" in result.stdout
-    quiet = invoke(str(run / "checkpoint.pt"), "--index", "0", "--data-dir", str(tiny_data), "--trace", "-q")
+    quiet = predict(str(run / "checkpoint.pt"), "--index", "0", "--data-dir", str(tiny_data), "--trace", "-q")
     assert f"row {record['decided_at']}" in quiet.stdout and "◀ decided" not in quiet.stdout
 
 
 def test_pixel_models_are_summarised_every_28th_step(tmp_path: Path, tiny_data: Path) -> None:
     model = saved(tmp_path, mode="pixels")
-    human = invoke(model, "--index", "0", "--data-dir", str(tiny_data), "--trace")
+    human = predict(model, "--index", "0", "--data-dir", str(tiny_data), "--trace")
     assert human.exit_code == 0, human.output
     assert "of 784 (image row" in human.stdout
     assert view_steps(human.stdout) == list(range(56, 785, 56))  # two image rows' worth a line
-    record = json.loads(invoke(model, "--index", "0", "--data-dir", str(tiny_data), "--trace", "--json").stdout)
+    record = json.loads(predict(model, "--index", "0", "--data-dir", str(tiny_data), "--trace", "--json").stdout)
     assert len(record["trace"]) == 784  # JSON keeps every step
 
 
-def test_bidirectional_trace_is_one_line_error(tmp_path: Path, tiny_data: Path) -> None:
-    result = invoke(saved(tmp_path, bidirectional=True), "--index", "0", "--data-dir", str(tiny_data), "--trace")
+def test_the_trace_of_a_bidirectional_model_is_one_line_error(tmp_path: Path, tiny_data: Path) -> None:
+    result = predict(saved(tmp_path, bidirectional=True), "--index", "0", "--data-dir", str(tiny_data), "--trace")
     assert result.exit_code == 1
     assert result.output.strip().startswith("Error:") and "bidirectional" in result.output
     assert len(result.output.strip().splitlines()) == 1
@@ -152,7 +152,7 @@ def test_bidirectional_trace_is_one_line_error(tmp_path: Path, tiny_data: Path) 
 
 def test_plot_writes_reading_png(run: Path, tiny_data: Path, tmp_path: Path) -> None:
     pytest.importorskip("matplotlib", reason="the plot extra (matplotlib) is not installed")
-    result = CliRunner().invoke(cli, ["plot", str(run), "--data-dir", str(tiny_data), "--out", str(tmp_path), "--json"])
+    result = invoke("plot", str(run), "--data-dir", str(tiny_data), "--out", str(tmp_path), "--json")
     assert result.exit_code == 0, result.output
     files = [Path(f) for f in json.loads(result.stdout)["files"]]
     assert files[-1].name == "reading.png"
