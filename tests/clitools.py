@@ -9,11 +9,13 @@ remembered by the run folder.
 from __future__ import annotations
 
 import os
+import stat
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
 from click.testing import CliRunner, Result
 
 from rnnmnist.cli.main import cli
@@ -77,3 +79,17 @@ def copy_of(stopped: tuple[Path, bytes], out: Path, checkpoint_bytes: bytes | No
         (out / name).write_bytes((folder / name).read_bytes())
     (out / "checkpoint.pt").write_bytes(good if checkpoint_bytes is None else checkpoint_bytes)
     return out
+
+
+# Linux's memory devices by (major, minor): made in a test's own folder, never used from /dev.
+DEVICES = {"null": (1, 3), "zero": (1, 5), "full": (1, 7)}
+
+
+def device_node(folder: Path, name: str) -> Path:
+    """A character device like /dev/``name`` (null, zero or full), created as ``folder/name``."""
+    path = folder / name
+    try:
+        os.mknod(path, stat.S_IFCHR | 0o666, os.makedev(*DEVICES[name]))
+    except PermissionError:
+        pytest.skip("creating a device node needs root")
+    return path

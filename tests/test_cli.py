@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from clitools import invoke, invoke_ok, one_error_line, rnnmnist, two_step_train_args
+from clitools import device_node, invoke, invoke_ok, one_error_line, rnnmnist, two_step_train_args
 
 from rnnmnist import __version__
 from rnnmnist.training import checkpoint
@@ -374,9 +374,11 @@ def test_errors_of_a_real_process_are_one_line(tmp_path: Path) -> None:
     ],
     ids=["print-config", "eval", "predict"],
 )
-def test_full_or_closed_stdout_is_one_line(trained: dict, tiny_data: Path, args: tuple[str, ...]) -> None:
+def test_full_or_closed_stdout_is_one_line(
+    trained: dict, tiny_data: Path, tmp_path: Path, args: tuple[str, ...]
+) -> None:
     args = tuple(a.format(ckpt=trained["checkpoint"], data=tiny_data) for a in args)
-    with open("/dev/full", "w") as full:
+    with open(device_node(tmp_path, "full"), "w") as full:
         done = subprocess.run(
             [sys.executable, "-m", "rnnmnist", *args], stdout=full, stderr=subprocess.PIPE, text=True, timeout=300
         )

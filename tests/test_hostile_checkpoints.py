@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 import torch
-from clitools import one_error_line, rnnmnist
+from clitools import device_node, one_error_line, rnnmnist
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -204,7 +204,7 @@ def test_damaged_checkpoints_through_the_commands(
     assert _tree_digest(tiny_data) == before  # nothing outside the run folder changed
 
 
-def test_eval_of_an_endless_file_is_refused() -> None:
-    done = rnnmnist("eval", "/dev/zero")
+def test_eval_of_an_endless_file_is_refused(tmp_path: Path) -> None:
+    done = rnnmnist("eval", str(device_node(tmp_path, "zero")))
     assert done.returncode == 1
     assert "over the 2 GiB limit" in one_error_line(done.stderr)

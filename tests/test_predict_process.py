@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from clitools import device_node
 from hostile import random_hostile_images
 from tinymodel import tiny_checkpoint
 
@@ -74,8 +75,8 @@ def test_stdin_is_capped() -> None:
     )
 
 
-def test_endless_stdin_ends_quickly(model: str) -> None:
-    with open("/dev/zero", "rb") as zeros:  # `predict C - < /dev/zero`, in this process
+def test_endless_stdin_ends_quickly(model: str, tmp_path: Path) -> None:
+    with open(device_node(tmp_path, "zero"), "rb") as zeros:  # `predict C - < /dev/zero`, in this process
         start = time.monotonic()
         result = CliRunner().invoke(cli, ["predict", model, "-", "--json"], input=zeros)
     assert result.exit_code == 1
@@ -85,12 +86,12 @@ def test_endless_stdin_ends_quickly(model: str) -> None:
 
 
 @pytest.mark.skipif(not Path("/dev/fd").is_dir(), reason="names pipes as /dev/fd/N")
-def test_pipes_given_by_name_are_capped_too(pages: Path) -> None:
+def test_pipes_given_by_name_are_capped_too(pages: Path, tmp_path: Path) -> None:
     """`predict C <(cat digit.png)` works; `predict C <(cat /dev/zero)` ends (Pillow reads a pipe whole)."""
     with subprocess.Popen(["cat", str(pages / "00.png")], stdout=subprocess.PIPE) as cat:
         digit = prepare(Path(f"/dev/fd/{cat.stdout.fileno()}"))
     assert isinstance(digit, np.ndarray) and digit.shape == (28, 28)
-    with subprocess.Popen(["cat", "/dev/zero"], stdout=subprocess.PIPE) as cat:
+    with subprocess.Popen(["cat", str(device_node(tmp_path, "zero"))], stdout=subprocess.PIPE) as cat:
         endless = prepare(Path(f"/dev/fd/{cat.stdout.fileno()}"))
         cat.kill()
     assert endless == Failed("holds more than 64 MiB, the limit for one image")
