@@ -249,7 +249,7 @@ def test_predict_gives_one_row_per_index(trained: dict, tiny_data: Path) -> None
 
 def test_file_names_with_markup_or_newlines_print_as_they_are(trained: dict, tmp_path: Path) -> None:
     """A file name is data: rich markup in it is not interpreted, a newline does not split a line."""
-    source = Path(__file__).parent.parent / "examples" / "seven.png"
+    source = Path(__file__).parents[2] / "examples" / "seven.png"
     marked = tmp_path / "x[bold]y[red].png"
     marked.write_bytes(source.read_bytes())
     broken = tmp_path / "two\nlines.png"

@@ -30,7 +30,7 @@ from rnnmnist.training.evaluate import EvalResult
 from rnnmnist.training.events import LogRecord, TrainSummary
 from rnnmnist.training.rundir import RunDir
 
-GOLDEN = Path(__file__).parent / "golden" / "ui"
+GOLDEN = Path(__file__).parents[1] / "golden" / "ui"
 WRITE = os.environ.get("RNNMNIST_WRITE_GOLDEN") == "1"
 # (name, console settings): off a terminal, a wide and a narrow terminal without colour, and one in colour.
 SCREENS = {

@@ -35,7 +35,7 @@ from rnnmnist.serving.routes import STATIC
 from rnnmnist.training import checkpoint
 from rnnmnist.training.model import SequenceClassifier
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def save_model(path: Path, **fields) -> Path:

@@ -20,7 +20,7 @@ from click.testing import CliRunner
 
 from rnnmnist.cli.main import cli
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SCREENSHOT_ENV = "RNNMNIST_SCREENSHOT_DIR"
 # Strokes as fractions of the canvas: a slightly slanted 1, and a 7.
 STROKES = {
