@@ -5,7 +5,6 @@ limits in test_serve_guard.py."""
 from __future__ import annotations
 
 import base64
-import io
 import json
 import os
 import signal
@@ -18,7 +17,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from PIL import Image
 
 from rnnmnist.images.redraw import draw_shape
 
@@ -26,28 +24,13 @@ pytest.importorskip("fastapi", reason="the serve extra is not installed: pip ins
 pytest.importorskip("httpx", reason="the serve tests need httpx (FastAPI's TestClient)")
 
 from fastapi.testclient import TestClient
+from servetools import ROOT, assert_error, assert_record, free_port, png, rnnmnist, save_model, wait_until_up
 
 from rnnmnist.cli.main import cli
-from rnnmnist.config import Config
 from rnnmnist.serving.app import create_app
 from rnnmnist.serving.limits import MAX_BATCH, MAX_BODY
 from rnnmnist.serving.routes import STATIC
-from rnnmnist.training import checkpoint
-from rnnmnist.training.model import SequenceClassifier
 
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def save_model(path: Path, **fields) -> Path:
-    cfg = Config(hidden_size=16, precision="fp32", **fields)
-    metrics = {"test_accuracy": 0.5, "broken": float("nan")}
-    checkpoint.save(path, cfg, SequenceClassifier(cfg), metrics)
-    return path
-
-
-@pytest.fixture(scope="module")
-def model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return save_model(tmp_path_factory.mktemp("serve") / "checkpoint.pt")
 
 
 @pytest.fixture(scope="module")
@@ -59,35 +42,6 @@ def log() -> list[str]:
 def client(model: Path, log: list[str]) -> TestClient:
     with TestClient(create_app(model, "cpu", log=log.append)) as c:
         yield c
-
-
-def png(array: np.ndarray) -> bytes:
-    """A PNG of a uint8 array, or of floats in [0, 1]."""
-    if array.dtype != np.uint8:
-        array = (array * 255).round().astype(np.uint8)
-    buffer = io.BytesIO()
-    Image.fromarray(array).save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
-@pytest.fixture(scope="module")
-def seven() -> bytes:
-    return png(draw_shape("7"))
-
-
-def assert_record(r: dict) -> None:
-    assert isinstance(r["prediction"], int) and 0 <= r["prediction"] <= 9
-    assert len(r["probabilities"]) == 10 and abs(sum(r["probabilities"]) - 1) < 1e-4
-    assert r["confidence"] == pytest.approx(max(r["probabilities"]), abs=1e-6)
-
-
-def assert_error(response, status: int, *words: str) -> None:
-    assert response.status_code == status, response.text
-    body = response.json()
-    assert set(body) <= {"error", "input"}  # an image that cannot be used: predict --json's error record
-    assert isinstance(body["error"], str) and "\n" not in body["error"]
-    for word in words:
-        assert word in body["error"], body["error"]
 
 
 # --- the API
@@ -222,34 +176,6 @@ def test_host_check_and_bidirectional(tmp_path: Path, seven: bytes) -> None:
 
 
 # --- a real server
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def rnnmnist(*args: str, **kwargs) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "NO_COLOR": "1", **kwargs.pop("env", {})}
-    return subprocess.Popen(
-        [sys.executable, "-m", "rnnmnist", *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kwargs
-    )
-
-
-def wait_until_up(url: str, process: subprocess.Popen, seconds: float = 60) -> None:
-    import httpx
-
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise AssertionError(f"the server exited: {process.communicate()}")
-        try:
-            if httpx.get(url + "/api/health", timeout=1).status_code == 200:
-                return
-        except httpx.TransportError:
-            time.sleep(0.1)
-    raise AssertionError("the server did not start")
 
 
 def test_real_server(model: Path, seven: bytes, tmp_path: Path) -> None:

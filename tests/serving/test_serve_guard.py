@@ -17,13 +17,11 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from rnnmnist.images.redraw import draw_shape
-
 pytest.importorskip("fastapi", reason="the serve extra is not installed: pip install 'rnnmnist[serve]'")
 pytest.importorskip("httpx", reason="the serve tests need httpx (FastAPI's TestClient)")
 
 from fastapi.testclient import TestClient
-from test_serve import assert_error, assert_record, free_port, png, rnnmnist, save_model, wait_until_up
+from servetools import assert_error, assert_record, free_port, rnnmnist, wait_until_up
 
 from rnnmnist.cli.main import cli
 from rnnmnist.images.decode import MAX_PIXELS
@@ -32,19 +30,9 @@ from rnnmnist.serving.app import create_app
 
 
 @pytest.fixture(scope="module")
-def model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return save_model(tmp_path_factory.mktemp("serve-guard") / "checkpoint.pt")
-
-
-@pytest.fixture(scope="module")
 def client(model: Path) -> TestClient:
     with TestClient(create_app(model, "cpu")) as c:
         yield c
-
-
-@pytest.fixture(scope="module")
-def seven() -> bytes:
-    return png(draw_shape("7"))
 
 
 def one_bit_png(width: int, height: int) -> bytes:

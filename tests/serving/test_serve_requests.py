@@ -22,7 +22,7 @@ pytest.importorskip("fastapi", reason="the serve extra is not installed: pip ins
 pytest.importorskip("httpx", reason="the serve tests need httpx (FastAPI's TestClient)")
 
 from fastapi.testclient import TestClient
-from test_serve import assert_error, assert_record, png, save_model
+from servetools import assert_error, assert_record, png
 
 from rnnmnist.serving.app import create_app
 from rnnmnist.serving.openapi import REF
@@ -30,19 +30,9 @@ from rnnmnist.serving.requests import BatchIn, FileUpload, FileUploads, ImageIn
 
 
 @pytest.fixture(scope="module")
-def model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return save_model(tmp_path_factory.mktemp("serve-requests") / "checkpoint.pt")
-
-
-@pytest.fixture(scope="module")
 def client(model: Path) -> TestClient:
     with TestClient(create_app(model, "cpu")) as c:
         yield c
-
-
-@pytest.fixture(scope="module")
-def seven() -> bytes:
-    return png(draw_shape("7"))
 
 
 # --- malformed bodies
