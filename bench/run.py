@@ -28,6 +28,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
 
+import gemm_floor  # noqa: E402
 import handwriting  # noqa: E402
 import numpy as np  # noqa: E402
 import reference_loop  # noqa: E402
@@ -41,7 +42,7 @@ from rnnmnist.training.data import Mnist, load_mnist  # noqa: E402
 from rnnmnist.training.device import training_precision  # noqa: E402
 from rnnmnist.training.evaluate import evaluate  # noqa: E402
 from rnnmnist.training.loop import fit  # noqa: E402
-from rnnmnist.training.model import SequenceClassifier  # noqa: E402
+from rnnmnist.training.model import SequenceClassifier, sequence_shape  # noqa: E402
 from rnnmnist.training.run import Run, TrainState  # noqa: E402
 from rnnmnist.training.rundir import RunDir  # noqa: E402
 
@@ -153,6 +154,41 @@ def section_train(bench: Bench) -> None:
     bench.add("train", "rnnmnist loop, fp32 / reference", o / r, "x", "same settings")
     bench.add("train", "rnnmnist loop, default precision", d, "samples/s", f"({default_precision()})")
     bench.add("train", "rnnmnist default / reference", d / r, "x")
+
+
+def section_gemm(bench: Bench) -> None:
+    """The CPU's limit: the default recipe's LSTM gate GEMMs timed alone (fp32, and bf16 where the CPU has it)
+    against rnnmnist's measured training step in the same precision, alternately."""
+    tune_allocator()  # as `rnnmnist train` does on the CPU
+    small = dict(hidden_size=16, batch_size=32) if bench.tiny else {}
+    recipe = config.build(("bench", small))
+    steps, features = sequence_shape(recipe.mode)
+    shapes = gemm_floor.Shapes(recipe.batch_size, recipe.hidden_size, steps, features)
+    repeats, train_steps = (3, 3) if bench.tiny else (15, 100)
+    dtypes = {"fp32": torch.float32, "bf16": torch.bfloat16}
+    precisions = tuple(dict.fromkeys(("fp32", default_precision())))  # bf16 only where it is fast here
+    floors: dict[str, list[dict[str, float]]] = {p: [] for p in precisions}
+    step_seconds: dict[str, list[float]] = {p: [] for p in precisions}
+    for p in precisions:  # warm up: oneDNN's primitives, the optimizer's first step
+        train_samples_per_s(replace(recipe, precision=p), bench, 3)
+    for _ in range(bench.rounds):
+        for p in precisions:
+            floors[p].append(gemm_floor.floor(shapes, dtypes[p], repeats))
+            rate = train_samples_per_s(replace(recipe, precision=p), bench, train_steps)
+            step_seconds[p].append(recipe.batch_size / rate)
+    what = f"LSTM {shapes.hidden}, batch {shapes.batch}, {steps} steps of {features}"
+    note = f"{what}: {shapes.flops / 1e9:.3g} GFLOP a step; {torch.get_num_threads()} threads, median of {repeats}"
+    for p in precisions:
+        layouts = {k: statistics.median(f[k] for f in floors[p]) for k in floors[p][0]}
+        step = statistics.median(step_seconds[p])
+        for layout in gemm_floor.LAYOUTS:
+            bench.add("gemm", f"gate GEMMs of a step, {p}, {layout}", layouts[layout] * 1e3, "ms", note)
+            note = ""
+        bench.add("gemm", f"GEMM floor, {p}", layouts["floor"] * 1e3, "ms", "the faster layout")
+        bench.add("gemm", f"GEMM floor, {p}: achieved", shapes.flops / layouts["floor"] / 1e9, "GFLOP/s")
+        how = f"median of {bench.rounds} rounds of {train_steps} steps, alternating with the GEMMs"
+        bench.add("gemm", f"training step, {p}", step * 1e3, "ms", f"rnnmnist's loop, default recipe; {how}")
+        bench.add("gemm", f"training step / GEMM floor, {p}", step / layouts["floor"], "x")
 
 
 def default_precision() -> str:
@@ -461,6 +497,7 @@ def section_handwriting(bench: Bench) -> None:
 SECTIONS: dict[str, Callable[[Bench], None]] = {
     "help": section_help,
     "train": section_train,
+    "gemm": section_gemm,
     "eval": section_eval,
     "wall": section_wall,
     "tta": section_tta,
