@@ -10,13 +10,14 @@ saved a checkpoint starts again; nothing else is touched. How each seed is run
 
 from __future__ import annotations
 
-import json
+import math
 import statistics
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from rnnmnist import jsonout
 from rnnmnist.config import CONFIG_FIELDS, Config
 from rnnmnist.errors import CheckpointError, RnnmnistError
 from rnnmnist.experiments.peek import peek
@@ -122,6 +123,8 @@ def plan_seeds(base: Config, seeds: list[int], out: Path, force: bool = False) -
 
 
 def _stats(values: list[float]) -> dict[str, Any]:
+    if not all(math.isfinite(v) for v in values):  # a diverged seed: no statistic means anything (NaN: null in JSON)
+        return {"mean": math.nan, "std": math.nan, "min": math.nan, "max": math.nan, "n": len(values), "values": values}
     return {
         "mean": statistics.fmean(values),
         "std": statistics.stdev(values) if len(values) > 1 else None,  # sample standard deviation (n - 1)
@@ -160,7 +163,7 @@ def summarise(base: Config, seeds: list[int], out: Path) -> dict[str, Any]:
         "runs": runs,
         **{key: _stats([float(r[key]) for r in runs]) for key in STATISTICS},
     }
-    write_atomic(out / SUMMARY_FILE, (json.dumps(summary, indent=2) + "\n").encode("utf-8"), owner="seeds")
+    write_atomic(out / SUMMARY_FILE, (jsonout.dumps(summary, indent=2) + "\n").encode("utf-8"), owner="seeds")
     return summary
 
 

@@ -146,3 +146,23 @@ def test_seeds_with_nproc(tiny_data: Path, tmp_path: Path) -> None:
     summary = json.loads(done.stdout)  # the ranks' own output went to stderr
     assert summary["seeds"] == [0] and summary["test_accuracy"]["std"] is None
     assert checkpoint.load(out / "seed-0" / "checkpoint.pt").training is None
+
+
+def test_summary_file_is_standard_json_when_a_figure_is_not_a_number(tmp_path: Path) -> None:
+    """A seed whose loss came out NaN: summary.json says null (standard JSON), never a bare NaN."""
+    from rnnmnist.experiments.seeds import seed_folder, summarise
+    from rnnmnist.training.model import SequenceClassifier
+
+    cfg = Config(hidden_size=8, precision="fp32")
+    for seed, loss in ((0, 0.5), (1, float("nan"))):
+        folder = seed_folder(tmp_path, seed)
+        folder.mkdir(parents=True)
+        metrics = {"test_accuracy": 0.9, "test_loss": loss, "val_accuracy": 0.9, "train_seconds": 1.0, "wall_seconds": 2.0}
+        checkpoint.save(folder / "checkpoint.pt", cfg, SequenceClassifier(cfg), metrics)
+    summarise(cfg, [0, 1], tmp_path)
+
+    def refuse(constant: str) -> None:
+        raise AssertionError(f"summary.json holds a bare {constant}")
+
+    summary = json.loads((tmp_path / "summary.json").read_text(), parse_constant=refuse)
+    assert [r["test_loss"] for r in summary["runs"]] == [0.5, None]
