@@ -66,18 +66,23 @@ class Sizes:
     epoch_cap_s: float
     tiny: tuple[str, ...]  # extra `rnnmnist train` flags
     tiny_config: dict[str, Any]  # the same, for the in-process runs
+    cpu_threads: int | None  # None: torch's default
 
 
-# A full run, sized for an H200 from what 2 CPU cores do (2026-12-03, AMD EPYC with AVX-512 bf16):
-# a rows step of the default recipe (LSTM 64, batch 256) takes ~15 ms there and the ~150 small kernels
-# of one launch-bound GPU step take ~2-5 ms, so rows are budgeted at <= the CPU's 15 ms a step:
-# 9 x 200 steps + 820 steps of the recipe <= 40 s. A pixels step (LSTM 256, batch 128, 784 steps)
-# takes ~1.5 s on the CPU; cuDNN runs the 784 steps one after the other, forward and backward,
-# ~10-40 ms a step, budgeted at 1/25 of the CPU's (60 ms): 9 x 20 + 429 steps (the epoch) <= 40 s.
-# Caps (40 + 40 + 75 + 110 s) bound the whole at ~4.5 minutes, start-up included, if the guesses are wrong.
-FULL = Sizes(200, 20, 3, 10, 40.0, 75.0, 110.0, (), {})
-DRY = Sizes(3, 2, 1, 1, 20.0, 60.0, 60.0, ("--hidden-size", "16", "--val-size", "100"), {"hidden_size": 16})
-DRY_BATCH = {"rows": 32, "pixels": 16}  # the dry run's batches: its data set is 500 training images
+# A full run, sized for an H200 from CPU figures (estimates: nothing here has run on a GPU yet). On
+# 2 cores of an AMD EPYC with AVX-512 bf16 a rows step of the default recipe (LSTM 64, batch 256)
+# takes ~15 ms in fp32 (820 steps in ~12 s); on a GPU that step is ~150 small kernel launches,
+# ~2-5 ms, so rows are budgeted at no faster than the CPU: 9 x 200 timed steps (27 s) and the recipe's
+# 820 (12 s). A pixels step (LSTM 256, batch 128, 784 steps) takes ~0.8 s on those cores (LSTM 128:
+# 0.28 s, docs/performance.md); cuDNN runs the 784 steps one after the other, forward and backward,
+# ~10-40 ms a step, budgeted at 1/13 of the CPU's (60 ms): 9 x 20 timed steps (11 s) and the epoch's
+# 429 (26 s). About 2 minutes in all with start-ups; the caps (30 + 30 + 70 + 110 s, each part ending
+# early) keep the whole under 4.5 minutes if the guesses are wrong, and bench/gpu.sh stops it at 5.
+FULL = Sizes(200, 20, 3, 10, 30.0, 70.0, 110.0, (), {}, None)
+# The dry run computes on one thread: its figures mean nothing, and it must finish in under a minute on
+# a busy machine too (two threads on two oversubscribed cores stalled a tiny step 100-fold there).
+DRY = Sizes(3, 2, 1, 1, 20.0, 60.0, 60.0, ("--hidden-size", "16", "--val-size", "100"), {"hidden_size": 16}, 1)
+DRY_BATCH = {"rows": 32, "pixels": 50}  # the dry run's batches: its data set is 500 training images
 
 
 def log(message: str) -> None:
@@ -212,13 +217,14 @@ def throughput(mode: str, sizes: Sizes, data: Mnist, device: torch.device, dry: 
     }
 
 
-def train_process(name: str, args: list[str], cap_s: float) -> dict[str, float | None]:
+def train_process(name: str, args: list[str], cap_s: float, threads: int | None) -> dict[str, float | None]:
     """`rnnmnist train ARGS --json` as a child process: accuracy, steps, and its seconds three ways."""
     argv = [sys.executable, "-m", "rnnmnist", "train", *args, "--json"]
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads)} if threads else None
     keys = ("test_accuracy", "steps", "train_seconds", "loop_seconds", "wall_seconds")
     start = time.perf_counter()
     try:
-        done = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=cap_s)
+        done = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=cap_s, env=env)
     except subprocess.TimeoutExpired:
         log(f"  {name}: stopped at its cap of {cap_s:.0f} s")
         return {f"{name}_{k}": None for k in keys}
@@ -305,6 +311,8 @@ def main() -> int:
     a = p.parse_args()
     device = pick_device(a.device, a.dry_run)
     sizes = DRY if a.dry_run else FULL
+    if sizes.cpu_threads:
+        torch.set_num_threads(sizes.cpu_threads)
     with tempfile.TemporaryDirectory() as tmp, process.training():  # the opt-ins `rnnmnist train` makes
         data_dir = data_folder(a.data_dir, a.dry_run, Path(tmp) / "data")
         report = Report(a.out, device, a.dry_run, sizes)
@@ -319,11 +327,16 @@ def main() -> int:
         common = ["--data-dir", str(data_dir), "--device", device.type, "--out", f"{tmp}/run", "--force"]
         log("time to accuracy, rows, the default recipe")
         tiny = [*sizes.tiny, "--iters", "1001"] if a.dry_run else []
-        report.add(train_process("tta_rows", [*common, *tiny, "--seed", "0"], sizes.tta_cap_s))
+        report.add(train_process("tta_rows", [*common, *tiny, "--seed", "0"], sizes.tta_cap_s, sizes.cpu_threads))
         log("one sMNIST epoch (the pixels preset)")
         tiny = [*sizes.tiny, "--batch-size", str(DRY_BATCH["pixels"])] if a.dry_run else []
         report.add(
-            train_process("smnist_epoch", [*common, "--config", "pixels", "--epochs", "1", *tiny], sizes.epoch_cap_s)
+            train_process(
+                "smnist_epoch",
+                [*common, "--config", "pixels", "--epochs", "1", *tiny],
+                sizes.epoch_cap_s,
+                sizes.cpu_threads,
+            )
         )
     missing = [k for k, v in report.payload["figures"].items() if v is None or not math.isfinite(v)]
     report.payload["missing"] = missing

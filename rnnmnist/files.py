@@ -132,20 +132,44 @@ def target(path: Path, owner: str | None = None) -> Path:
     return real
 
 
+class NotRegularFile(OSError):
+    """What :func:`open_regular` found at a path instead of a regular file (``kind``: "a FIFO", ...)."""
+
+    def __init__(self, path: Path, kind: str) -> None:
+        super().__init__(f"{path} is {kind}, not a regular file")
+        self.kind = kind
+
+
+def open_regular(path: Path, flags: int = os.O_RDONLY, mode: int = 0o666) -> int:
+    """A descriptor of the regular file ``path`` opened with ``flags``; :class:`NotRegularFile` otherwise.
+
+    Opened without blocking, then checked with fstat (checking first would leave a moment for the file
+    to be swapped): a FIFO's reader or writer would otherwise wait for the other end forever, and a
+    device would be read or written. The descriptor blocks again once it is known to be a file.
+    """
+    fd = os.open(path, flags | os.O_NONBLOCK | os.O_CLOEXEC, mode)
+    try:
+        kind = os.fstat(fd).st_mode
+        if not stat.S_ISREG(kind):
+            raise NotRegularFile(path, _kind(kind))
+        os.set_blocking(fd, True)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
 def read_text(path: Path) -> str:
     """The text of the regular file ``path`` (a link to one followed), undecodable bytes replaced.
 
-    Opened without blocking and checked, so a FIFO or device there is refused at once
-    instead of being waited on (a FIFO's reader blocks until someone writes).
+    A FIFO or device there is refused at once instead of being waited on or read (:func:`open_regular`).
     """
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        fd = open_regular(path)
+    except NotRegularFile as e:
+        raise TargetRefused(f"cannot read {path}: it is {e.kind}, not a regular file") from None
     except OSError as e:
         raise RnnmnistError(f"cannot read {path}: {e.strerror or e}") from None
-    info = os.fstat(fd)
-    if not stat.S_ISREG(info.st_mode):
-        os.close(fd)
-        raise TargetRefused(f"cannot read {path}: it is {_kind(info.st_mode)}, not a regular file")
     with open(fd, "rb") as f:
         try:
             return f.read().decode("utf-8", errors="replace")
@@ -226,12 +250,9 @@ def open_append(path: Path, owner: str | None = None) -> IO[str]:
     """
     real = target(path, owner)
     try:
-        fd = os.open(real, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666)
+        fd = open_regular(real, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW)
+    except NotRegularFile as e:
+        raise TargetRefused(f"cannot write {path}: it is {e.kind}, not a regular file") from None
     except OSError as e:
         raise RnnmnistError(f"cannot write {path}: {e.strerror or e}") from None
-    info = os.fstat(fd)
-    if not stat.S_ISREG(info.st_mode):
-        os.close(fd)
-        raise TargetRefused(f"cannot write {path}: it is {_kind(info.st_mode)}, not a regular file")
-    os.set_blocking(fd, True)
     return os.fdopen(fd, "a", encoding="utf-8")

@@ -18,7 +18,6 @@ import io
 import os
 import pickle
 import pickletools
-import stat
 import struct
 import zipfile
 import zlib
@@ -28,6 +27,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from rnnmnist.errors import CheckpointError, one_line
+from rnnmnist.files import NotRegularFile, open_regular
 
 FORMAT = "rnnmnist-checkpoint"  # as rnnmnist.training.checkpoint writes it (that module imports torch)
 MAX_PICKLE_BYTES = 16 << 20  # the plain part of a checkpoint is a few KB; refuse a zip bomb
@@ -66,27 +66,6 @@ class _PlainUnpickler(pickle.Unpickler):
 
     def persistent_load(self, pid: Any) -> _Storage:
         return _Storage()
-
-
-class NotRegularFileError(OSError):
-    """A path that is a FIFO, a device, a socket or a folder: reading it could block or never end."""
-
-
-def open_regular(path: Path) -> IO[bytes]:
-    """``path`` opened for reading, refused unless it is a regular file (:class:`NotRegularFileError`).
-
-    Opened without blocking, then checked: a FIFO would otherwise wait for a writer forever, and
-    checking before opening leaves a moment for the file to be swapped.
-    """
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise NotRegularFileError(f"{path} is not a regular file")
-        os.set_blocking(fd, True)
-        return os.fdopen(fd, "rb")
-    except BaseException:
-        os.close(fd)
-        raise
 
 
 def _check_memo(data: bytes) -> None:
@@ -128,7 +107,7 @@ def peek(path: Path) -> dict[str, Any]:
     """The checkpoint's dictionary with tensors as :class:`TensorStub`; a one-line CheckpointError if it is
     not an rnnmnist checkpoint (whatever its bytes), or not a regular file."""
     try:
-        with open_regular(path) as f, zipfile.ZipFile(f) as archive:
+        with os.fdopen(open_regular(path), "rb") as f, zipfile.ZipFile(f) as archive:
             names = [n for n in archive.namelist() if n.endswith("/data.pkl") and n.count("/") == 1]
             if len(names) != 1:
                 raise CheckpointError(f"{path} is not an rnnmnist checkpoint (no PyTorch data.pkl inside)")
@@ -139,8 +118,8 @@ def peek(path: Path) -> dict[str, Any]:
                 raw = _unpickle(member)
     except CheckpointError:
         raise
-    except NotRegularFileError as e:
-        raise CheckpointError(str(e)) from None
+    except NotRegularFile:
+        raise CheckpointError(f"{path} is not a regular file") from None
     # What zipfile raises on a damaged archive (a bad header, an unknown compression or version, a bad CRC).
     except (OSError, zipfile.BadZipFile, NotImplementedError, EOFError, ValueError, struct.error, zlib.error) as e:
         raise CheckpointError(f"{path} is not an rnnmnist checkpoint ({one_line(e, 120)})") from None

@@ -29,7 +29,8 @@ from typing import Any
 
 from rnnmnist import config, jsonout
 from rnnmnist.errors import BadValueError, CheckpointError, RnnmnistError, one_line
-from rnnmnist.experiments.peek import NotRegularFileError, open_regular, peek
+from rnnmnist.experiments.peek import peek
+from rnnmnist.files import NotRegularFile, open_regular
 
 STATUSES = ("finished", "running", "resumable", "failed", "damaged")
 MAX_CONFIG_BYTES = 1 << 20  # a run's config.toml is under 2 KB
@@ -131,12 +132,12 @@ def _is_locked(folder: Path, held: set[tuple[int, int, int]]) -> bool:
 def _last_line(path: Path) -> tuple[dict[str, Any] | None, str | None]:
     """The last complete JSON line of metrics.jsonl, read from its end; and what is wrong with the file."""
     try:
-        with open_regular(path) as f:
+        with os.fdopen(open_regular(path), "rb") as f:
             f.seek(0, os.SEEK_END)
             size = f.tell()
             f.seek(max(0, size - TAIL_BYTES))
             tail = f.read()
-    except NotRegularFileError:
+    except NotRegularFile:
         return None, "metrics.jsonl is not a regular file"
     except OSError:
         return None, None  # no metrics.jsonl (or gone): nothing logged yet
@@ -166,12 +167,12 @@ def _count(value: Any) -> int | None:
 
 def _read_config(path: Path) -> tuple[dict[str, Any], str | None]:
     try:
-        with open_regular(path) as f:
+        with os.fdopen(open_regular(path), "rb") as f:
             text = f.read(MAX_CONFIG_BYTES + 1)
         if len(text) > MAX_CONFIG_BYTES:
             return {}, f"config.toml is over {MAX_CONFIG_BYTES:,} bytes: not a run's config"
         values = tomllib.loads(text.decode("utf-8"))
-    except NotRegularFileError:
+    except NotRegularFile:
         return {}, "config.toml is not a regular file"
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
         return {}, f"config.toml unreadable: {one_line(e, 100)}"
