@@ -3,20 +3,20 @@
     bash bench/gpu.sh --out gpu.json                   # on a CUDA machine (needs the real MNIST)
     bash bench/gpu.sh --device cpu --dry-run           # tiny sizes on the CPU: checks the script, not the GPU
 
-It measures, in one process and in this order:
-1. training throughput of rnnmnist's own loop (the real step: augmentation, autocast, fused
-   optimizer step, the loop's logging) against a bare ``nn.LSTM`` loop (bench/reference_loop.py's,
+It measures, in this order:
+1. in this process, training throughput of rnnmnist's own loop (the real step: augmentation,
+   autocast, the optimizer step, the loop's logging) against a bare ``nn.LSTM`` loop (bench/reference_loop.py's,
    cuDNN on a GPU) at the same hidden size and batch, alternately, for rows (28 steps of 28, the
    default recipe's shapes) and pixels (784 steps of 1, the ``pixels`` preset's shapes);
-2. the default recipe's time to accuracy on rows: ``rnnmnist train --device D --json``, at the
+2. as a child process, the default recipe's time to accuracy on rows: ``rnnmnist train --device D --json``, at the
    recipe's own length (a number of steps, never a wall-clock stop); its test accuracy against 98.5%;
-3. one epoch of sMNIST: ``rnnmnist train --config pixels --epochs 1``: its accuracy and time.
+3. as a child process, one epoch of sMNIST: ``rnnmnist train --config pixels --epochs 1``: its accuracy and time.
 It prints one JSON object on stdout (progress goes to stderr) and writes it to ``--out`` after every
 part, so a run stopped early keeps what it measured.
 
 Time budget (a full run): every part has a fixed number of steps, and a wall-clock cap that ends it
 early (throughput: no further round; training processes: killed, figure null) so the whole stays
-under 5 minutes whatever the GPU. The step counts were sized from CPU figures: see PARTS.
+under 5 minutes whatever the GPU. The step counts were sized from CPU figures: see FULL.
 """
 
 from __future__ import annotations
@@ -43,6 +43,7 @@ import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
 from rnnmnist import config, presets, process  # noqa: E402
+from rnnmnist.errors import DataError  # noqa: E402
 from rnnmnist.training.data import Mnist, load_mnist  # noqa: E402
 from rnnmnist.training.device import training_precision  # noqa: E402
 from rnnmnist.training.loop import fit  # noqa: E402
@@ -73,8 +74,8 @@ class Sizes:
 # 2 cores of an AMD EPYC with AVX-512 bf16 a rows step of the default recipe (LSTM 64, batch 256)
 # takes ~15 ms in fp32 (820 steps in ~12 s); on a GPU that step is ~150 small kernel launches,
 # ~2-5 ms, so rows are budgeted at no faster than the CPU: 9 x 200 timed steps (27 s) and the recipe's
-# 820 (12 s). A pixels step (LSTM 256, batch 128, 784 steps) takes ~0.8 s on those cores (LSTM 128:
-# 0.28 s, docs/performance.md); cuDNN runs the 784 steps one after the other, forward and backward,
+# 820 (12 s). A pixels step (LSTM 256, batch 128, 784 steps) takes ~0.8 s on those cores (estimated
+# from LSTM 128's 0.28 s in docs/performance.md); cuDNN runs the 784 steps one after the other, forward and backward,
 # ~10-40 ms a step, budgeted at 1/13 of the CPU's (60 ms): 9 x 20 timed steps (11 s) and the epoch's
 # 429 (26 s). About 2 minutes in all with start-ups; the caps (30 + 30 + 70 + 110 s, each part ending
 # early) keep the whole under 4.5 minutes if the guesses are wrong, and bench/gpu.sh stops it at 5.
@@ -297,8 +298,6 @@ def data_folder(given: Path | None, dry: bool, tmp: Path) -> Path:
 
         return make_tiny_mnist(tmp)
     folder = given or Path(os.environ.get("RNNMNIST_DATA_DIR") or ROOT / "data")
-    if not (folder / "MNIST" / "raw").is_dir():
-        raise SystemExit(f"gpu check: no MNIST in {folder}: pass --data-dir (the folder holding MNIST/raw)")
     return folder.resolve()
 
 
@@ -317,7 +316,10 @@ def main() -> int:
         data_dir = data_folder(a.data_dir, a.dry_run, Path(tmp) / "data")
         report = Report(a.out, device, a.dry_run, sizes)
         log(f"gpu check on {report.payload['device']['name']} ({device.type}), data {data_dir}")
-        split = load_mnist(data_dir, 100 if a.dry_run else config.DEFAULTS.val_size, download=False)
+        try:
+            split = load_mnist(data_dir, 100 if a.dry_run else config.DEFAULTS.val_size, download=False)
+        except DataError as e:
+            raise SystemExit(f"gpu check: {e}; pass --data-dir (the folder holding MNIST/raw)") from None
         data = Mnist(split.train.to(device), split.val.to(device), split.test.to(device))
         for mode in ("rows", "pixels"):
             log(f"throughput, {mode}")

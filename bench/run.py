@@ -179,7 +179,8 @@ def section_gemm(bench: Bench) -> None:
     what = f"LSTM {shapes.hidden}, batch {shapes.batch}, {steps} steps of {features}"
     note = f"{what}: {shapes.flops / 1e9:.3g} GFLOP a step; {torch.get_num_threads()} threads, median of {repeats}"
     for p in precisions:
-        layouts = {k: statistics.median(f[k] for f in floors[p]) for k in floors[p][0]}
+        layouts = {k: statistics.median(f[k] for f in floors[p]) for k in gemm_floor.LAYOUTS}
+        layouts["floor"] = min(layouts.values())  # the faster layout's median over the rounds
         step = statistics.median(step_seconds[p])
         for layout in gemm_floor.LAYOUTS:
             bench.add("gemm", f"gate GEMMs of a step, {p}, {layout}", layouts[layout] * 1e3, "ms", note)
