@@ -177,7 +177,8 @@ def section_gemm(bench: Bench) -> None:
             rate = train_samples_per_s(replace(recipe, precision=p), bench, train_steps)
             step_seconds[p].append(recipe.batch_size / rate)
     what = f"LSTM {shapes.hidden}, batch {shapes.batch}, {steps} steps of {features}"
-    note = f"{what}: {shapes.flops / 1e9:.3g} GFLOP a step; {torch.get_num_threads()} threads, median of {repeats}"
+    threads = torch.get_num_threads()
+    note = f"{what}: {shapes.flops / 1e9:.3g} GFLOP a step; {threads} thread{'s' * (threads > 1)}, median of {repeats}"
     for p in precisions:
         layouts = {k: statistics.median(f[k] for f in floors[p]) for k in gemm_floor.LAYOUTS}
         layouts["floor"] = min(layouts.values())  # the faster layout's median over the rounds
