@@ -14,6 +14,7 @@ listed in :data:`OWN_FILES` (and its own temporary files), nothing else.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import os
 import shutil
@@ -112,6 +113,7 @@ class RunDir:
         self.path = Path(path)
         self.lock = RunLock(self.path)
         self.created: list[Path] = []  # files this process created, removed again if no step is trained
+        self.made_folders: list[Path] = []  # the run folder and parents this process created, deepest first
 
     @property
     def checkpoint(self) -> Path:
@@ -175,6 +177,7 @@ class RunDir:
                 f"{self.path} already holds a run ({', '.join(existing)}); continue it with --resume "
                 f"{self.path}, overwrite it with --force, or choose another --out"
             )
+        self.made_folders = list(itertools.takewhile(lambda p: not p.exists(), (self.path, *self.path.parents)))
         try:
             self.path.mkdir(parents=True, exist_ok=True)
             self.lock.acquire()
@@ -217,11 +220,16 @@ class RunDir:
         return None
 
     def forget_created(self) -> None:
-        """Remove what this process created: a start that trained no step leaves nothing behind."""
+        """Remove what this process created: a start that trained no step leaves nothing behind (the folders it
+        made go too, while empty: whatever else was put there stays)."""
         for path in self.created:
             with contextlib.suppress(OSError):
                 path.unlink()
         self.created.clear()
+        for folder in self.made_folders:
+            with contextlib.suppress(OSError):  # not empty: someone else's files are there
+                folder.rmdir()
+        self.made_folders.clear()
 
     def open_metrics(self, keep_through_step: int = 0) -> MetricsLog:
         """The metrics log, keeping only lines up to ``keep_through_step`` (those a resumed run did not redo)."""

@@ -32,7 +32,6 @@ from rnnmnist.serving.limits import MAX_BATCH, MAX_BODY
 from rnnmnist.serving.routes import STATIC
 
 
-
 @pytest.fixture(scope="module")
 def log() -> list[str]:
     return []

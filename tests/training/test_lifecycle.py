@@ -121,7 +121,18 @@ def test_a_signal_before_the_first_step_leaves_nothing(tiny_data: Path, tmp_path
     with pytest.raises(TrainingInterrupted, match=r"^interrupted \(SIGINT\) before the first step; nothing was kept$"):
         _train(tiny_data, out, Events(out, _signal_at(0)))
     assert saves == []
-    assert sorted(p.name for p in out.iterdir()) == []
+    assert not out.exists()  # the folder it made goes too
+
+
+def test_a_signal_before_the_first_step_keeps_what_was_there(
+    tiny_data: Path, tmp_path: Path, saves: list[Path]
+) -> None:
+    out = tmp_path / "made" / "by" / "the" / "run"
+    (tmp_path / "made").mkdir()
+    (tmp_path / "made" / "notes.txt").write_text("mine")
+    with pytest.raises(TrainingInterrupted):
+        _train(tiny_data, out, Events(out, _signal_at(0)))
+    assert sorted(p.name for p in (tmp_path / "made").iterdir()) == ["notes.txt"]  # its own folders removed
 
 
 def test_ctrl_c_in_the_final_evaluation_keeps_the_run_resumable(
