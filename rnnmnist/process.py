@@ -43,9 +43,14 @@ def bound_network_waits() -> None:
 
 
 def quiet_torchrun() -> None:
-    """torchrun's launcher logs every rank's failure at length; the CLI reports them in one line each."""
-    for name in ("torch.distributed.elastic", "torch.distributed.run"):
-        logging.getLogger(name).setLevel(logging.CRITICAL)
+    """torchrun's launcher logs every rank's failure (and a Ctrl-C) at length; the CLI reports them in one
+    line each. Its modules set their loggers' levels themselves when imported, so they are imported first."""
+    import torch.distributed.run  # noqa: F401 - loads the launcher's modules, whose loggers are quieted below
+
+    prefixes = ("torch.distributed.elastic", "torch.distributed.run")
+    for name in [*prefixes, *logging.root.manager.loggerDict]:
+        if name.startswith(prefixes):
+            logging.getLogger(name).setLevel(logging.CRITICAL)
 
 
 def share_cores(nproc: int) -> None:

@@ -122,11 +122,13 @@ def launch(nproc: int, argv: list[str]) -> int:
     """Run ``rnnmnist <argv>`` as ``nproc`` processes on this machine with torchrun's launcher.
 
     Returns the exit code: 0, or the code of the rank that failed first (each rank
-    reports its own error; a rank killed by a signal is reported here). When one
+    reports its own error; a rank killed by a signal is reported here), or 128 + the
+    signal's number when one stopped the launcher (the ranks, signalled too, saved and said so). When one
     rank fails, the launcher stops the others. The processes share the cores: the
     caller sets OMP_NUM_THREADS in the environment they inherit (torchrun's own
     default would be one thread each).
     """
+    from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.run import get_args_parser, run
 
@@ -135,6 +137,8 @@ def launch(nproc: int, argv: list[str]) -> int:
     )
     try:
         run(args)
+    except SignalException as e:  # Ctrl-C or SIGTERM reached the launcher too: the ranks said what they did
+        return ExitCode.for_signal(int(e.sigval))
     except ChildFailedError as e:
         failures = list(e.failures.values())
         # A rank killed by a signal is the cause: the others then fail on their own ("lost contact"), and when

@@ -115,3 +115,25 @@ def test_batch_must_divide_among_processes(tiny_data: Path, tmp_path: Path) -> N
     assert done.returncode == 2
     assert "does not divide among 2 processes" in done.stderr
     assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.slow
+def test_ctrl_c_to_a_distributed_run_saves_and_exits_130_in_one_line(tiny_data: Path, tmp_path: Path) -> None:
+    """Ctrl-C reaches the launcher and every rank (one process group): the ranks save, the launcher says
+    nothing more (no traceback of torchrun's agent) and exits as interrupted."""
+    out = tmp_path / "run"
+    args = ["train", "--data-dir", str(tiny_data), "--out", str(out), *BASE, "--iters", "500001", "--nproc", "2", "-q"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "rnnmnist", *args], stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
+    deadline = time.monotonic() + 600  # generous: a loaded 2-core machine is slow, and a pass returns early
+    while not (out / "metrics.jsonl").exists() or not (out / "metrics.jsonl").read_text():
+        assert time.monotonic() < deadline and proc.poll() is None, "training did not start"
+        time.sleep(0.1)
+    os.killpg(proc.pid, signal.SIGINT)  # as a terminal's Ctrl-C: the whole group
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, stderr
+    lines = stderr.strip().splitlines()  # neither a traceback nor torchrun's own log lines
+    assert len(lines) == 1 and lines[0].startswith("Error: interrupted (SIGINT)"), stderr
+    assert "resume with: rnnmnist train --resume" in stderr
+    assert checkpoint.load(out / "checkpoint.pt").training is not None
