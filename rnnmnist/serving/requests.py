@@ -91,12 +91,21 @@ Pixels = Annotated[np.ndarray | None, PlainValidator(_pixels, json_schema_input_
 Name = Annotated[str | None, PlainValidator(_name, json_schema_input_type=str)]
 
 
+def _no_default(schema: dict[str, Any]) -> None:
+    schema.pop("default", None)
+
+
 class ImageIn(BaseModel):
     """One image: an encoded image in base64, or 28x28 numbers; and a name for it."""
 
-    image_base64: Base64Image = Field(None, description="an encoded image (PNG, JPEG, ...), base64 or a data URL")
-    pixels: Pixels = Field(None, description="28 rows of 28 numbers in [0, 1] (or 0-255), any polarity")
-    name: Name = Field(None, description="echoed back as 'input'")
+    # Optional, but never null: the schema says so (no "default": null beside a type that holds no null).
+    image_base64: Base64Image = Field(
+        None, description="an encoded image (PNG, JPEG, ...), base64 or a data URL", json_schema_extra=_no_default
+    )
+    pixels: Pixels = Field(
+        None, description="28 rows of 28 numbers in [0, 1] (or 0-255), any polarity", json_schema_extra=_no_default
+    )
+    name: Name = Field(None, description="echoed back as 'input'", json_schema_extra=_no_default)
 
     @model_validator(mode="before")
     @classmethod
@@ -152,13 +161,13 @@ class BatchIn(BaseModel):
 
 
 class FileUpload(BaseModel):
-    """One image as a multipart file field (any field name is read; ``file`` by convention)."""
+    """One image as a multipart file field (any field name is read; `file` by convention)."""
 
     file: bytes = Field(description="the image file (PNG, JPEG, ...)")
 
 
 class FileUploads(BaseModel):
-    """Many images as multipart file fields (any field names are read; ``files`` by convention)."""
+    """Many images as multipart file fields (any field names are read; `files` by convention)."""
 
     files: list[bytes] = Field(description=f"the image files, in order (at most {MAX_BATCH})")
 
