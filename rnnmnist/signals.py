@@ -1,14 +1,16 @@
 """SIGINT and SIGTERM in one place: their names, the one exception they raise, and the one way to handle them.
 
-Every handler rnnmnist installs goes through :func:`handling` (or, for the whole process, the CLI's
-opt-in :func:`raise_on_signals`), and every interruption unwinds as :class:`Interrupted`: the CLI's
-boundary turns it into one line and exit code 128 + the signal's number. Who decides what a signal
-means:
+Every handler rnnmnist installs for a while goes through :func:`handling` (the CLI's process-wide
+opt-in is :func:`raise_on_signals`; :func:`default_signals` and a worker's :func:`left_to_parent`
+give the signals back to the system), and every interruption unwinds as :class:`Interrupted`: the
+CLI's boundary turns it into one line and exit code 128 + the signal's number. Who decides what a
+signal means:
 
 - the ``rnnmnist`` program: unwind (:func:`raise_on_signals`), so cleanup runs and nothing half-written stays;
 - training: finish the current step and save a resumable checkpoint (:class:`GracefulStop`); a second
   signal unwinds at once (``Interrupted(at_once=True)``);
-- ``predict``'s worker processes: :func:`interrupting`, which survives Python dropping the exception;
+- ``predict``: :func:`interrupting` in the main process, which survives Python dropping the exception
+  while it forks its workers (:func:`held`); the workers leave signals to it (:func:`left_to_parent`);
 - ``serve``: uvicorn shuts down gracefully, then re-raises the signal into :func:`handling`'s handler.
 """
 

@@ -26,7 +26,7 @@ from docexamples import environment as examples_environment
 from rnnmnist.cli.main import cli
 from rnnmnist.config import CONFIG_FIELDS
 from rnnmnist.errors import BadValueError, ExitCode, RnnmnistError
-from rnnmnist.signals import NAMES as SIGNAL_NAMES
+from rnnmnist.signals import NAMES
 
 PAGES = [parse(path) for path in pages()]
 PAGE_TIMEOUT_S = 180
@@ -197,7 +197,7 @@ def test_presets_table_lists_every_preset() -> None:
 def test_exit_code_table_is_the_codes_the_program_uses() -> None:
     """ExitCode (rendered in the CLI reference) holds exactly the codes the CLI ends with."""
     used = {0, RnnmnistError.exit_code, BadValueError.exit_code, click.UsageError.exit_code}
-    used |= {128 + int(signum) for signum in SIGNAL_NAMES}
+    used |= {128 + int(signum) for signum in NAMES}
     assert set(ExitCode) == used
 
 

@@ -122,14 +122,19 @@ def _uvicorn_lines(quiet: bool) -> Iterator[None]:
     from rnnmnist.serving.server import UvicornLines
 
     uvicorn_log = logging.getLogger("uvicorn.error")
-    lines, propagate = UvicornLines(_log, quiet), uvicorn_log.propagate
+    # python-multipart logs why a body is malformed; the request's own 400 and its log line say it already.
+    multipart_log = logging.getLogger("python_multipart")
+    lines, quietly = UvicornLines(_log, quiet), logging.NullHandler()
+    propagate = uvicorn_log.propagate, multipart_log.propagate
     uvicorn_log.addHandler(lines)
-    uvicorn_log.propagate = False  # else Python's last-resort handler prints them bare as well
+    multipart_log.addHandler(quietly)
+    uvicorn_log.propagate = multipart_log.propagate = False  # else Python's last-resort handler prints them bare
     try:
         yield
     finally:
         uvicorn_log.removeHandler(lines)
-        uvicorn_log.propagate = propagate
+        multipart_log.removeHandler(quietly)
+        uvicorn_log.propagate, multipart_log.propagate = propagate
 
 
 def _run_until_signal(server: Any, sock: socket.socket) -> int | None:

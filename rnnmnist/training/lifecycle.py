@@ -187,7 +187,7 @@ def _start_to_finish(
     board = None
     try:
         board = _tensorboard(plan, run_dir, rank)
-        followers = [c for c in (display if rank.main else None, board) if c is not None]
+        followers = [c for c in (display, board) if c is not None]  # Run keeps them on rank 0 only
         run = Run(cfg, model, data, state, run_dir, CallbackList(*followers), rank)
         _fit(run, phases)
     except BaseException:
@@ -260,7 +260,7 @@ def _fit(run: Run, phases: Phases) -> None:
         with GracefulStop() as stop, _out_of_memory_is_one_line(run.cfg), phases.timed("train"):
             signum = fit(run, stop)
             if signum:
-                raise _stopped(run, signum)
+                raise _save_stopped(run, signum)
     except StopEarly:
         run.save_resumable()  # a callback's request (a sweep's pruner): stop as after an interrupt, resumable
         raise
@@ -274,10 +274,10 @@ def _finish(run: Run, phases: Phases) -> TrainSummary:
     except (Interrupted, KeyboardInterrupt) as e:
         if run.rank.distributed:  # the other ranks are not in a state to take part in saving
             raise
-        raise _stopped(run, e.signum if isinstance(e, Interrupted) else signal.SIGINT) from None
+        raise _save_stopped(run, e.signum if isinstance(e, Interrupted) else signal.SIGINT) from None
 
 
-def _stopped(run: Run, signum: int) -> TrainingInterrupted:
+def _save_stopped(run: Run, signum: int) -> TrainingInterrupted:
     """Save what can be resumed, and the exception that says how to go on: the one place a run stopped by
     a signal is saved (during training, or after its last step, during the final evaluation)."""
     name = signal_name(signum)

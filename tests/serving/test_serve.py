@@ -200,6 +200,10 @@ def test_real_server(model: Path, seven: bytes, tmp_path: Path) -> None:
         assert_record(r.json())
         assert len(r.json()["trace"]) == 28
         assert httpx.get(url + "/api/health", headers={"host": "evil.example"}).status_code == 400
+        garbage = httpx.post(
+            url + "/api/predict", content=b"garbage", headers={"content-type": "multipart/form-data; boundary=xyz"}
+        )
+        assert garbage.status_code == 400
     finally:
         server.send_signal(signal.SIGINT)
         _, err = server.communicate(timeout=30)
@@ -208,6 +212,7 @@ def test_real_server(model: Path, seven: bytes, tmp_path: Path) -> None:
     assert f"at http://127.0.0.1:{port}/" in text
     assert "POST /api/predict?trace=true 200" in text
     assert "stopped (SIGINT)" in text and "Traceback" not in text
+    assert "Expected boundary" not in text  # the multipart parser's own log line: the 400's line says it
     assert list(tmp.iterdir()) == []
 
 
