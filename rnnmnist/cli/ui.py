@@ -71,7 +71,7 @@ class Ui:
         sys.stdout.flush()
 
     def line(self, text: str) -> None:
-        self.console.print(text, markup=False, soft_wrap=True)
+        self.console.print(text, markup=False, emoji=False, soft_wrap=True)
 
     def note(self, *sentences: str, keep: Sequence[str] = ()) -> None:
         """Sentences wrapped to the terminal at spaces; the phrases in ``keep`` (commands) are never split."""

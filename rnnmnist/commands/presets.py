@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -46,18 +45,20 @@ def presets(name: str | None, as_json: bool) -> None:
     sweep --config. Flags given with --config override its settings.
     """
     from rnnmnist import presets as library
+    from rnnmnist.cli.ui import Ui
 
+    ui = Ui(json_mode=as_json)
     if name is not None:
         preset = library.find(name)
         if as_json:
-            click.echo(json.dumps({**preset.to_json(), "toml": preset.path.read_text(encoding="utf-8")}))
+            ui.emit_json({**preset.to_json(), "toml": preset.path.read_text(encoding="utf-8")})
         else:
-            click.echo(preset.path.read_text(encoding="utf-8"), nl=False)
+            ui.line(preset.path.read_text(encoding="utf-8").removesuffix("\n"))
         return
     found = library.available()
     if as_json:
-        click.echo(json.dumps({"presets": [p.to_json() for p in found]}))
+        ui.emit_json({"presets": [p.to_json() for p in found]})
         return
     width = max((len(p.name) for p in found), default=0)
     for p in found:
-        click.echo(f"{p.name:<{width}}  {p.kind:<5}  {p.summary}")
+        ui.line(f"{p.name:<{width}}  {p.kind:<5}  {p.summary}")
