@@ -185,11 +185,9 @@ def _print_config(common: Common, cfg: config.Config | None, resume: Path | None
 
     resolved = cfg if resume is None else resumable(resume).config
     if common.as_json:  # for scripts: the same keys and values, as JSON
-        from rnnmnist import jsonout
-
-        click.echo(jsonout.dumps(resolved.to_dict()))
+        common.ui().emit_json(resolved.to_dict())
     else:
-        click.echo(config.to_toml(resolved), nl=False)
+        common.ui().line(config.to_toml(resolved).removesuffix("\n"))
 
 
 def _mention_interrupted(ui: Any, cfg: config.Config, new_folder: Path) -> None:
