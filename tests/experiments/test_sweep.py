@@ -151,8 +151,9 @@ def _pid(trial: optuna.trial.FrozenTrial) -> str:
 @pytest.mark.slow  # two fresh processes importing torch and Optuna: 30-80 s on 2 busy cores
 def test_two_workers_share_the_study_and_a_killed_one_leaves_it_usable(tiny_data: Path, tmp_path: Path) -> None:
     out = tmp_path / "sweep"
-    # 40 steps a trial, so that the two workers' trials overlap.
-    space = _space(tmp_path, "lr = { low = 0.003, high = 0.03, log = true }\n", TINY.replace("251", "1001"))
+    # 1,000 steps a trial (seconds on a quiet machine), so that the two workers' trials overlap and one is
+    # caught running: with 40 steps, trials could all finish between two looks at the study.
+    space = _space(tmp_path, "lr = { low = 0.003, high = 0.03, log = true }\n", TINY.replace("251", "25001"))
     args = ["sweep", "--config", str(space), "--out", str(out), "--data-dir", str(tiny_data), "--no-download"]
     args += ["--trials", "3", "--heartbeat", "1", "--pruner", "none", "-q"]
     workers = [
