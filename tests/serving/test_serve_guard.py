@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import re
 import signal
 import socket
 import struct
@@ -317,7 +318,7 @@ def test_real_server_overflow_and_stop_while_stalled(model: Path, seven: bytes, 
     assert "WebSocket library" not in text and "Unsupported upgrade request." not in text.splitlines(), text
     assert f"stopped ({signal.Signals(signum).name})" in text
     assert took < 4, text  # the stalled upload does not hold the stop for the graceful timeout (5 s)
-    if quiet:
-        assert "503" not in text and "400" not in text, text
+    if quiet:  # as whole numbers: the port in the first line may hold the digits 503 (e.g. :50321)
+        assert not re.search(r"\b(503|400)\b", text), text
     else:
         assert "503" in text and "connections" in text and "malformed" in text and "WebSocket" in text, text
