@@ -9,6 +9,8 @@ from the stored config alone. Layout (format version 1)::
     config          dict of Config fields
     model           state dict (CPU tensors)
     metrics         dict of plain numbers (final test/val metrics, steps, ...)
+    digit_check     (final checkpoints of digit models) the calibrated "one digit or not" decision, plain
+                    numbers: see rnnmnist.training.digitcheck
     training        (resumable checkpoints only) the TrainState: step, optimizer, data order, RNG
 
 Only the model's part of the stored config must be valid to use the weights: a
@@ -37,6 +39,8 @@ from rnnmnist import __version__
 from rnnmnist.config import Config, ConfigError, from_stored
 from rnnmnist.errors import CheckpointError, one_line, shown
 from rnnmnist.files import write_atomic
+from rnnmnist.training.datasets import is_digits
+from rnnmnist.training.digitcheck import FALLBACK, DigitCheck, stored_check
 from rnnmnist.training.model import SequenceClassifier
 
 FORMAT = "rnnmnist-checkpoint"
@@ -74,6 +78,14 @@ class Checkpoint:
     def training(self) -> dict[str, Any] | None:
         """The resumable training state, in checkpoints written during training; None in final ones."""
         return self.extra.get("training")
+
+    @property
+    def digit_check(self) -> DigitCheck | None:
+        """How this model decides "one digit or not": its stored calibration, else the fallback; None for a
+        model of another data set (fashion, letters), where "a single digit" has no meaning."""
+        if not is_digits(self.config.dataset):
+            return None
+        return stored_check(self.extra) or FALLBACK
 
     def build_model(self, device: torch.device | str = "cpu") -> SequenceClassifier:
         """The model, weights loaded, in eval mode, on ``device``."""
@@ -186,6 +198,10 @@ def _check(path: Path, raw: Any) -> Checkpoint:
             raise CheckpointError(f"{path}: damaged checkpoint, weight {name} holds NaN or infinite values")
     metrics = raw["metrics"] if isinstance(raw["metrics"], dict) else {}
     extra = {k: v for k, v in raw.items() if k not in REQUIRED_KEYS}
+    try:
+        stored_check(extra)
+    except ValueError as e:
+        raise CheckpointError(f"{path}: damaged checkpoint, digit_check: {e}") from None
     return Checkpoint(config=cfg, model_state=state, metrics=metrics, extra=extra, notes=notes)
 
 
