@@ -1,0 +1,488 @@
+"""Research bench for "not a digit": which score, which image checks and which training make a model
+refuse what is not a single digit, while it keeps (and reads) digits from any writer.
+
+For every model and method it calibrates one threshold on validation digits (the first 5,000 MNIST
+training images, which the default recipe holds out) so that 98% of them are kept, and then reports on
+sets it never tuned on:
+
+- digits kept: MNIST test; other writers (MNIST test binarised, stretched to fill the box, both, thick pen,
+  thin pen, small scans; ``bench/heldout_nondigits.py``) and UCI optdigits as people hand them in
+  (``bench/handwriting.py``, its test half);
+- rejected: hand-drawn non-digits and two-digit numbers (``bench/heldout_nondigits.py``).
+
+Methods (each a decision "is it one digit?"):
+
+- ``msp``: the largest softmax probability above the threshold;
+- ``energy``: logsumexp of the logits above the threshold;
+- ``checks+msp`` / ``checks+energy``: first the image checks (no ink; more than one sizeable ink blob:
+  "more than one character"), then the score;
+- a reject-class model (11 outputs) decides "not a digit" when the reject class wins, then its ``msp``.
+
+Models: ``--checkpoint`` (e.g. a default ``rnnmnist train`` run), and with ``--train KIND[,KIND]`` models
+trained here with the default recipe (same model, optimiser, schedule, augmentation and bf16 as
+``rnnmnist train``, same length) plus:
+
+- ``plain``: nothing more (the reference);
+- ``oe``: outlier exposure: ``--oe-size`` generated non-digits (``rnnmnist.training.nondigits``) added to
+  each batch, their loss the cross-entropy to the uniform distribution, weighted ``--oe-weight``;
+- ``reject``: the same non-digits as an 11th class;
+- ``writers``: train-time augmentation towards other writers (random binarisation, stretch to the box,
+  thicker and thinner strokes, downscale-upscale) on a share of each batch;
+- ``writers+oe``, ``writers+reject``: both.
+
+``--step-cost`` measures each kind's training step against ``plain``'s, alternately in this one process
+(the same machine and load), which is the ratio to quote: wall times of whole runs on a shared machine
+are not comparable.
+
+    python bench/nondigits.py --quick                                    # smoke: tiny models, small sets
+    python bench/nondigits.py --data-dir /work/shared/data --checkpoint /tmp/nd/base/checkpoint.pt
+    python bench/nondigits.py --data-dir /work/shared/data --train oe,reject,writers+oe --save /tmp/nd/models
+    python bench/nondigits.py --data-dir /work/shared/data --step-cost plain,oe,reject,writers+oe
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+KEEP = 0.98  # share of validation digits every method keeps
+REJECT = 10  # the reject class's index in an 11-class model
+INK = 0.2  # a pixel above this is ink, for the image checks (0.3 and 0.5 broke thin strokes into blobs)
+BLOB_SHARE = 0.2  # a second ink blob with at least this share of the ink makes "more than one character"
+MIN_INK_PIXELS = 4  # fewer ink pixels than this: "no ink"
+KINDS = ("plain", "oe", "reject", "writers", "writers+oe", "writers+reject")
+
+
+# --------------------------------------------------------------------------- image checks
+
+
+def components(images: torch.Tensor, level: float = INK) -> tuple[torch.Tensor, torch.Tensor]:
+    """8-connected ink blobs of (N, 28, 28) images: (labels (N, 28, 28) int, 0 = paper; sizes (N, 2)
+    of the largest and second largest blob in pixels). Label propagation by 3x3 max-pooling, batched."""
+    n, h, w = images.shape
+    mask = images > level
+    start = torch.arange(1, h * w + 1, dtype=torch.float32).view(1, h, w).expand(n, h, w)
+    labels = torch.where(mask, start, torch.zeros(()))
+    for _ in range(h * w):  # converges in far fewer: the longest path through a blob
+        grown = F.max_pool2d(labels.unsqueeze(1), 3, 1, 1).squeeze(1) * mask
+        if torch.equal(grown, labels):
+            break
+        labels = grown
+    key = (torch.arange(n).view(n, 1, 1) * (h * w + 1) + labels.long()).view(-1)[mask.view(-1)]
+    counts = torch.zeros(n * (h * w + 1), dtype=torch.long).index_add_(0, key, torch.ones_like(key))
+    top2 = counts.view(n, h * w + 1).topk(2, dim=1).values  # (N, 2)
+    return labels.long(), top2
+
+
+def image_checks(images: torch.Tensor, blob_share: float = BLOB_SHARE) -> np.ndarray:
+    """Per image: "" (passes), "no ink", or "more than one character" (a second blob of >= ``blob_share``)."""
+    ink = (images > INK).sum(dim=(1, 2))
+    _, top2 = components(images)
+    total = ink.clamp_min(1)
+    several = top2[:, 1] >= blob_share * total
+    out = np.full(images.shape[0], "", dtype=object)
+    out[several.numpy()] = "more than one character"
+    out[(ink < MIN_INK_PIXELS).numpy()] = "no ink"
+    return out
+
+
+# --------------------------------------------------------------------------- the sets
+
+
+@dataclass
+class Sets:
+    val: torch.Tensor  # (N, 28, 28) float digits for calibration
+    val_labels: torch.Tensor
+    kept: dict[str, tuple[torch.Tensor, np.ndarray]]  # name -> (digits, labels): should be kept
+    rejected: dict[str, tuple[torch.Tensor, np.ndarray]]  # name -> (images, family names): should be refused
+
+
+def build_sets(data_dir: Path | None, quick: bool) -> tuple[Sets, torch.Tensor, torch.Tensor]:
+    """The evaluation sets, and the training images and labels (uint8, int64) for the models trained here."""
+    import heldout_nondigits as held
+
+    if data_dir is None:  # --quick without MNIST: the tiny synthetic digits the tests use
+        from rnnmnist.training.synthetic import synthetic_digits
+
+        train_u8, train_y = synthetic_digits(1200, 2)
+        test_u8, test_y = synthetic_digits(300, 3)
+    else:
+        from rnnmnist.training.data import load_split
+
+        full = load_split(data_dir, "train", 0, download=False)
+        test = load_split(data_dir, "test", 0, download=False)
+        train_u8, train_y, test_u8, test_y = full.images, full.labels, test.images, test.labels
+    n_val = 500 if quick else 5000
+    val, val_y = train_u8[:n_val].float() / 255, train_y[:n_val]
+    train_u8, train_y = train_u8[n_val:], train_y[n_val:]
+    test = test_u8.float() / 255
+    n_writers = 300 if quick else 5000
+    kept = {"MNIST test": (test, test_y.numpy())}
+    for name, images in held.other_writers(test[:n_writers].numpy()).items():
+        kept[name] = (torch.from_numpy(images), test_y[:n_writers].numpy())
+    if not quick:
+        from handwriting import prepare
+
+        opt = prepare("test")
+        kept["optdigits (test)"] = (torch.from_numpy(opt.preprocessed), opt.labels)
+    nd, families = held.nondigits(per_family=6 if quick else 40)
+    numbers = held.two_digit_numbers(test.numpy(), n=60 if quick else 500)
+    rejected = {
+        "non-digits": (torch.from_numpy(nd), families),
+        "two-digit numbers": (torch.from_numpy(numbers), np.array(["number"] * len(numbers))),
+    }
+    return Sets(val, val_y, kept, rejected), train_u8, train_y
+
+
+# --------------------------------------------------------------------------- scoring and calibration
+
+
+@torch.inference_mode()
+def logits_of(model: nn.Module, images: torch.Tensor, precision: str, batch: int = 1000) -> torch.Tensor:
+    from rnnmnist.training.device import autocast
+
+    model.eval()
+    out = []
+    for i in range(0, images.shape[0], batch):
+        with autocast(torch.device("cpu"), precision):
+            out.append(model(images[i : i + batch]).float())
+    return torch.cat(out)
+
+
+def scores(logits: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Higher is more digit-like. An 11-class model's reject class counts against the digit it would be."""
+    digits = logits[:, :10]
+    p = torch.softmax(logits, dim=1)
+    return {"msp": p[:, :10].max(dim=1).values, "energy": torch.logsumexp(digits, dim=1)}
+
+
+@dataclass
+class Decision:
+    """One method calibrated: a score name, whether image checks run first, and the threshold."""
+
+    score: str
+    checks: bool
+    threshold: float
+    blob_share: float = BLOB_SHARE
+
+    @property
+    def name(self) -> str:
+        return ("checks+" if self.checks else "") + self.score
+
+
+def decide(d: Decision, logits: torch.Tensor, reasons: np.ndarray) -> np.ndarray:
+    """Per image: "" (a digit) or the reason it is not."""
+    s = scores(logits)[d.score].numpy()
+    out = np.where(s >= d.threshold, "", "not like any digit").astype(object)
+    if logits.shape[1] > 10:
+        out[(logits.argmax(dim=1) == REJECT).numpy()] = "not like any digit"
+    if d.checks:
+        out = np.where(reasons != "", reasons, out)
+    return out
+
+
+def calibrate(score: str, checks: bool, logits: torch.Tensor, reasons: np.ndarray) -> Decision:
+    """The threshold that keeps ``KEEP`` of the validation digits (after the checks, when used)."""
+    s = scores(logits)[score].numpy()
+    passing = np.ones(len(s), dtype=bool)
+    if logits.shape[1] > 10:
+        passing &= (logits.argmax(dim=1) != REJECT).numpy()
+    if checks:
+        passing &= reasons == ""
+    share = passing.mean()
+    if share <= KEEP:  # the checks alone already refuse more than allowed: accept every score
+        return Decision(score, checks, -math.inf)
+    q = 1 - KEEP / share
+    return Decision(score, checks, float(np.quantile(s[passing], q)))
+
+
+def evaluate_model(name: str, model: nn.Module, precision: str, sets: Sets, reasons: dict[str, np.ndarray]) -> dict:
+    """Every method's figures for one model: kept (and accuracy) on digits, rejected on the rest."""
+    val_logits = logits_of(model, sets.val, precision)
+    val_acc = float((val_logits[:, :10].argmax(1) == sets.val_labels).float().mean())
+    logits = {k: logits_of(model, x, precision) for k, (x, _) in {**sets.kept, **sets.rejected}.items()}
+    row: dict = {"model": name, "val_accuracy": val_acc, "methods": {}}
+    for k, (x, labels) in sets.kept.items():
+        row[f"accuracy {k}"] = float((logits[k][:, :10].argmax(1).numpy() == labels).mean())
+    nd_msp = scores(logits["non-digits"])["msp"].numpy()
+    row["non-digits above 0.9 msp"] = float((nd_msp > 0.9).mean())
+    for score in ("msp", "energy"):
+        for checks in (False, True):
+            d = calibrate(score, checks, val_logits, reasons["val"])
+            m: dict = {"threshold": d.threshold}
+            for k, (_, labels) in sets.kept.items():
+                verdict = decide(d, logits[k], reasons[k])
+                kept = verdict == ""
+                m[f"kept {k}"] = float(kept.mean())
+                m[f"kept and right {k}"] = float((kept & (logits[k][:, :10].argmax(1).numpy() == labels)).mean())
+            for k, (_, families) in sets.rejected.items():
+                verdict = decide(d, logits[k], reasons[k])
+                m[f"rejected {k}"] = float((verdict != "").mean())
+                if k == "non-digits":
+                    m["rejected by family"] = {
+                        f: float((verdict[families == f] != "").mean()) for f in dict.fromkeys(families)
+                    }
+            row["methods"][d.name] = m
+    return row
+
+
+# --------------------------------------------------------------------------- training here
+
+
+def writer_augment(images: torch.Tensor, g: torch.Generator, share: float = 0.5) -> torch.Tensor:
+    """Digits as other writers and scanners give them, on (B, 28, 28) in [0, 1] (batches come in random
+    order): ``share`` of them, in five equal parts: binarised (threshold 0.3-0.6), stretched to fill the
+    20 px box, up to 1.5 px thicker, up to half a pixel thinner strokes, a 10-16 px scan enlarged; the
+    rest as they are (fixed counts, so fixed draws per batch)."""
+    from rnnmnist.training.augment import thickness
+    from rnnmnist.training.nondigits import fit_to_box
+
+    b = images.shape[0]
+    q = int(b * share / 5)
+    out = images.clone()
+    sl = [slice(i * q, (i + 1) * q) for i in range(5)]  # binarise, stretch, thicker, thinner, small scan
+    t = 0.3 + torch.rand(q, 1, 1, generator=g) * 0.3
+    out[sl[0]] = (images[sl[0]] > t).float()
+    out[sl[1]] = fit_to_box(images[sl[1]], keep_aspect=False)
+    out[sl[2]] = thickness(images[sl[2]], 0.0, 1.5)
+    out[sl[3]] = thickness(images[sl[3]], 0.5, 0.0)
+    side = int(torch.randint(10, 17, (1,), generator=g))
+    small = F.interpolate(images[sl[4]].unsqueeze(1), size=(side, side), mode="area")
+    out[sl[4]] = F.interpolate(small, size=(28, 28), mode="bilinear", align_corners=False).squeeze(1).clamp(0, 1)
+    return out
+
+
+@dataclass
+class Trainer:
+    """The default recipe's training step, plus this bench's extras; one step at a time."""
+
+    kind: str
+    cfg: object
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    stream: object
+    train_u8: torch.Tensor
+    train_y: torch.Tensor
+    g: torch.Generator
+    total: int
+    oe_size: int
+    oe_weight: float
+    writers_share: float = 0.5
+    step: int = 0
+
+    def run_step(self) -> float:
+        from rnnmnist.training.augment import augment
+        from rnnmnist.training.data import scale
+        from rnnmnist.training.device import autocast
+        from rnnmnist.training.nondigits import nondigit_batch
+        from rnnmnist.training.optimizer import optimizer_step
+        from rnnmnist.training.schedule import lr_and_beta1
+
+        cfg = self.cfg
+        lr, beta1 = lr_and_beta1(cfg, self.step, self.total)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+            if beta1 is not None:
+                group["betas"] = (beta1, group["betas"][1])
+        idx = self.stream.next()
+        images = augment(scale(self.train_u8.index_select(0, idx)), cfg)  # (B, 28, 28)
+        labels = self.train_y.index_select(0, idx)
+        if "writers" in self.kind:
+            images = writer_augment(images, self.g, self.writers_share)
+        extra = "oe" in self.kind or "reject" in self.kind
+        if extra:
+            others = augment(nondigit_batch(self.g, self.oe_size, self.train_u8), cfg)  # (m, 28, 28)
+            images = torch.cat([images, others])
+        with autocast(images.device, cfg.precision):
+            logits = self.model(images).float()
+        b = labels.shape[0]
+        if "reject" in self.kind:
+            loss = F.cross_entropy(logits, torch.cat([labels, torch.full((self.oe_size,), REJECT)]))
+        else:
+            loss = F.cross_entropy(logits[:b], labels)
+            if extra:  # cross-entropy to the uniform distribution over the 10 digits
+                out = logits[b:]
+                loss = loss + self.oe_weight * (torch.logsumexp(out, dim=1) - out.mean(dim=1)).mean()
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer_step(self.optimizer)
+        self.step += 1
+        return float(loss.detach())
+
+
+def make_trainer(
+    kind: str, train_u8, train_y, seed: int, steps: int | None, oe_size: int, oe_weight: float, quick: bool,
+    writers_share: float = 0.5,
+):  # fmt: skip
+    from rnnmnist.config import DEFAULTS, fit_to_length
+    from rnnmnist.training.data import BatchStream
+    from rnnmnist.training.device import training_precision
+    from rnnmnist.training.model import SequenceClassifier
+    from rnnmnist.training.optimizer import make_optimizer
+
+    cfg = replace(DEFAULTS, seed=seed)
+    if quick:
+        cfg = fit_to_length(replace(cfg, iters=40 * 128, hidden_size=16, batch_size=64), ("hidden_size", "batch_size"))
+    cfg = replace(cfg, precision=training_precision(cfg.precision, torch.device("cpu")))
+    torch.manual_seed(seed)
+    model = SequenceClassifier(cfg.model)
+    if "reject" in kind:
+        model.head = nn.Linear(model.head.in_features, 11)
+    optimizer = make_optimizer(cfg, model, torch.device("cpu"))
+    total = steps or cfg.training_steps(train_u8.shape[0])
+    stream = BatchStream(train_u8.shape[0], cfg.batch_size, seed, torch.device("cpu"))
+    g = torch.Generator().manual_seed(seed + 1000)
+    return Trainer(kind, cfg, model, optimizer, stream, train_u8, train_y, g, total, oe_size, oe_weight, writers_share)
+
+
+def train(kind: str, train_u8, train_y, seed: int, a) -> tuple[nn.Module, str, float]:
+    t = make_trainer(kind, train_u8, train_y, seed, a.steps, a.oe_size, a.oe_weight, a.quick, a.writers_share)
+    t.model.train()
+    start = time.perf_counter()
+    while t.step < t.total:
+        loss = t.run_step()
+        if t.step % 100 == 0:
+            print(f"  {kind} seed {seed} step {t.step}/{t.total} loss {loss:.3f}", file=sys.stderr, flush=True)
+    return t.model, t.cfg.precision, time.perf_counter() - start
+
+
+def step_cost(kinds: list[str], train_u8, train_y, a, rounds: int = 4, steps: int = 15) -> dict[str, float]:
+    """Seconds per step of each kind, measured in alternating rounds (same load), as a ratio to plain."""
+    trainers = {
+        k: make_trainer(k, train_u8, train_y, 0, 10**6, a.oe_size, a.oe_weight, a.quick, a.writers_share) for k in kinds
+    }
+    spent = dict.fromkeys(kinds, 0.0)
+    for t in trainers.values():  # warm up
+        t.model.train()
+        t.run_step()
+    for _ in range(rounds):
+        for k, t in trainers.items():
+            start = time.perf_counter()
+            for _ in range(steps):
+                t.run_step()
+            spent[k] += time.perf_counter() - start
+    per_step = {k: v / (rounds * steps) for k, v in spent.items()}
+    ref = per_step.get("plain", next(iter(per_step.values())))
+    return {k: v / ref for k, v in per_step.items()} | {f"{k} s/step": v for k, v in per_step.items()}
+
+
+# --------------------------------------------------------------------------- report
+
+
+def table(rows: list[dict]) -> str:
+    keys = [
+        ("rejected non-digits", "rejected non-digits"),
+        ("rejected two-digit numbers", "rejected two-digit numbers"),
+        ("kept MNIST test", "kept MNIST"),
+        ("kept binarised+stretched", "kept bin+str"),
+        ("kept thick pen", "kept thick"),
+        ("kept thin pen", "kept thin"),
+        ("kept small scan", "kept small"),
+        ("kept optdigits (test)", "kept optdigits"),
+    ]
+    head = "| model | method | " + " | ".join(label for _, label in keys) + " |"
+    lines = [head, "|" + "---|" * (len(keys) + 2)]
+    for row in rows:
+        for method, m in row["methods"].items():
+            cells = [f"{100 * m[k]:.1f}" if k in m else "-" for k, _ in keys]
+            lines.append(f"| {row['model']} | {method} | " + " | ".join(cells) + " |")
+    acc_keys = [k for k in rows[0] if k.startswith("accuracy ")] if rows else []
+    lines += ["", "| model | " + " | ".join(k.removeprefix("accuracy ") for k in acc_keys) + " | non-digits >0.9 |"]
+    lines.append("|" + "---|" * (len(acc_keys) + 2))
+    for row in rows:
+        cells = [f"{100 * row[k]:.2f}" for k in acc_keys]
+        lines.append(f"| {row['model']} | " + " | ".join(cells) + f" | {100 * row['non-digits above 0.9 msp']:.1f} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data-dir", type=Path, help="a folder holding MNIST/raw (without: --quick's synthetic digits)")
+    p.add_argument("--checkpoint", type=Path, action="append", default=[], help="a model to measure (repeatable)")
+    p.add_argument("--train", default="", help=f"comma-separated kinds to train here: {', '.join(KINDS)}")
+    p.add_argument("--seeds", default="0", help="comma-separated seeds of the models trained here")
+    p.add_argument("--steps", type=int, help="training steps (default: the default recipe's)")
+    p.add_argument("--oe-size", type=int, default=32, help="generated non-digits added to each batch [32]")
+    p.add_argument("--oe-weight", type=float, default=0.5, help="weight of the uniform-target loss [0.5]")
+    p.add_argument("--writers-share", type=float, default=0.5, help="share of each batch given a writer's look [0.5]")
+    p.add_argument("--tag", default="", help="appended to the names of the models trained here")
+    p.add_argument("--step-cost", default="", help="comma-separated kinds: time a training step of each vs plain")
+    p.add_argument("--save", type=Path, help="save the models trained here (state dicts) into this folder")
+    p.add_argument("--load", type=Path, action="append", default=[], help="a state dict saved by --save")
+    p.add_argument("--json", type=Path, help="write every figure as JSON lines here")
+    p.add_argument("--quick", action="store_true", help="smoke run: tiny models and sets (seconds, not minutes)")
+    a = p.parse_args()
+    kinds = [k for k in a.train.split(",") if k]
+    if any(k not in KINDS for k in kinds + [k for k in a.step_cost.split(",") if k]):
+        p.error(f"--train/--step-cost: choose from {', '.join(KINDS)}")
+    if a.data_dir is None and not a.quick:
+        p.error("--data-dir is needed (or --quick)")
+    torch.manual_seed(0)
+    sets, train_u8, train_y = build_sets(a.data_dir, a.quick)
+    if a.step_cost:
+        ratio = step_cost(a.step_cost.split(","), train_u8, train_y, a)
+        print(json.dumps({"step_cost": ratio}))
+        _write(a.json, {"step_cost": ratio})
+    reasons = {"val": image_checks(sets.val)} | {k: image_checks(x) for k, (x, _) in {**sets.kept, **sets.rejected}.items()}
+    checks_row = {k: float((r != "").mean()) for k, r in reasons.items()}
+    print(json.dumps({"image checks refuse": checks_row}))
+    _write(a.json, {"image checks refuse": checks_row})
+    rows = []
+    for path in a.checkpoint:
+        from rnnmnist.training.checkpoint import load_model
+
+        model, ckpt = load_model(path)
+        rows.append(evaluate_model(str(path), model, ckpt.config.precision, sets, reasons))
+        _write(a.json, rows[-1])
+    for path in a.load:
+        model, precision = _load_state(path)
+        rows.append(evaluate_model(path.stem, model, precision, sets, reasons))
+        _write(a.json, rows[-1])
+    for kind in kinds:
+        for seed in (int(s) for s in a.seeds.split(",")):
+            model, precision, seconds = train(kind, train_u8, train_y, seed, a)
+            if a.save:
+                a.save.mkdir(parents=True, exist_ok=True)
+                torch.save({"kind": kind, "precision": precision, "hidden": model.head.in_features,
+                            "state": model.state_dict()}, a.save / f"{kind}{a.tag}-{seed}.pt")  # fmt: skip
+            rows.append(evaluate_model(f"{kind}{a.tag} s{seed}", model, precision, sets, reasons))
+            rows[-1]["train_seconds_under_load"] = seconds
+            _write(a.json, rows[-1])
+            print(table(rows[-1:]), flush=True)
+    if rows:
+        print(table(rows))
+
+
+def _load_state(path: Path) -> tuple[nn.Module, str]:
+    from rnnmnist.config import DEFAULTS
+    from rnnmnist.training.model import SequenceClassifier
+
+    saved = torch.load(path, weights_only=True)
+    model = SequenceClassifier(replace(DEFAULTS, hidden_size=saved["hidden"]).model)
+    if "reject" in saved["kind"]:
+        model.head = nn.Linear(model.head.in_features, 11)
+    model.load_state_dict(saved["state"])
+    return model, saved["precision"]
+
+
+def _write(path: Path | None, row: dict) -> None:
+    if path is not None:
+        with path.open("a") as f:
+            f.write(json.dumps(row) + "\n")
+
+
+if __name__ == "__main__":
+    main()
