@@ -281,7 +281,9 @@ def two_digit_numbers(test_images: np.ndarray, n: int = 500, seed: int = SEED) -
         top = max(drop, 0)
         region = canvas[top : top + b.shape[0], left : left + b.shape[1]]
         np.maximum(region, b[: region.shape[0], : region.shape[1]], out=region)
-        big = Image.fromarray(canvas).resize((canvas.shape[1] * SUPER, canvas.shape[0] * SUPER), Image.Resampling.BICUBIC)
+        big = Image.fromarray(canvas).resize(
+            (canvas.shape[1] * SUPER, canvas.shape[0] * SUPER), Image.Resampling.BICUBIC
+        )
         out.append(to_field(np.clip(np.asarray(big), 0, 1)))
     return np.stack(out)
 

@@ -107,9 +107,9 @@ def test_tall_thin_drawings_lie_down() -> None:
 
 
 def test_heldout_nondigits_seeded_shapes_ranges(held) -> None:
-    images, names = held.nondigits(per_family=2)
-    again, _ = held.nondigits(per_family=2)
-    other, _ = held.nondigits(per_family=2, seed=held.SEED + 1)
+    images, names = held.nondigits(per_family=1)  # the pen is a numpy distance field: one of each is enough
+    again, _ = held.nondigits(per_family=1)
+    other, _ = held.nondigits(per_family=1, seed=held.SEED + 1)
     assert images.shape == (len(names), 28, 28) and images.dtype == np.float32
     assert images.min() >= 0 and images.max() <= 1
     assert np.array_equal(images, again) and not np.array_equal(images, other)
