@@ -153,15 +153,14 @@ def _splat(xy: torch.Tensor, weight: torch.Tensor, size: int) -> torch.Tensor:
     return out.view(n, size, size)
 
 
-def _gaussian_blur(images: torch.Tensor, sigma: torch.Tensor, radius: int = 6) -> torch.Tensor:
-    """(n, H, W) blurred by a Gaussian of per-image ``sigma`` (n, 1): two grouped 1-D convolutions."""
-    n = images.shape[0]
-    k = torch.arange(-radius, radius + 1, device=images.device, dtype=images.dtype)
-    kernel = torch.exp(-(k**2) / (2 * sigma**2))
-    kernel = kernel / kernel.sum(dim=1, keepdim=True)  # (n, K)
-    x = images.unsqueeze(0)  # (1, n, H, W): one channel per image
-    x = F.conv2d(x, kernel.view(n, 1, 1, -1), padding=(0, radius), groups=n)
-    return F.conv2d(x, kernel.view(n, 1, -1, 1), padding=(radius, 0), groups=n).squeeze(0)
+def _gaussian_blur(images: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+    """(n, S, S) blurred by a Gaussian of per-image ``sigma`` (n, 1), up to a constant factor (callers
+    normalise the peak): two batched matmuls with the Gaussian as a matrix. Grouped convolutions took
+    1.6 ms a call on the CPU (oneDNN), as long as a quarter of a training step."""
+    size = images.shape[-1]
+    k = torch.arange(size, device=images.device, dtype=images.dtype)
+    gauss = torch.exp(-((k.view(1, -1, 1) - k.view(1, 1, -1)) ** 2) / (2 * sigma.view(-1, 1, 1) ** 2))  # (n, S, S)
+    return gauss @ images @ gauss  # symmetric: rows, then columns
 
 
 def blobs(g: torch.Generator, n: int, count: int = 3) -> torch.Tensor:
