@@ -30,7 +30,9 @@ trained here with the default recipe (same model, optimiser, schedule, augmentat
 - ``reject``: the same non-digits as an 11th class;
 - ``writers``: train-time augmentation towards other writers (random binarisation, stretch to the box,
   thicker and thinner strokes, downscale-upscale) on a share of each batch;
-- ``writers+oe``, ``writers+reject``: both.
+- ``writers+oe``, ``writers+reject``: both;
+- ``writers+eoe``: the writers' augmentation and energy-margin outlier exposure (the digits' logsumexp
+  pushed above ``M_IN``, the non-digits' below ``M_OUT``, squared hinges weighted ``--oe-weight``).
 
 ``--step-cost`` measures each kind's training step against ``plain``'s, alternately in this one process
 (the same machine and load), which is the ratio to quote: wall times of whole runs on a shared machine
@@ -66,7 +68,8 @@ INK = 0.2  # a pixel above this is ink, for the image checks (0.3 and 0.5 broke 
 BLOB_SHARE = 0.2  # a second ink blob with at least this share of the ink makes "more than one character"
 MIN_INK_PIXELS = 4  # fewer ink pixels than this: "no ink"
 POOL_STEPS = 8  # steps' worth of non-digits generated at a time
-KINDS = ("plain", "oe", "reject", "writers", "writers+oe", "writers+reject")
+KINDS = ("plain", "oe", "reject", "writers", "writers+oe", "writers+reject", "writers+eoe")
+M_IN, M_OUT = 8.0, 4.0  # energy-margin outlier exposure (writers+eoe): logsumexp margins, as in Liu et al. 2020
 
 
 # --------------------------------------------------------------------------- image checks
@@ -334,8 +337,12 @@ class Trainer:
             loss = F.cross_entropy(logits, torch.cat([labels, torch.full((self.oe_size,), REJECT)]))
         else:
             loss = F.cross_entropy(logits[:b], labels)
-            if extra:  # cross-entropy to the uniform distribution over the 10 digits
-                out = logits[b:]
+            out = logits[b:]
+            if "eoe" in self.kind:  # energy margins: digits' logsumexp above M_IN, non-digits' below M_OUT
+                inside, outside = torch.logsumexp(logits[:b], dim=1), torch.logsumexp(out, dim=1)
+                margins = F.relu(M_IN - inside).pow(2).mean() + F.relu(outside - M_OUT).pow(2).mean()
+                loss = loss + self.oe_weight * margins
+            elif extra:  # cross-entropy to the uniform distribution over the 10 digits
                 loss = loss + self.oe_weight * (torch.logsumexp(out, dim=1) - out.mean(dim=1)).mean()
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
