@@ -1,0 +1,185 @@
+"""Non-digit generators: the training one (rnnmnist.training.nondigits) and the held-out judging set
+(bench/heldout_nondigits.py) are seeded, make MNIST-style 28x28 images in [0, 1], and are different families."""
+
+from __future__ import annotations
+
+import importlib.util
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from rnnmnist.training import nondigits as training
+from rnnmnist.training.synthetic import synthetic_digits
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _bench(name: str):
+    """A bench/ script as a module (bench/ is not a package; its scripts import each other by name)."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    try:
+        spec = importlib.util.spec_from_file_location(name, ROOT / "bench" / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module  # dataclasses look their module up while the class is made
+        spec.loader.exec_module(module)
+        return module
+    finally:
+        sys.path.remove(str(ROOT / "bench"))
+
+
+@pytest.fixture(scope="module")
+def held():
+    return _bench("heldout_nondigits")
+
+
+@pytest.fixture(scope="module")
+def train_images() -> torch.Tensor:
+    """(600, 28, 28) uint8 stand-ins for MNIST training digits."""
+    images, _ = synthetic_digits(600, 2)
+    return images
+
+
+def _centre_of_mass(images: np.ndarray) -> np.ndarray:
+    """(N, 2) (row, column) centres of mass in pixel indices."""
+    idx = np.arange(images.shape[1])
+    mass = images.sum(axis=(1, 2))
+    return np.stack([(images.sum(axis=2) * idx).sum(1) / mass, (images.sum(axis=1) * idx).sum(1) / mass], axis=1)
+
+
+def _extent(image: np.ndarray, level: float = 0.1) -> tuple[int, int]:
+    ys, xs = np.nonzero(image > level)
+    return int(ys.max() - ys.min() + 1), int(xs.max() - xs.min() + 1)
+
+
+# --------------------------------------------------------------------------- the training generator
+
+
+def test_training_batch_shape_range_and_mix(train_images: torch.Tensor) -> None:
+    out = training.nondigit_batch(torch.Generator().manual_seed(0), 128, train_images)
+    assert out.shape == (128, 28, 28) and out.dtype == torch.float32
+    assert out.min() >= 0 and out.max() <= 1 and torch.isfinite(out).all()
+    inked = out.amax(dim=(1, 2)) > 0.5
+    assert inked.float().mean() > 0.9  # nearly all hold ink (a noise draw may come out empty)
+    assert sum(training.family_counts(128).values()) == 128
+    assert all(training.family_counts(n)[name] >= 0 for n in (1, 7) for name in training.MIX)
+    assert training.nondigit_batch(torch.Generator().manual_seed(0), 1, train_images).shape == (1, 28, 28)
+
+
+def test_training_batch_is_seeded(train_images: torch.Tensor) -> None:
+    a = training.nondigit_batch(torch.Generator().manual_seed(3), 64, train_images)
+    b = training.nondigit_batch(torch.Generator().manual_seed(3), 64, train_images)
+    c = training.nondigit_batch(torch.Generator().manual_seed(4), 64, train_images)
+    assert torch.equal(a, b)
+    assert not torch.equal(a, c)
+    floats = training.nondigit_batch(torch.Generator().manual_seed(3), 64, train_images.float() / 255)
+    assert torch.allclose(floats, a, atol=1e-5)  # uint8 or float digits: the same images
+
+
+def test_fit_to_box_is_mnist_normalisation() -> None:
+    drawing = torch.zeros(2, 40, 40)
+    drawing[0, 5:15, 2:32] = 1.0  # a wide bar, off-centre: 30 x 10
+    drawing[1, 20:38, 30:36] = 1.0  # a tall one: 18 x 6
+    fitted = training.fit_to_box(drawing).numpy()
+    assert abs(max(_extent(fitted[0])) - 20) <= 1 and abs(max(_extent(fitted[1])) - 20) <= 1
+    assert np.allclose(_centre_of_mass(fitted), 14.0, atol=0.75)
+    stretched = training.fit_to_box(drawing, keep_aspect=False).numpy()
+    for image in stretched:
+        h, w = _extent(image, level=0.5)  # a 3x stretch softens the edges: measured at half level
+        assert abs(h - 20) <= 1 and abs(w - 20) <= 1
+    assert torch.equal(training.fit_to_box(torch.zeros(1, 40, 40)), torch.zeros(1, 28, 28))  # blank stays blank
+
+
+def test_tall_thin_drawings_lie_down() -> None:
+    bar = torch.zeros(1, 40, 40)
+    bar[0, 5:35, 18:22] = 1.0  # would be a fair 1
+    flat = training.lying_down(bar)
+    assert torch.equal(flat, bar.transpose(1, 2))
+    square = torch.zeros(1, 40, 40)
+    square[0, 10:30, 10:30] = 1.0
+    assert torch.equal(training.lying_down(square), square)
+
+
+# --------------------------------------------------------------------------- the held-out set
+
+
+def test_heldout_nondigits_seeded_shapes_ranges(held) -> None:
+    images, names = held.nondigits(per_family=1)  # the pen is a numpy distance field: one of each is enough
+    again, _ = held.nondigits(per_family=1)
+    other, _ = held.nondigits(per_family=1, seed=held.SEED + 1)
+    assert images.shape == (len(names), 28, 28) and images.dtype == np.float32
+    assert images.min() >= 0 and images.max() <= 1
+    assert np.array_equal(images, again) and not np.array_equal(images, other)
+    assert set(names) == set(held.FAMILIES)
+    blank = names == "blank"
+    assert (images[blank] == 0).all()
+    drawn = images[~blank]
+    assert (drawn.max(axis=(1, 2)) > 0.9).all()
+    assert np.allclose(_centre_of_mass(drawn), 14.0, atol=1.0)  # centred by mass, as MNIST
+    assert all(19 <= max(_extent(im)) <= 21 for im in drawn)  # longer side in the 20 px box
+
+
+def test_heldout_numbers_and_other_writers(held) -> None:
+    digits = synthetic_digits(50, 3)[0].numpy().astype(np.float32) / 255
+    numbers = held.two_digit_numbers(digits, n=12)
+    assert numbers.shape == (12, 28, 28) and numbers.min() >= 0 and numbers.max() <= 1
+    assert np.array_equal(numbers, held.two_digit_numbers(digits, n=12))
+    h, w = _extent(numbers[0])
+    assert w > h  # a number is wider than tall
+    writers = held.other_writers(digits[:10])
+    assert set(writers) == {"binarised", "stretched", "binarised+stretched", "thick pen", "thin pen", "small scan"}
+    for name, images in writers.items():
+        assert images.shape == (10, 28, 28), name
+        assert images.min() >= 0 and images.max() <= 1, name
+    assert set(np.unique(writers["binarised"])) <= {0.0, 1.0}
+    assert (writers["thick pen"] >= digits[:10]).all()
+
+
+# --------------------------------------------------------------------------- the two are different families
+
+
+def test_training_and_heldout_are_different_families(held) -> None:
+    assert not set(training.MIX) & set(held.FAMILIES)
+    # The training generator draws no letters or marks: its families are strokes, zigzags, blobs, noise
+    # and pieces and pairs of training digits; the held-out set is letters, marks and symbols.
+    assert set(training.MIX) == {"strokes", "zigzags", "blobs", "noise", "fragments", "pairs"}
+    assert {"A", "X", "check", "star", "smiley", "hash", "dot", "blank"} <= set(held.FAMILIES)
+
+
+def test_rnnmnist_never_imports_the_heldout_set() -> None:
+    sources = [p for p in (ROOT / "rnnmnist").rglob("*.py")]
+    assert sources
+    imports = ("import heldout", "heldout_nondigits import", 'import_module("heldout')
+    assert not [p for p in sources if any(i in p.read_text(encoding="utf-8") for i in imports)]
+    code = "import sys, rnnmnist.training.nondigits; assert 'heldout_nondigits' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True)
+
+
+# --------------------------------------------------------------------------- the bench's image checks
+
+
+def test_image_checks() -> None:
+    bench = _bench("nondigits")
+    x = torch.zeros(3, 28, 28)
+    x[1, 4:24, 12:15] = 1.0  # one stroke: a 1
+    x[2, 4:24, 5:8] = 1.0  # two strokes far apart: "11"
+    x[2, 4:24, 20:23] = 1.0
+    assert list(bench.image_checks(x)) == ["no ink", "", "more than one character"]
+    _, top2 = bench.components(x)
+    assert top2[2].tolist() == [60, 60]
+
+
+@pytest.mark.slow
+def test_bench_quick_runs() -> None:
+    done = subprocess.run(
+        [sys.executable, "bench/nondigits.py", "--quick", "--train", "oe,reject", "--steps", "3"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "| oe s0 | checks+energy |" in done.stdout
