@@ -29,6 +29,8 @@ CELLS, MODES, INITS = get_args(Cell), get_args(Mode), get_args(Init)
 SCHEDULES, OPTIMIZERS = get_args(Schedule), get_args(Optimizer)
 DEVICES, PRECISIONS = get_args(Device), get_args(Precision)
 DATASETS = get_args(Dataset)
+# The data sets whose classes are the digits 0-9: for them a model learns, and predict says, "not a digit".
+DIGIT_DATASETS: tuple[str, ...] = ("mnist", "emnist-digits", "qmnist")
 # Batch size of evaluation and prediction passes: fast, and small enough for any laptop.
 SEARCH_TABLE = (
     "search"  # a sweep file's table of what to vary (rnnmnist.experiments.sweep); a preset with it is a sweep space
@@ -143,6 +145,30 @@ class TrainingConfig:
     )
     aug_ink: float = _opt(0.0, "augmentation: ink up to this fraction fainter", ge=0.0, lt=1.0)
     aug_noise: float = _opt(0.0, "augmentation: largest Gaussian noise standard deviation", ge=0.0, le=0.3)
+    aug_writers: float = _opt(
+        0.5,
+        "augmentation: share of each batch given other writers' and scanners' looks, in five equal parts: "
+        "binarised ink, stretched to fill the box, a heavier pen, a lighter pen, a small scan enlarged",
+        ge=0.0,
+        le=1.0,
+    )
+    # --- knowing what is not a digit
+    outliers: int = _opt(
+        32,
+        "generated non-digits (strokes, scribbles, blobs, pieces and pairs of digits) added to each batch, "
+        "trained towards no class in particular (outlier exposure), so that predict can tell 'not a digit'; "
+        "0: none. Digit data sets only",
+        ge=0,
+        le=4096,
+    )
+    outlier_weight: float = _opt(0.5, "weight of the non-digits' loss beside the digits'", ge=0.0, le=100.0)
+    digit_keep: float = _opt(
+        0.98,
+        "share of validation digits that the 'not like any digit' threshold, calibrated at the end of training "
+        "and stored in the checkpoint, keeps",
+        ge=0.5,
+        le=1.0,
+    )
     # --- data
     dataset: Dataset = _opt(
         "mnist",
@@ -285,12 +311,24 @@ def fit_to_length(cfg: Config, given: Collection[str]) -> Config:
     return replace(cfg, **{key: value for key, value in SHORT_RUN.items() if key not in given})
 
 
+# Fields that only mean something for the digits: a run on another data set that does not set them has none.
+DIGITS_ONLY: dict[str, Any] = {"outliers": 0, "aug_writers": 0.0}
+
+
+def fit_to_dataset(cfg: Config, given: Collection[str]) -> Config:
+    """``cfg`` without the digits-only fields (:data:`DIGITS_ONLY`) that no source set, where the data set's
+    classes are not digits: generated non-digits and pen looks are for digit models."""
+    if cfg.dataset in DIGIT_DATASETS:
+        return cfg
+    return replace(cfg, **{key: value for key, value in DIGITS_ONLY.items() if key not in given})
+
+
 def build(*sources: tuple[str, dict[str, Any]]) -> Config:
     """Apply ``(source_name, values)`` overrides in order onto the defaults.
 
     Later sources win. Every key and value is checked; a :class:`ConfigError`
     names the source and the key. A short run's unset fields then follow
-    :func:`fit_to_length`: the config returned is the one that trains, resolved.
+    :func:`fit_to_length` and :func:`fit_to_dataset`: the config returned is the one that trains, resolved.
     """
     cfg = DEFAULTS
     given: set[str] = set()
@@ -304,7 +342,7 @@ def build(*sources: tuple[str, dict[str, Any]]) -> Config:
             except ConfigError as e:
                 raise ConfigError(f"{source}: {e}") from None
         cfg = replace(cfg, **checked)
-    cfg = fit_to_length(cfg, given)
+    cfg = fit_to_dataset(fit_to_length(cfg, given), given)
     _check_consistent(cfg)
     return cfg
 
@@ -322,7 +360,7 @@ def length_override(values: dict[str, Any]) -> dict[str, Any]:
 
 # Fields added after checkpoints were first written, with the value that versions before them trained
 # with: a stored config without one is read with that value, not today's default.
-BEFORE_FIELD_EXISTED: dict[str, Any] = {"beta2": 0.999}
+BEFORE_FIELD_EXISTED: dict[str, Any] = {"beta2": 0.999, "aug_writers": 0.0, "outliers": 0}
 
 
 def from_stored(values: dict[str, Any]) -> tuple[Config, list[str]]:

@@ -17,6 +17,11 @@ config field (``aug_*``; 0 turns it off):
 - ink: the stroke's peak intensity scaled down;
 - noise: a little Gaussian noise.
 
+Other writers and scanners (``aug_writers``, a share of each batch, in five equal parts): ink
+binarised at a random level, the digit stretched to fill its 20 px box (some data sets do
+that), a pen up to 1.5 px heavier, a pen half a pixel lighter, a scan 10-16 px across enlarged.
+A model trained without them read binarised and stretched digits at 90% and a thin pen at 86%.
+
 Everything is drawn from torch's global RNG on the images' device (the state
 resumable checkpoints store), a fixed number of draws per batch, so a seeded run
 and a resumed one augment identically. No per-image Python.
@@ -31,6 +36,8 @@ from typing import Any
 
 import torch
 from torch.nn import functional as F
+
+from rnnmnist.training.nondigits import fit_to_box
 
 ELASTIC_GRID = 4  # control points per side of the elastic field: smooth, stroke-scale wobbles
 BLUR_RADIUS = 3  # pixels each side of the Gaussian kernel (enough for sigma <= 1.5)
@@ -239,6 +246,33 @@ def noise(images: torch.Tensor, std: float) -> torch.Tensor:
         return images
     sd = torch.rand(images.shape[0], 1, 1, device=images.device) * std
     return (images + torch.randn_like(images) * sd).clamp(0, 1)
+
+
+WRITER_LOOKS = 5  # binarised, stretched, heavier pen, lighter pen, small scan
+
+
+def writers(images: torch.Tensor, share: float) -> torch.Tensor:
+    """``images`` (B, 28, 28) in [0, 1] with their first ``share`` given other writers' and scanners' looks.
+
+    Batches come in random order, so the first images are a random share; the counts are fixed,
+    and so are the random draws. The last part (small scans) uses one size per batch.
+    """
+    b = images.shape[0]
+    q = int(b * share / WRITER_LOOKS)
+    if q == 0:
+        return images
+    device, out = images.device, images.clone()
+    part = [slice(i * q, (i + 1) * q) for i in range(WRITER_LOOKS)]
+    level = 0.3 + torch.rand(q, 1, 1, device=device) * 0.3  # binarised at a level in [0.3, 0.6]
+    out[part[0]] = (images[part[0]] > level).to(images.dtype)
+    out[part[1]] = fit_to_box(images[part[1]], keep_aspect=False)
+    out[part[2]] = thickness(images[part[2]], 0.0, 1.5)
+    out[part[3]] = thickness(images[part[3]], 0.5, 0.0)
+    side = 10 + int(torch.randint(0, 7, (1,), device=device))  # one scan size per batch: 10-16 px
+    small = F.interpolate(images[part[4]].unsqueeze(1), size=(side, side), mode="area")  # (q, 1, s, s)
+    enlarged = F.interpolate(small, size=images.shape[1:], mode="bilinear", align_corners=False)
+    out[part[4]] = enlarged.squeeze(1).clamp(0, 1)
+    return out
 
 
 def random_affine(images: torch.Tensor) -> torch.Tensor:

@@ -22,9 +22,11 @@ from torch import nn
 
 from rnnmnist.config import EVAL_BATCH_SIZE
 from rnnmnist.training import checkpoint
-from rnnmnist.training.augment import augment
+from rnnmnist.training.augment import augment, writers
 from rnnmnist.training.data import scale
+from rnnmnist.training.datasets import is_digits
 from rnnmnist.training.device import autocast
+from rnnmnist.training.digitcheck import CHECKPOINT_KEY, calibrate
 from rnnmnist.training.distributed import all_reduce, collective
 from rnnmnist.training.evaluate import EvalResult, evaluate
 from rnnmnist.training.events import LogRecord, TrainingDiverged, TrainSummary
@@ -66,14 +68,24 @@ def _train_step(run: Run, loss_fn: nn.Module) -> tuple[torch.Tensor, torch.Tenso
     idx = state.stream.next()[first : first + local]  # (b,): this rank's slice of the batch
     # index_select, not images[idx]: torch's general indexing took ~10 times as long for this row gather.
     images = scale(train.images.index_select(0, idx))  # (b, 28, 28) float in [0, 1]
+    labels = train.labels.index_select(0, idx)  # (b,)
+    b = labels.shape[0]
+    if run.outliers is not None:  # generated non-digits after the digits, augmented with them
+        images = torch.cat([images, run.outliers.take(state.step)])  # (b + m, 28, 28)
     if cfg.augment:
         images = augment(images, cfg)
-    labels = train.labels.index_select(0, idx)  # (b,)
+        if cfg.aug_writers:
+            images[:b] = writers(images[:b], cfg.aug_writers)
     with autocast(images.device, cfg.precision):
-        logits = run.net(images).float()  # (b, 10)
-    loss = loss_fn(logits, labels)
+        logits = run.net(images).float()  # (b + m, 10)
+    loss = loss_fn(logits[:b], labels)  # the digits' loss: what the log shows
+    total = loss
+    if run.outliers is not None:  # cross-entropy to the uniform distribution over the classes
+        others = logits[b:]  # (m, 10)
+        total = loss + cfg.outlier_weight * (torch.logsumexp(others, dim=1) - others.mean(dim=1)).mean()
+    logits = logits[:b]  # (b, 10)
     state.optimizer.zero_grad(set_to_none=True)
-    loss.backward()
+    total.backward()
     if cfg.grad_clip > 0:
         nn.utils.clip_grad_norm_(run.model.parameters(), cfg.grad_clip)
     optimizer_step(state.optimizer)
@@ -226,9 +238,18 @@ def finish(run: Run, phases: Phases) -> TrainSummary:
     )
     if run.rank.main:
         with phases.timed("save"):
-            checkpoint.save(run.run_dir.checkpoint, run.cfg, run.model, summary.metrics())
+            checkpoint.save(run.run_dir.checkpoint, run.cfg, run.model, summary.metrics(), **_digit_check(run, val))
     summary.wall_seconds, summary.phases = phases.wall(), phases.as_dict()
     return summary
+
+
+def _digit_check(run: Run, val: EvalResult | None) -> dict[str, Any]:
+    """The checkpoint's ``digit_check`` (the "not like any digit" threshold, calibrated on the validation split)
+    for a digit model with a validation split; nothing otherwise (predict then uses the fallback, or none)."""
+    if val is None or val.energy is None or not is_digits(run.cfg.dataset):
+        return {}
+    check = calibrate(scale(run.data.val.images).cpu(), val.energy, run.cfg.digit_keep)
+    return {CHECKPOINT_KEY: check.to_dict()}
 
 
 def _final_best(run: Run, test: EvalResult, val: EvalResult) -> dict[str, Any] | None:
@@ -239,10 +260,11 @@ def _final_best(run: Run, test: EvalResult, val: EvalResult) -> dict[str, Any] |
         return None
     if val.accuracy > state.best_val_accuracy:
         state.best_val_accuracy, state.best_step = val.accuracy, state.step
-        model, best_test = run.model, test
+        model, best_test, best_val = run.model, test, val
     else:
         model, _ = checkpoint.load_model(run.run_dir.best, run.data.test.labels.device)
         best_test = evaluate(model, run.data.test, EVAL_BATCH_SIZE, run.cfg.precision)  # rank 0 alone
+        best_val = evaluate(model, run.data.val, EVAL_BATCH_SIZE, run.cfg.precision)  # its own threshold
     best = {
         "step": state.best_step,
         "val_accuracy": state.best_val_accuracy,
@@ -250,5 +272,5 @@ def _final_best(run: Run, test: EvalResult, val: EvalResult) -> dict[str, Any] |
         "test_loss": best_test.loss,
         "checkpoint": str(run.run_dir.best),
     }
-    checkpoint.save(run.run_dir.best, run.cfg, model, best)
+    checkpoint.save(run.run_dir.best, run.cfg, model, best, **_digit_check(run, best_val))
     return best

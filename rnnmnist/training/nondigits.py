@@ -26,8 +26,10 @@ this module never sees it.
 
 from __future__ import annotations
 
+import functools
 import math
 
+import numpy as np
 import torch
 from torch.nn import functional as F
 
@@ -36,13 +38,18 @@ CANVAS = 40  # strokes, blobs and noise are drawn on a 40x40 canvas, then fitted
 INK_LEVEL = 0.1  # what counts as ink when finding a drawing's extent
 # Share of each family in a batch; the counts are fixed per batch size (a fixed number of draws).
 MIX: dict[str, float] = {
-    "strokes": 0.25,
-    "zigzags": 0.3,
+    "strokes": 0.15,
+    "zigzags": 0.2,
     "blobs": 0.1,
     "noise": 0.05,
     "fragments": 0.1,  # often still a fair digit (half a 3 is a 3): a few teach "pieces are not digits"
     "pairs": 0.2,
+    "letters": 0.2,
 }
+# Letters that no digit resembles (B, D, G, I, O, Q, S, Z and their like are left out: they pass for 8, 0, 6,
+# 1, 0, 9, 5, 2), typeset in Pillow's own font and then slanted, stretched and given other pens.
+LETTERS = "ACEFHJKLMNPRTUVWXYaefhkmnrtuwy"
+GLYPH = 64  # letters are typeset on a GLYPH x GLYPH canvas
 
 
 def family_counts(n: int) -> dict[str, int]:
@@ -68,6 +75,7 @@ def nondigit_batch(generator: torch.Generator, n: int, train_images: torch.Tenso
         lying_down(noise(generator, counts["noise"])),
         lying_down(fragments(generator, counts["fragments"], train_images)),
         pairs(generator, counts["pairs"], train_images),
+        letters(generator, counts["letters"]),
     ]
     device = train_images.device
     images = torch.cat([fit_to_box(p.to(device)) for p in parts if p.shape[0]])  # (n, 28, 28)
@@ -237,6 +245,48 @@ def pairs(g: torch.Generator, n: int, train_images: torch.Tensor) -> torch.Tenso
     return torch.maximum(canvas, moved)
 
 
+@functools.lru_cache(maxsize=4)
+def glyphs(alphabet: str = LETTERS) -> torch.Tensor:
+    """(L, 64, 64) float in [0, 1]: each letter of ``alphabet`` typeset in Pillow's default font, ink centred.
+
+    Pillow's scalable default font needs FreeType; without it there are no glyphs (L = 0) and the
+    letters' share of a batch goes to strokes.
+    """
+    from PIL import Image, ImageDraw, ImageFont, features
+
+    if not features.check("freetype2"):
+        return torch.zeros(0, GLYPH, GLYPH)
+    font = ImageFont.load_default(size=44)
+    out = []
+    for letter in alphabet:
+        image = Image.new("L", (GLYPH, GLYPH))
+        draw = ImageDraw.Draw(image)
+        left, top, right, bottom = draw.textbbox((0, 0), letter, font=font)
+        draw.text(((GLYPH - right - left) / 2, (GLYPH - bottom - top) / 2), letter, fill=255, font=font)
+        out.append(torch.frombuffer(bytearray(image.tobytes()), dtype=torch.uint8).view(GLYPH, GLYPH))
+    return torch.stack(out).float() / 255
+
+
+def letters(g: torch.Generator, n: int) -> torch.Tensor:
+    """(n, 64, 64): typeset letters slanted, rotated, stretched and with heavier or lighter pens, as hands vary."""
+    bank = glyphs()
+    if n == 0 or bank.shape[0] == 0:
+        return strokes(g, n) if n else torch.zeros(0, GLYPH, GLYPH, device=g.device)
+    picked = bank.to(g.device)[torch.randint(0, bank.shape[0], (n,), generator=g, device=g.device)]
+    d = _rand(g, n, 4) * 2 - 1  # (n, 4) in [-1, 1]: rotation, shear, aspect, size
+    angle, shear = d[:, 0] * math.radians(20), d[:, 1] * 0.35
+    sx, sy = torch.exp2(d[:, 2] * 0.4), torch.exp2(d[:, 3] * 0.2)  # stretched up to 1.3x either way
+    cos, sin = torch.cos(angle), torch.sin(angle)
+    zero = torch.zeros(n, device=g.device)
+    theta = torch.stack([cos / sx, (-sin + shear) / sx, zero, sin / sy, cos / sy, zero], dim=1).view(n, 2, 3)
+    grid = F.affine_grid(theta, [n, 1, GLYPH, GLYPH], align_corners=False)
+    bent = F.grid_sample(picked.unsqueeze(1), grid, align_corners=False).squeeze(1)  # (n, 64, 64)
+    pen = _rand(g, n, 1, 1)  # heavier pens for some, lighter for others
+    heavier = F.max_pool2d(bent.unsqueeze(1), 5, 1, 2).squeeze(1)
+    lighter = -F.max_pool2d(-bent.unsqueeze(1), 3, 1, 1).squeeze(1)
+    return torch.where(pen < 0.35, heavier, torch.where(pen > 0.8, lighter, bent)).clamp(0, 1)
+
+
 def fit_to_box(images: torch.Tensor, keep_aspect: bool = True) -> torch.Tensor:
     """(n, 28, 28) from (n, H, W) drawings: the ink's longer side scaled to 20 px, centre of mass at (14, 14).
 
@@ -272,3 +322,35 @@ def fit_to_box(images: torch.Tensor, keep_aspect: bool = True) -> torch.Tensor:
     fitted = F.grid_sample(source, grid, mode="bilinear", padding_mode="zeros", align_corners=False).squeeze(1)
     peak = fitted.amax(dim=(1, 2), keepdim=True)
     return torch.where(peak > 0, fitted / peak.clamp_min(1e-6), fitted).clamp(0, 1)
+
+
+POOL_STEPS = 32  # steps' worth of non-digits made at once: a batch of 32 alone cost 2.5 ms, 40% of a step
+
+
+class OutlierPool:
+    """The non-digits each training step adds (outlier exposure), made :data:`POOL_STEPS` steps at a time.
+
+    The pool for a step depends on the seed and which pool it is alone, never on what ran before,
+    so a resumed run draws the very same non-digits with nothing to save, and the global RNG that
+    augmentation and dropout use is not touched. In a distributed run each rank takes its slice of
+    the step's non-digits, as it takes its slice of the digits: the whole batch is one process's.
+    """
+
+    def __init__(self, train_images: torch.Tensor, per_step: int, seed: int, world: tuple[int, int] = (0, 1)) -> None:
+        self.train_images, self.per_step, self.seed = train_images, per_step, seed
+        rank, size = world
+        local = per_step // size
+        self._slice = slice(rank * local, (rank + 1) * local)  # this rank's share of a step's non-digits
+        self._index, self._pool = -1, torch.zeros(0)
+
+    def take(self, step: int) -> torch.Tensor:
+        """This rank's non-digits (n, 28, 28) of step ``step`` (counted from 0), on the images' device."""
+        index, at = divmod(step, POOL_STEPS)
+        if index != self._index:
+            self._pool = nondigit_batch(self._generator(index), self.per_step * POOL_STEPS, self.train_images)
+            self._index = index
+        return self._pool[at * self.per_step : (at + 1) * self.per_step][self._slice]
+
+    def _generator(self, index: int) -> torch.Generator:
+        seed = np.random.SeedSequence([self.seed, index]).generate_state(1, np.uint64)[0]
+        return torch.Generator().manual_seed(int(seed) >> 1)  # a CPU generator; the images follow the data's device

@@ -20,6 +20,7 @@ from rnnmnist.training.data import BatchStream, Mnist, Split
 from rnnmnist.training.distributed import SINGLE, Rank, all_gather
 from rnnmnist.training.evaluate import EvalResult, evaluate
 from rnnmnist.training.events import TrainCallbacks
+from rnnmnist.training.nondigits import OutlierPool
 from rnnmnist.training.optimizer import make_optimizer
 from rnnmnist.training.rundir import RunDir
 
@@ -155,6 +156,8 @@ class Run:
         self.cfg, self.model, self.data, self.state, self.run_dir, self.rank = cfg, model, data, state, run_dir, rank
         self.callbacks = callbacks if callbacks is not None and rank.main else TrainCallbacks()
         self.net = model
+        world = (rank.rank, rank.world_size)
+        self.outliers = OutlierPool(data.train.images, cfg.outliers, cfg.seed, world) if cfg.outliers else None
         if rank.distributed:
             from torch.nn.parallel import DistributedDataParallel
 
