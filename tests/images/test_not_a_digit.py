@@ -71,10 +71,15 @@ def predict(*args: str):
     return CliRunner().invoke(cli, ["predict", *args])
 
 
+def _refuse(word: str) -> None:
+    raise ValueError(f"not standard JSON: {word}")
+
+
 def records(*args: str) -> list[dict]:
+    """predict --json's records, read as standard JSON (no bare NaN or Infinity)."""
     result = predict(*args, "--json")
     assert result.exit_code in (0, 1, 3), result.output
-    return [json.loads(line) for line in result.stdout.splitlines()]
+    return [json.loads(line, parse_constant=_refuse) for line in result.stdout.splitlines()]
 
 
 def test_json_says_whether_each_image_is_one_digit(models: dict[str, str], images: dict[str, str]) -> None:
