@@ -13,6 +13,7 @@ class ExitCode(IntEnum):
     SUCCESS = 0
     FAILURE = 1
     USAGE = 2
+    NOT_A_DIGIT = 3
     INTERRUPTED = 128 + signal.SIGINT
     TERMINATED = 128 + signal.SIGTERM
 
@@ -31,6 +32,8 @@ _MEANINGS = {
     ExitCode.FAILURE: "a failure the user can fix: data missing or malformed, a checkpoint that cannot be used, "
     "a gate not met (eval --min-accuracy), an output that cannot be written",
     ExitCode.USAGE: "a usage error: an unknown flag, a value out of range, a config file or preset that cannot be used",
+    ExitCode.NOT_A_DIGIT: "predict --strict: an input is not a single digit (no ink, more than one character, not "
+    "like any digit); an input that failed to read exits 1 instead",
     ExitCode.INTERRUPTED: "interrupted by SIGINT (Ctrl-C); files already written are intact",
     ExitCode.TERMINATED: "terminated by SIGTERM; files already written are intact",
 }

@@ -196,7 +196,9 @@ def test_presets_table_lists_every_preset() -> None:
 
 def test_exit_code_table_is_the_codes_the_program_uses() -> None:
     """ExitCode (rendered in the CLI reference) holds exactly the codes the CLI ends with."""
-    used = {0, RnnmnistError.exit_code, BadValueError.exit_code, click.UsageError.exit_code}
+    from rnnmnist.commands.predict import STRICT_EXIT
+
+    used = {0, RnnmnistError.exit_code, BadValueError.exit_code, click.UsageError.exit_code, STRICT_EXIT}
     used |= {128 + int(signum) for signum in NAMES}
     assert set(ExitCode) == used
 

@@ -34,6 +34,17 @@ NARROW = 80  # terminals narrower than this get the compact trace sparkline
 SPARK_NARROW = 14  # its characters: one per two rows read
 PERMUTED_NOTE = "(in the model's permuted reading order: the image is not read row by row)"
 HALF_BLOCK_INK = 0.4  # without colour, a pixel at least this bright is drawn as ink
+NOT_A_DIGIT = "not a digit"
+# The decision's reasons (rnnmnist.training.digitcheck.REASONS) in the table's words.
+SHORT_REASONS = {"no ink": "no ink", "more than one character": "several characters", "not like any digit": ""}
+
+
+def refusal(r: Prediction) -> str | None:
+    """ "not a digit (why)" for an image the decision says is not one digit, else None."""
+    if r.is_digit is not False:
+        return None
+    why = r.reason or ""
+    return f"{NOT_A_DIGIT} ({why})" if why and why != "not like any digit" else NOT_A_DIGIT
 
 
 def _sparkline(values: Sequence[float]) -> str:
@@ -87,6 +98,8 @@ def art_title(r: Prediction, width: int) -> str:
     """The line above a drawn digit: its name (shortened to fit) and what the network said."""
     note = ", uncertain" if r.uncertain else ""
     said = f": {r.class_name} ({pct(r.confidence)}{note})"
+    if r.is_digit is False:
+        said = f": {refusal(r)}; closest {r.class_name} ({pct(r.confidence)})"
     return fit_name(safe_name(r.input), width - len(said)) + said
 
 
@@ -98,9 +111,13 @@ def prediction_table(ok: Sequence[Prediction], show: bool, trace_mode: str | Non
     named = any(not c.isdigit() for c in ok[0].classes)
     head = "Class" if named else "Digit"
     columns = [("Input", "left"), (head, "right"), ("Confidence", "right"), ("Top 3", "left")]
+    # "not a digit" stays whole; the reason below it may wrap at its spaces on a narrow terminal.
+    refused = any(r.is_digit is False for r in ok)
     for name, justify in columns[:3] if trace_mode else columns:  # the trace takes Top 3's room
         # Numbers and names never break; a Top 3 or an "uncertain" wraps at its spaces.
-        table.add_column(name, justify=justify, no_wrap=name in (head, "Input"), min_width=len(name))
+        whole = name in ("Input", head)
+        wide = len(NOT_A_DIGIT) if refused and name == head else len(name)
+        table.add_column(name, justify=justify, no_wrap=whole, min_width=wide)
     with_labels = any(r.label is not None for r in ok)
     if with_labels:
         table.add_column("True", justify="right")
@@ -116,7 +133,11 @@ def _prediction_cells(r: Prediction, with_labels: bool, trace_mode: str | None, 
     # Uncertain predictions (below --min-confidence) are flagged for a person to check.
     flag = "[yellow]?[/] " if r.uncertain else ""
     confidence = f"[yellow]{pct(r.confidence)} uncertain[/]" if r.uncertain else pct(r.confidence)
-    cells: list[Any] = [Name(safe_name(r.input)), f"{flag}{escape(r.class_name)}", confidence]
+    answer = f"{flag}{escape(r.class_name)}"
+    if r.is_digit is False:  # no answer: what the network would have said stays in Top 3
+        why = SHORT_REASONS.get(r.reason or "", r.reason or "")
+        answer, confidence = f"[bold red]{NOT_A_DIGIT}[/]" + (f"\n[red]{escape(why)}[/]" if why else ""), "-"
+    cells: list[Any] = [Name(safe_name(r.input)), answer, confidence]
     if not trace_mode:
         cells.append("  ".join(f"{escape(r.classes[d])}:{100 * p:.1f}%" for d, p in r.top()))
     if with_labels:
@@ -141,6 +162,8 @@ def reading(r: Prediction, mode: str, width: int, colour: bool) -> Text:
     steps, answer = len(r.trace), r.prediction
     unit = _step_name(mode)
     said = f": {answer} ({pct(r.confidence)}), decided at {unit} {r.decided_at} of {steps}"
+    if r.is_digit is False:
+        said = f": {refusal(r)}; read as {answer} ({pct(r.confidence)}), decided at {unit} {r.decided_at} of {steps}"
     if mode == "pixels":
         said += f" (image row {(r.decided_at - 1) // 28 + 1})"
     title = fit_name(safe_name(r.input), max(12, width - len(said))) + said

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
@@ -16,6 +17,13 @@ from rnnmnist.cli.options import (
     pass_common,
 )
 
+if TYPE_CHECKING:
+    from rnnmnist.images.predict import Prediction
+    from rnnmnist.training.checkpoint import Checkpoint
+    from rnnmnist.training.digitcheck import DigitCheck
+
+STRICT_EXIT = 3  # predict --strict: an input is not one digit (errors.ExitCode.NOT_A_DIGIT)
+
 EXAMPLES = """\b
 Examples:
   rnnmnist predict runs/first/checkpoint.pt my-digit.png photo.jpg
@@ -25,6 +33,7 @@ Examples:
   rnnmnist predict runs/first/checkpoint.pt --index 0 --index 7     # test-set images
   rnnmnist predict runs/first/checkpoint.pt my-digit.png --trace    # watch it read, row by row
   rnnmnist predict runs/first/checkpoint.pt scans/ --json --min-confidence 0.9   # flag doubtful ones
+  rnnmnist predict runs/first/checkpoint.pt scans/ --strict          # exit 3 if one is not a digit
 """
 
 
@@ -50,6 +59,11 @@ Examples:
     is_flag=True,
     help="Show how each answer forms as the network reads, row by row; --json adds trace and decided_at.",
 )
+@click.option(
+    "--strict",
+    is_flag=True,
+    help="Exit with code 3 when any input is not a single digit (an input that failed still exits 1).",
+)
 @device_option
 @data_options
 @output_options
@@ -62,6 +76,7 @@ def predict(
     show: bool,
     min_confidence: float | None,
     trace: bool,
+    strict: bool,
 ) -> int:
     """Predict the digit in each INPUT with CHECKPOINT (a checkpoint file, or a run folder for its checkpoint.pt).
 
@@ -88,13 +103,14 @@ def predict(
         dev = resolve_device(common.device)
         model, ckpt = ckpt_io.load_model(checkpoint, dev)
         precision = usable_precision(ckpt.config.precision, dev)
-        results = prediction.predict_digits(model, precision.name, images.results(), trace)
+        check = digit_check(ckpt, strict)
+        results = prediction.predict_digits(model, precision.name, images.results(), trace, check)
     ui = common.ui()
     for note in [*ckpt.notes, *filter(None, [precision.note])]:
         ui.detail(note)
     if indices:
         results += prediction.predict_test_images(
-            model, precision.name, common.data_folder(), indices, common.download, trace, ckpt.config.dataset
+            model, precision.name, common.data_folder(), indices, common.download, trace, ckpt.config.dataset, check
         )
     from rnnmnist.training.datasets import SPECS, class_names, is_digits
 
@@ -110,4 +126,25 @@ def predict(
         for r in results:
             ui.emit_json(r.to_json())
     ui.predictions(results, show, ckpt.config.mode if trace else None)
-    return 1 if any(r.error for r in results) else 0
+    return exit_code(results, strict)
+
+
+def digit_check(ckpt: Checkpoint, strict: bool) -> DigitCheck | None:
+    """The checkpoint's "one digit or not" check; None for a model of another data set, which --strict refuses."""
+    check = ckpt.digit_check
+    if strict and check is None:
+        from rnnmnist.errors import BadValueError
+
+        raise BadValueError(f"--strict needs a model of digits; this one was trained on {ckpt.config.dataset}")
+    return check
+
+
+def exit_code(results: list[Prediction], strict: bool) -> int:
+    """1 when an input failed; else with ``strict`` 3 when an image is not one digit; else 0."""
+    from rnnmnist.errors import ExitCode
+
+    if any(r.error for r in results):
+        return ExitCode.FAILURE
+    if strict and any(r.is_digit is False for r in results):
+        return ExitCode(STRICT_EXIT)
+    return ExitCode.SUCCESS

@@ -56,6 +56,8 @@ def _details(predictor: Predictor, checkpoint_path: str | Path, limits: dict[str
         "precision": predictor.precision,
         "steps": steps,
         "trace": predictor.can_trace,
+        # how "is it one digit?" is decided (score, threshold, ...); null for a model of another data set
+        "digit_check": None if predictor.digit_check is None else _finite(predictor.digit_check.to_dict()),
         "config": _finite(predictor.checkpoint.config.to_dict()),
         "metrics": _finite(predictor.checkpoint.metrics),
         "limits": limits,

@@ -20,10 +20,22 @@ from rnnmnist.serving.requests import BatchIn, FileUpload, FileUploads, ImageIn
 
 class PredictionOut(BaseModel):
     input: str = Field(description="the uploaded file's name, the JSON item's name, or 'image'")
-    prediction: int = Field(description="the digit, 0-9")
-    confidence: float
-    probabilities: list[float] = Field(description="10 numbers, digits 0-9")
+    prediction: int | None = Field(description="the digit, 0-9; null when the image is not one digit")
+    class_name: str | None = Field(description="the class's name (for digits, the digit); null when not a digit")
+    confidence: float = Field(description="the network's largest probability (also when not a digit)")
+    probabilities: list[float] = Field(description="10 numbers, digits 0-9: what the network said, digit or not")
     top3: list[tuple[int, float]]
+    is_digit: bool | None = Field(
+        None, description="is the image one digit? Absent for a model of another data set (no decision)"
+    )
+    reason: str | None = Field(
+        None, description="why it is not one digit: 'no ink', 'more than one character' or 'not like any digit'"
+    )
+    digit_score: float | None = Field(None, description="the score compared with digit_threshold (higher: digit)")
+    digit_score_kind: str | None = Field(
+        None, description="'energy' (logsumexp of the logits, calibrated) or 'msp' (the largest probability)"
+    )
+    digit_threshold: float | None = Field(None, description="a digit_score below it is 'not like any digit'")
     trace: list[list[float]] | None = Field(
         None, description="with ?trace=true: 10 probabilities after every step (28 rows, or 784 pixels)"
     )

@@ -58,6 +58,7 @@ class Predictor:
         self.model, self.checkpoint = ckpt_io.load_model(checkpoint_path, self.device)
         self.precision = usable_precision(self.checkpoint.config.precision, self.device).name
         self.can_trace = self.model.directions == 1  # a reading trace needs a one-directional model
+        self.digit_check = self.checkpoint.digit_check  # "one digit or not"; None for another data set's model
         self.max_request_pixels = max_request_pixels
         self._prepare_pool = ThreadPoolExecutor(
             workers or min(4, os.cpu_count() or 1), thread_name_prefix="rnnmnist-prepare"
@@ -74,7 +75,9 @@ class Predictor:
         check_decode_budget(cost, self.max_request_pixels)  # before anything is decoded
         pool = self._light_pool if cost <= LIGHT_PIXELS else self._prepare_pool
         named = await self._in_pool(pool, _prepare_all, items)
-        results = await self._in_pool(self._model_pool, predict_digits, self.model, self.precision, named, trace)
+        results = await self._in_pool(
+            self._model_pool, predict_digits, self.model, self.precision, named, trace, self.digit_check
+        )
         return [_record(r, show) for r in results]
 
     async def _in_pool(self, pool: ThreadPoolExecutor, func: Callable[..., Any], *args: Any) -> Any:

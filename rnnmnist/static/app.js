@@ -82,7 +82,7 @@ $("clear").addEventListener("click", () => {
   clearPad();
   state.pending = null;
   showResult(null);
-  setStatus("Draw something.");
+  setStatus(EMPTY_PAD);
 });
 
 $("upload").addEventListener("change", () => {
@@ -153,6 +153,19 @@ function setStatus(text, error = false) {
 }
 
 // --- showing a result
+// Why an image is not one digit (the API's "reason"), in words for a person.
+const NOT_A_DIGIT = {
+  "no ink": "I can't see anything drawn there. Draw a digit (0–9).",
+  "more than one character": "That looks like more than one character. Draw one digit at a time.",
+  "not like any digit": "That doesn't look like a digit to me. Draw one digit, 0–9.",
+};
+const EMPTY_PAD = "Nothing drawn yet — draw a digit (0–9).";
+
+// The network's answer: its prediction, or when the image is not a digit, what it would have said.
+function answerOf(r) {
+  return r.prediction !== null && r.prediction !== undefined ? r.prediction : r.top3[0][0];
+}
+
 function unitName() {
   return state.model && state.model.config.mode !== "rows" ? "pixel" : "row";
 }
@@ -179,12 +192,19 @@ function showResult(r) {
   state.step = SIDE;
   $("step").value = SIDE;
   $("step").disabled = $("play").disabled = !(r && r.trace);
-  $("digit").textContent = r ? String(r.prediction) : "–";
-  $("confidence").textContent = r ? `${(100 * r.confidence).toFixed(1)}% sure` : "";
+  const refused = Boolean(r && r.is_digit === false); // a model of another data set gives no is_digit
+  document.body.dataset.digit = !r ? "" : refused ? "no" : "yes";
+  const sure = r ? `${(100 * r.confidence).toFixed(1)}%` : "";
+  $("digit").textContent = !r ? "–" : refused ? "?" : String(r.prediction);
+  $("confidence").textContent = !r ? "" : refused ? `not a digit · closest: ${answerOf(r)} (${sure})` : `${sure} sure`;
+  $("verdict").hidden = !refused;
+  $("verdict").textContent = refused ? NOT_A_DIGIT[r.reason] || "That doesn't look like a single digit." : "";
+  $("bars").classList.toggle("refused", refused);
   if (r && r.trace) {
     const rows = Math.floor((r.decided_at - 1) / stride()) + 1;
     const where = unitName() === "pixel" ? `pixel ${r.decided_at} of ${r.trace.length} (image row ${rows})` : `row ${r.decided_at} of 28`;
-    $("decided").textContent = `Decided at ${where}: from there on, ${r.prediction} stayed its top answer.`;
+    const what = refused ? "top guess" : "top answer";
+    $("decided").textContent = `Decided at ${where}: from there on, ${answerOf(r)} stayed its ${what}.`;
   } else if (state.model && state.model.trace) {
     $("decided").textContent = "";
   }
@@ -289,11 +309,11 @@ function renderSeen() {
   for (let y = 0; y < SIDE; y++) {
     const probs = r.trace[(y + 1) * stride() - 1];
     const top = probs.indexOf(Math.max(...probs));
-    const right = top === r.prediction;
+    const right = top === answerOf(r);
     const faded = y >= state.step;
     g.globalAlpha = faded ? 0.3 : 1;
     g.fillStyle = right ? "#1f7a4d" : "#98a2b3";
-    g.fillRect(x0 + digitWidth, y * cell + 1, barMax * probs[r.prediction], cell - 2);
+    g.fillRect(x0 + digitWidth, y * cell + 1, barMax * probs[answerOf(r)], cell - 2);
     g.fillStyle = right ? "#1f7a4d" : "#475467";
     if ((SIDE - 1 - y) % every === 0) g.fillText(String(top), x0 + 2, y * cell + cell / 2);
     g.globalAlpha = 1;
@@ -342,10 +362,10 @@ function renderChart() {
     r.trace.forEach((probs, i) => (i ? g.lineTo(x(i + 1), top + h * (1 - probs[d])) : g.moveTo(x(1), top + h * (1 - probs[d]))));
     g.stroke();
   };
-  for (let d = 0; d < 10; d++) if (d !== r.prediction) drawLine(d, "#c3c9d5", 1);
-  drawLine(r.prediction, "#1f7a4d", 3);
+  for (let d = 0; d < 10; d++) if (d !== answerOf(r)) drawLine(d, "#c3c9d5", 1);
+  drawLine(answerOf(r), "#1f7a4d", 3);
   g.fillStyle = "#1f7a4d";
-  g.fillText(String(r.prediction), x(steps) + 4, top + h * (1 - r.trace[steps - 1][r.prediction]) + 4);
+  g.fillText(String(answerOf(r)), x(steps) + 4, top + h * (1 - r.trace[steps - 1][answerOf(r)]) + 4);
   g.strokeStyle = "#d92d20";
   g.setLineDash([4, 3]);
   g.lineWidth = 1.5;

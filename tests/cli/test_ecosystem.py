@@ -225,6 +225,7 @@ def test_json_schemas_are_stable(run: Path, tiny_data: Path, tmp_path: Path) -> 
     assert set(row) == {
         "input", "prediction", "confidence", "probabilities", "top3", "index", "label",
         "class_name", "label_name",  # added with --dataset
+        "is_digit", "reason", "digit_score", "digit_score_kind", "digit_threshold",  # added with "not a digit"
     }  # fmt: skip
 
 

@@ -42,7 +42,9 @@ def test_folder_json_one_object_per_input(model: str, folder: Path) -> None:
     assert [Path(r["input"]).name for r in rows] == ["0-0.png", "1-1.jpg", "2-7.png", "3-1.jpg"]
     for r in rows:
         assert set(r) >= {"input", "prediction", "confidence", "probabilities"}
-        assert isinstance(r["prediction"], int) and 0 <= r["prediction"] <= 9
+        answer = r["prediction"] if r["is_digit"] else r["top3"][0][0]  # not a digit: no answer, top3 stays
+        assert isinstance(answer, int) and 0 <= answer <= 9
+        assert (r["prediction"] is None) == (r["is_digit"] is False)
         assert len(r["probabilities"]) == 10
         assert abs(sum(r["probabilities"]) - 1) < 1e-4
         assert r["confidence"] == pytest.approx(max(r["probabilities"]), abs=1e-6)
@@ -75,9 +77,9 @@ def test_blank_image_and_empty_folder(model: str, tmp_path: Path) -> None:
     Image.new("RGB", (120, 80), (250, 248, 240)).save(tmp_path / "blank.png")
     (tmp_path / "empty").mkdir()
     result = invoke(model, str(tmp_path / "blank.png"), str(tmp_path / "empty"), "--json")
-    assert result.exit_code == 1
+    assert result.exit_code == 1  # the empty folder
     rows = [json.loads(line) for line in result.stdout.splitlines()]
-    assert rows[0]["error"] == "no ink found: the image is blank"
+    assert rows[0]["is_digit"] is False and rows[0]["reason"] == "no ink"  # a decision, not a failure
     assert rows[1] == {"input": str(tmp_path / "empty"), "error": "no images in this folder"}
 
 

@@ -238,7 +238,7 @@ def test_eval_and_predict_take_a_run_folder_or_its_checkpoint(run: Path, tiny_da
     by_folder = json.loads(invoke("eval", str(run), *data, "--json").stdout)
     by_file = json.loads(invoke("eval", str(run / "checkpoint.pt"), *data, "--json").stdout)
     assert by_folder["accuracy"] == by_file["accuracy"] and by_folder["checkpoint"] == str(run / "checkpoint.pt")
-    assert json.loads(invoke("predict", str(run), "--index", "0", *data, "--json").stdout)["prediction"] in range(10)
+    assert json.loads(invoke("predict", str(run), "--index", "0", *data, "--json").stdout)["top3"][0][0] in range(10)
 
 
 def test_plot_takes_a_run_folder_or_a_checkpoint_in_one(run: Path, tiny_data: Path, tmp_path: Path) -> None:

@@ -115,6 +115,7 @@ def _predictions(trace: bool = False) -> list[Prediction]:
             ("/home/someone/examples/seven.png", None, 7),
             ("/home/someone/examples/a-rather-long-file-name-of-a-scanned-digit.png", 3, 3),
             ("test[12]", 5, 6),
+            ("two-digits.png", None, 8),  # the decision: not a digit (more than one character)
         ]
     ):
         steps = torch.full((28, 10), 0.02)
@@ -130,6 +131,8 @@ def _predictions(trace: bool = False) -> list[Prediction]:
                 trace=steps if trace else None,
                 decided_at=11 + i if trace else None,
                 uncertain=i == 2,
+                is_digit=i != 3,
+                reason="more than one character" if i == 3 else None,
             )
         )
     found.append(Prediction("broken.png", error="cannot identify image file"))

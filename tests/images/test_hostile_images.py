@@ -252,10 +252,10 @@ def test_predict_batch_of_the_reproductions(
     rows = {Path(r["input"]).name: r for r in map(json.loads, result.stdout.splitlines())}
     assert sorted(rows) == sorted(files)
     predicted = {name for name, r in rows.items() if "prediction" in r}
-    assert predicted == {"exif-float-tag.jpg", "lab.tif", "column.png", "good.png"}
+    assert predicted == {"exif-float-tag.jpg", "lab.tif", "column.png", "good.png", "dot.png"}
     assert rows["nan.tif"]["error"] == "the image holds NaN (not-a-number) pixels"
     assert rows["exif-garbage.webp"]["error"].startswith("damaged EXIF metadata")
-    assert rows["dot.png"]["error"] == "no ink found: the image is blank"
+    assert rows["dot.png"]["is_digit"] is False and rows["dot.png"]["reason"] == "no ink"  # blank: not a digit
 
 
 # --- properties: the class of failure, not only the instances

@@ -25,10 +25,13 @@ from rnnmnist.training.model import SequenceClassifier
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def save_model(path: Path, **fields) -> Path:
+def save_model(path: Path, digit_check: dict | None = None, **fields) -> Path:
+    """An untrained model's checkpoint; with ``digit_check``, that stored "one digit or not" check (else it
+    has none, and the fallback judges: the untrained model is sure of nothing, so nothing is a digit)."""
     cfg = Config(hidden_size=16, precision="fp32", **fields)
     metrics = {"test_accuracy": 0.5, "broken": float("nan")}
-    checkpoint.save(path, cfg, SequenceClassifier(cfg), metrics)
+    extra = {} if digit_check is None else {"digit_check": digit_check}
+    checkpoint.save(path, cfg, SequenceClassifier(cfg), metrics, **extra)
     return path
 
 
@@ -42,7 +45,11 @@ def png(array: np.ndarray) -> bytes:
 
 
 def assert_record(r: dict) -> None:
-    assert isinstance(r["prediction"], int) and 0 <= r["prediction"] <= 9
+    """A prediction's record: a digit, or "not a digit" (no prediction, what the network said still there)."""
+    assert r["is_digit"] in (True, False) and (r["prediction"] is None) == (r["is_digit"] is False)
+    assert (r["reason"] is None) == r["is_digit"]
+    answer = r["prediction"] if r["is_digit"] else r["top3"][0][0]
+    assert isinstance(answer, int) and 0 <= answer <= 9
     assert len(r["probabilities"]) == 10 and abs(sum(r["probabilities"]) - 1) < 1e-4
     assert r["confidence"] == pytest.approx(max(r["probabilities"]), abs=1e-6)
 

@@ -26,6 +26,7 @@ SCREENSHOT_ENV = "RNNMNIST_SCREENSHOT_DIR"
 STROKES = {
     "1": [[(0.56, 0.14), (0.52, 0.5), (0.47, 0.86)]],
     "7": [[(0.24, 0.2), (0.76, 0.2), (0.58, 0.52), (0.42, 0.86)]],
+    "11": [[(0.2, 0.15), (0.2, 0.85)], [(0.8, 0.15), (0.8, 0.85)]],  # two characters: not a digit
 }
 
 
@@ -173,7 +174,19 @@ def test_draw_digits_in_chromium(chromium: str, server: str, tmp_path: Path) -> 
             assert draw(page, STROKES["7"]) == "7"
             page.click("#clear")
             assert page.locator("#digit").inner_text() == "–"
+            assert page.locator("#status").inner_text() == "Nothing drawn yet — draw a digit (0–9)."
+            # Two characters: the page says so in words, not a digit; the guesses stay, in grey.
+            assert draw(page, STROKES["11"]) == "?"
+            assert page.evaluate("document.body.dataset.digit") == "no"
+            verdict = page.locator("#verdict")
+            assert verdict.is_visible()
+            assert verdict.inner_text() == "That looks like more than one character. Draw one digit at a time."
+            assert page.locator("#confidence").inner_text().startswith("not a digit · closest: ")
+            screenshot(page, tmp_path / "serve-page-not-a-digit.png")
+            page.click("#clear")
+            assert not verdict.is_visible()
             assert draw(page, STROKES["1"]) == "1"
+            assert page.evaluate("document.body.dataset.digit") == "yes" and not verdict.is_visible()
             assert page.locator("#decided").inner_text().startswith("Decided at row ")
             assert page.locator("#step").is_enabled()
             # "How it read" is on the first screen of a laptop, its trace and chart whole, beside the pad.

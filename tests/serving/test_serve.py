@@ -114,12 +114,12 @@ def test_batch(client: TestClient, seven: bytes) -> None:
     a, broken, blank = r.json()["predictions"]
     assert_record(a) and a["input"] == "a.png" and len(a["trace"]) == 28
     assert broken == {"input": "broken.png", "error": "not an image Pillow can read"}
-    assert blank["input"] == "blank.png" and "no ink" in blank["error"]
+    assert blank["input"] == "blank.png" and blank["is_digit"] is False and blank["reason"] == "no ink"
     items = [{"image_base64": base64.b64encode(seven).decode()}, {"pixels": [[0]]}, 3]
     r = client.post("/api/predict/batch", json={"images": items})
     assert r.status_code == 200, r.text
     good, bad_pixels, not_object = r.json()["predictions"]
-    assert good["input"] == "images[0]" and good["prediction"] == a["prediction"]
+    assert good["input"] == "images[0]" and good["probabilities"] == a["probabilities"]
     assert "28 rows" in bad_pixels["error"] and "object" in not_object["error"]
 
 
@@ -156,7 +156,7 @@ def test_page_and_docs_ship_everything(client: TestClient) -> None:
 def test_one_log_line_per_request(client: TestClient, log: list[str]) -> None:
     before = len(log)
     client.get("/api/health")
-    client.post("/api/predict?trace=true", json={"pixels": [[0] * 28] * 28})
+    client.post("/api/predict?trace=true", json={"image_base64": "aGVsbG8="})  # "hello": not an image
     lines = log[before:]
     assert len(lines) == 2
     assert "GET /api/health 200" in lines[0]

@@ -1,0 +1,26 @@
+"""Checkpoints with a stored "one digit or not" check, made from a tiny checkpoint for tests."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from rnnmnist.training.digitcheck import DigitCheck
+
+
+def with_keys(source: Path | str, out: Path, **changes: object) -> str:
+    """A copy of checkpoint ``source`` with top-level keys set (its config's data set by ``dataset=``)."""
+    payload = torch.load(source, weights_only=True)
+    if "dataset" in changes:
+        payload["config"]["dataset"] = changes.pop("dataset")
+    payload.update(changes)
+    torch.save(payload, out)
+    return str(out)
+
+
+def with_threshold(source: Path | str, out: Path, threshold: float) -> str:
+    """A copy of ``source`` whose stored energy threshold is ``threshold`` (-1e9: every image the image
+    checks pass is a digit; 1e9: none is)."""
+    check = DigitCheck(score="energy", threshold=threshold, keep=0.98, calibrated_on=100)
+    return with_keys(source, out, digit_check=check.to_dict())
