@@ -264,12 +264,13 @@ def glyphs(alphabet: str = LETTERS) -> torch.Tensor:
         left, top, right, bottom = draw.textbbox((0, 0), letter, font=font)
         draw.text(((GLYPH - right - left) / 2, (GLYPH - bottom - top) / 2), letter, fill=255, font=font)
         out.append(torch.frombuffer(bytearray(image.tobytes()), dtype=torch.uint8).view(GLYPH, GLYPH))
-    return torch.stack(out).float() / 255
+    return torch.stack(out).float() / 255 if out else torch.zeros(0, GLYPH, GLYPH)
 
 
-def letters(g: torch.Generator, n: int) -> torch.Tensor:
-    """(n, 64, 64): typeset letters slanted, rotated, stretched and with heavier or lighter pens, as hands vary."""
-    bank = glyphs()
+def letters(g: torch.Generator, n: int, bank: torch.Tensor | None = None) -> torch.Tensor:
+    """(n, 64, 64): typeset letters (``bank``, by default :func:`glyphs`) slanted, rotated, stretched and with
+    heavier or lighter pens, as hands vary; (n, 40, 40) strokes instead when there are no glyphs."""
+    bank = glyphs() if bank is None else bank
     if n == 0 or bank.shape[0] == 0:
         return strokes(g, n) if n else torch.zeros(0, GLYPH, GLYPH, device=g.device)
     picked = bank.to(g.device)[torch.randint(0, bank.shape[0], (n,), generator=g, device=g.device)]

@@ -14,8 +14,9 @@ import torch
 
 from rnnmnist.training import nondigits as training
 from rnnmnist.training.synthetic import synthetic_digits
+from tinymodel import tiny_checkpoint
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _bench(name: str):
@@ -142,11 +143,13 @@ def test_heldout_numbers_and_other_writers(held) -> None:
 
 
 def test_training_and_heldout_are_different_families(held) -> None:
+    """Training typesets letters in Pillow's font and draws strokes, zigzags, blobs and noise with a Gaussian
+    brush; the held-out set draws letters and marks by hand (jittered polylines, a round pen)."""
     assert not set(training.MIX) & set(held.FAMILIES)
-    # The training generator draws no letters or marks: its families are strokes, zigzags, blobs, noise
-    # and pieces and pairs of training digits; the held-out set is letters, marks and symbols.
-    assert set(training.MIX) == {"strokes", "zigzags", "blobs", "noise", "fragments", "pairs"}
+    assert set(training.MIX) == {"strokes", "zigzags", "blobs", "noise", "fragments", "pairs", "letters"}
     assert {"A", "X", "check", "star", "smiley", "hash", "dot", "blank"} <= set(held.FAMILIES)
+    # No training letter is a digit's look-alike: B, D, G, I, O, Q, S and Z pass for 8, 0, 6, 1, 0, 9, 5, 2.
+    assert not set(training.LETTERS) & set("BDGIOQSZbdgiloqsz")
 
 
 def test_rnnmnist_never_imports_the_heldout_set() -> None:
@@ -158,28 +161,50 @@ def test_rnnmnist_never_imports_the_heldout_set() -> None:
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True)
 
 
-# --------------------------------------------------------------------------- the bench's image checks
+# --------------------------------------------------------------------------- typeset letters, the pool
 
 
-def test_image_checks() -> None:
-    bench = _bench("nondigits")
-    x = torch.zeros(3, 28, 28)
-    x[1, 4:24, 12:15] = 1.0  # one stroke: a 1
-    x[2, 4:24, 5:8] = 1.0  # two strokes far apart: "11"
-    x[2, 4:24, 20:23] = 1.0
-    assert list(bench.image_checks(x)) == ["no ink", "", "more than one character"]
-    _, top2 = bench.components(x)
-    assert top2[2].tolist() == [60, 60]
+def test_letters_are_typeset_and_bent() -> None:
+    bank = training.glyphs()
+    assert bank.shape == (len(training.LETTERS), training.GLYPH, training.GLYPH)  # Pillow has FreeType here
+    assert bool((bank.amax(dim=(1, 2)) > 0.9).all())  # every letter holds ink
+    made = training.letters(torch.Generator().manual_seed(0), 16)
+    assert made.shape == (16, training.GLYPH, training.GLYPH) and 0 <= made.min() and made.max() <= 1
+    again = training.letters(torch.Generator().manual_seed(0), 16)
+    assert torch.equal(made, again)
+
+
+def test_without_freetype_letters_become_strokes() -> None:
+    """Where Pillow lacks FreeType there are no glyphs; the letters' share is drawn as strokes then."""
+    assert training.glyphs("").shape == (0, training.GLYPH, training.GLYPH)
+    made = training.letters(torch.Generator().manual_seed(1), 5, bank=training.glyphs(""))
+    assert made.shape == (5, training.CANVAS, training.CANVAS) and float(made.amax()) > 0.5
+
+
+def test_pool_is_a_function_of_the_step(train_images: torch.Tensor) -> None:
+    """A resumed run draws the same non-digits: step k's depend on the seed and k alone."""
+    walked = training.OutlierPool(train_images, 8, seed=5)
+    seen = [walked.take(step) for step in range(training.POOL_STEPS + 3)]
+    fresh = training.OutlierPool(train_images, 8, seed=5)
+    assert torch.equal(fresh.take(training.POOL_STEPS + 2), seen[-1])
+    assert torch.equal(fresh.take(1), seen[1])
+    assert not torch.equal(seen[0], seen[1])
+    assert not torch.equal(training.OutlierPool(train_images, 8, seed=6).take(0), seen[0])
+    # Two ranks' slices are the one process's batch.
+    halves = [training.OutlierPool(train_images, 8, seed=5, world=(r, 2)).take(3) for r in (0, 1)]
+    assert torch.equal(torch.cat(halves), seen[3])
 
 
 @pytest.mark.slow
-def test_bench_quick_runs() -> None:
+def test_bench_quick_runs(tiny_data: Path, tmp_path_factory: pytest.TempPathFactory) -> None:
+    checkpoint = tiny_checkpoint(tiny_data, tmp_path_factory)
     done = subprocess.run(
-        [sys.executable, "bench/nondigits.py", "--quick", "--train", "oe,reject", "--steps", "3"],
+        [sys.executable, "bench/nondigits.py", "--quick", str(checkpoint)],
         cwd=ROOT,
         capture_output=True,
         text=True,
         timeout=600,
     )
     assert done.returncode == 0, done.stderr[-2000:]
-    assert "| oe s0 | checks+energy |" in done.stdout
+    assert f"| {checkpoint} | stored |" in done.stdout
+    assert f"| {checkpoint} | checks+energy (here) |" in done.stdout
