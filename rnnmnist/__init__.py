@@ -1,3 +1,3 @@
 """rnnmnist: train, evaluate and use recurrent networks that read MNIST digits as sequences."""
 
-__version__ = "0.3.0"  # the one version number (pyproject.toml reads it; rnnmnist --version shows it)
+__version__ = "0.4.0"  # the one version number (pyproject.toml reads it; rnnmnist --version shows it)

@@ -161,11 +161,11 @@ class TrainingConfig:
         ge=0,
         le=4096,
     )
-    outlier_weight: float = _opt(0.5, "weight of the non-digits' loss beside the digits'", ge=0.0, le=100.0)
+    outlier_weight: float = _opt(0.25, "weight of the non-digits' loss beside the digits'", ge=0.0, le=100.0)
     digit_keep: float = _opt(
-        0.98,
-        "share of validation digits that the 'not like any digit' threshold, calibrated at the end of training "
-        "and stored in the checkpoint, keeps",
+        0.985,
+        "share of validation digits (as written, and with other writers' looks) that the 'not like any digit' "
+        "threshold, calibrated at the end of training and stored in the checkpoint, keeps",
         ge=0.5,
         le=1.0,
     )

@@ -37,10 +37,10 @@ from typing import Any
 import torch
 from torch.nn import functional as F
 
-from rnnmnist.training.nondigits import fit_to_box
-
 ELASTIC_GRID = 4  # control points per side of the elastic field: smooth, stroke-scale wobbles
 BLUR_RADIUS = 3  # pixels each side of the Gaussian kernel (enough for sigma <= 1.5)
+FIELD, BOX, CENTRE = 28, 20, 14.0  # MNIST: 28x28 field, ink fitted to 20 px, centre of mass at (14, 14)
+INK_LEVEL = 0.1  # what counts as ink when finding a drawing's extent
 
 
 @dataclass(frozen=True)
@@ -167,7 +167,7 @@ def _upsample(size: int, device: torch.device) -> torch.Tensor:
     return F.interpolate(eye, size=(size, 1), mode="bicubic", align_corners=True).view(ELASTIC_GRID, size).T
 
 
-def _dilate(x: torch.Tensor) -> torch.Tensor:
+def dilate(x: torch.Tensor) -> torch.Tensor:
     """3x3 grey-scale dilation of (B, H, W), pixels outside ignored: what max_pool2d(x, 3, 1, 1) computes
     (max-pooling with stride 1 is very slow on the CPU), as a separable max of shifted slices, in place
     into two copies (no padded copy)."""
@@ -180,9 +180,9 @@ def _dilate(x: torch.Tensor) -> torch.Tensor:
     return out
 
 
-def _erode(x: torch.Tensor) -> torch.Tensor:
+def erode(x: torch.Tensor) -> torch.Tensor:
     """3x3 grey-scale erosion (a min filter) of (B, H, W); pixels outside ignored."""
-    return -_dilate(-x)
+    return -dilate(-x)
 
 
 def thickness(images: torch.Tensor, thinner: float, thicker: float) -> torch.Tensor:
@@ -195,12 +195,15 @@ def thickness(images: torch.Tensor, thinner: float, thicker: float) -> torch.Ten
     b = images.shape[0]
     amount = torch.rand(b, 1, device=images.device) * (thicker + thinner) - thinner  # (B, 1)
     if not thinner and thicker <= 1:  # the default: one dilation step, blended (the general case, cheaper)
-        heavier = _dilate(images)
+        heavier = dilate(images)
         return torch.lerp(images, heavier, amount.view(b, 1, 1), out=heavier)  # in place: one buffer fewer
-    levels = [_erode(images)] if thinner else []
+    if not thicker and thinner <= 1:  # a lighter pen alone (other writers' looks): the same, eroding
+        lighter = erode(images)
+        return torch.lerp(images, lighter, -amount.view(b, 1, 1), out=lighter)
+    levels = [erode(images)] if thinner else []
     levels.append(images)
     for _ in range(math.ceil(thicker)):
-        levels.append(_dilate(levels[-1]))
+        levels.append(dilate(levels[-1]))
     stack = torch.stack(levels, dim=1)  # (B, L, H, W): level i is i - origin steps thicker
     origin = 1 if thinner else 0
     # Hat-function weights: level i gets 1 - |position - i|, clipped at 0 (linear blending of neighbours).
@@ -248,31 +251,92 @@ def noise(images: torch.Tensor, std: float) -> torch.Tensor:
     return (images + torch.randn_like(images) * sd).clamp(0, 1)
 
 
+def fit_to_box(images: torch.Tensor, keep_aspect: bool = True) -> torch.Tensor:
+    """(n, 28, 28) from (n, H, W) drawings: the ink's longer side scaled to 20 px, centre of mass at (14, 14).
+
+    One ``grid_sample`` per batch: the scale comes from each image's ink extent, the placement from
+    its centre of mass (which scales with the image). Images without ink stay blank. Without
+    ``keep_aspect`` both sides become 20 px: the digit stretched to fill its box, as some scanners
+    and data sets do.
+    """
+    n, h, w = images.shape
+    device = images.device
+    ink = images > INK_LEVEL
+    rows, cols = ink.any(dim=2), ink.any(dim=1)  # (n, H), (n, W)
+    ar_h, ar_w = torch.arange(h, device=device), torch.arange(w, device=device)
+    height = (rows * ar_h).amax(1) - torch.where(rows, ar_h, h).amin(1) + 1
+    width = (cols * ar_w).amax(1) - torch.where(cols, ar_w, w).amin(1) + 1
+    extent = torch.maximum(height, width).clamp_min(1).float()  # (n,) input pixels
+    scale_y = scale_x = BOX / extent  # output pixels per input pixel
+    if not keep_aspect:
+        scale_y, scale_x = BOX / height.clamp_min(1).float(), BOX / width.clamp_min(1).float()
+    mass = images.sum(dim=(1, 2)).clamp_min(1e-6)
+    cy = (images.sum(dim=2) * (ar_h + 0.5)).sum(1) / mass  # (n,) centre of mass, input pixel coordinates
+    cx = (images.sum(dim=1) * (ar_w + 0.5)).sum(1) / mass
+    out = torch.arange(FIELD, device=device, dtype=torch.float32) + 0.5 - (CENTRE + 0.5)  # output offsets
+    src_x = cx.view(n, 1, 1) + out.view(1, 1, FIELD) / scale_x.view(n, 1, 1)  # (n, 1, 28) input x
+    src_y = cy.view(n, 1, 1) + out.view(1, FIELD, 1) / scale_y.view(n, 1, 1)  # (n, 28, 1) input y
+    grid = torch.stack(
+        [(src_x * 2 / w - 1).expand(n, FIELD, FIELD), (src_y * 2 / h - 1).expand(n, FIELD, FIELD)], dim=-1
+    )  # (n, 28, 28, 2)
+    # Shrinking by more than 2 would alias: average-pool first so bilinear sampling sees smooth ink.
+    source = images.unsqueeze(1)
+    if float(torch.minimum(scale_x, scale_y).min()) < 0.5 and min(h, w) >= 4:
+        source = F.avg_pool2d(source, 2)
+    fitted = F.grid_sample(source, grid, mode="bilinear", padding_mode="zeros", align_corners=False).squeeze(1)
+    peak = fitted.amax(dim=(1, 2), keepdim=True)
+    return torch.where(peak > 0, fitted / peak.clamp_min(1e-6), fitted).clamp(0, 1)
+
+
+def stretch(images: torch.Tensor) -> torch.Tensor:
+    """(n, 28, 28) digits stretched to fill the 20x20 box (each side 20 px), centred, as some data sets store them.
+
+    The ink's bounding box is mapped onto the box by one ``grid_sample`` (built as in :func:`warp`):
+    for digits already normalised like MNIST's (longer side 20 px) this only ever enlarges.
+    """
+    n, h, w = images.shape
+    ink = images > INK_LEVEL
+    rows, cols = ink.any(dim=2), ink.any(dim=1)  # (n, H), (n, W)
+    ys = torch.arange(h, device=images.device, dtype=images.dtype)
+    xs = torch.arange(w, device=images.device, dtype=images.dtype)
+    top, bottom = torch.where(rows, ys, h).amin(1), (rows * ys).amax(1)  # (n,) first and last inked row
+    left, right = torch.where(cols, xs, w).amin(1), (cols * xs).amax(1)
+    scale_y = ((bottom - top + 1) / BOX).clamp(min=1 / BOX)  # input pixels per output pixel
+    scale_x = ((right - left + 1) / BOX).clamp(min=1 / BOX)
+    shift_y, shift_x = (top + bottom + 1) / h - 1, (left + right + 1) / w - 1  # box centres, in [-1, 1] units
+    zero = torch.zeros_like(scale_x)
+    m = torch.stack([scale_x, zero, shift_x, zero, scale_y, shift_y], dim=1)  # (n, 6): two rows of (x, y, 1)
+    grid = (m.view(n * 2, 3) @ _pixel_centres(h, w, images.device)).view(n, 2, h, w).permute(0, 2, 3, 1)
+    out = F.grid_sample(images.unsqueeze(1), grid, align_corners=False, padding_mode="zeros")
+    return out.squeeze(1).clamp_(0, 1)  # (n, 28, 28)
+
+
 WRITER_LOOKS = 5  # binarised, stretched, heavier pen, lighter pen, small scan
 
 
 def writers(images: torch.Tensor, share: float) -> torch.Tensor:
-    """``images`` (B, 28, 28) in [0, 1] with their first ``share`` given other writers' and scanners' looks.
+    """``images`` (B, 28, 28) in [0, 1], their first ``share`` given other writers' and scanners' looks in place.
 
-    Batches come in random order, so the first images are a random share; the counts are fixed,
-    and so are the random draws. The last part (small scans) uses one size per batch.
+    Five equal parts: binarised at a level in [0.3, 0.6], stretched to fill the box, a pen up to 1 px
+    heavier, a pen up to half a pixel lighter, a scan 10-16 px across enlarged (one size per batch).
+    Batches come in random order, so the first images are a random share; the counts are fixed, and
+    so are the random draws. Returns ``images``.
     """
-    b = images.shape[0]
-    q = int(b * share / WRITER_LOOKS)
+    q = int(images.shape[0] * share / WRITER_LOOKS)
     if q == 0:
         return images
-    device, out = images.device, images.clone()
-    part = [slice(i * q, (i + 1) * q) for i in range(WRITER_LOOKS)]
-    level = 0.3 + torch.rand(q, 1, 1, device=device) * 0.3  # binarised at a level in [0.3, 0.6]
-    out[part[0]] = (images[part[0]] > level).to(images.dtype)
-    out[part[1]] = fit_to_box(images[part[1]], keep_aspect=False)
-    out[part[2]] = thickness(images[part[2]], 0.0, 1.5)
-    out[part[3]] = thickness(images[part[3]], 0.5, 0.0)
-    side = 10 + int(torch.randint(0, 7, (1,), device=device))  # one scan size per batch: 10-16 px
-    small = F.interpolate(images[part[4]].unsqueeze(1), size=(side, side), mode="area")  # (q, 1, s, s)
-    enlarged = F.interpolate(small, size=images.shape[1:], mode="bilinear", align_corners=False)
-    out[part[4]] = enlarged.squeeze(1).clamp(0, 1)
-    return out
+    device = images.device
+    part = [images[i * q : (i + 1) * q] for i in range(WRITER_LOOKS)]  # views: each look is written in place
+    level = 0.3 + torch.rand(q, 1, 1, device=device) * 0.3
+    part[0].copy_(part[0] > level)
+    part[1].copy_(stretch(part[1]))
+    part[2].copy_(thickness(part[2], 0.0, 1.0))
+    part[3].copy_(thickness(part[3], 0.5, 0.0))
+    side = 10 + int(torch.randint(0, 7, (1,), device=device))
+    small = F.interpolate(part[4].unsqueeze(1), size=(side, side), mode="area")  # (q, 1, s, s)
+    enlarged = F.interpolate(small, size=images.shape[1:], mode="bilinear", align_corners=False)  # (q, 1, 28, 28)
+    part[4].copy_(enlarged.squeeze(1).clamp_(0, 1))
+    return images
 
 
 def random_affine(images: torch.Tensor) -> torch.Tensor:

@@ -29,7 +29,6 @@ class EvalResult:
     loss: float  # mean cross entropy (no label smoothing)
     confusion: torch.Tensor  # (10, 10) int64, rows = true digit, columns = predicted digit
     predictions: torch.Tensor  # (n,) int64, in split order
-    energy: torch.Tensor | None = None  # (n,) float32 logsumexp of the logits: the digit score (digitcheck)
 
     @property
     def correct(self) -> int:
@@ -77,7 +76,7 @@ def evaluate(
     was_training = model.training
     model.eval()
     loss_sum = torch.zeros((), dtype=torch.float64, device=split.labels.device)
-    preds, energy = [], []
+    preds = []
     for start in range(first, last, batch_size):
         stop = min(start + batch_size, last)
         images = scale(split.images[start:stop])  # (b, 28, 28)
@@ -86,20 +85,16 @@ def evaluate(
             logits = model(images).float()  # (b, 10)
         loss_sum += F.cross_entropy(logits, labels, reduction="sum").double()
         preds.append(logits.argmax(dim=1))
-        energy.append(torch.logsumexp(logits, dim=1))
     model.train(was_training)
     predictions = torch.cat(preds).cpu() if preds else torch.zeros(0, dtype=torch.long)
-    energies = torch.cat(energy).cpu() if energy else torch.zeros(0)
     if rank.distributed:
         all_reduce(loss_sum)
         predictions = torch.cat(all_gather(predictions))  # in rank order: the split's order
-        energies = torch.cat(all_gather(energies))
     return EvalResult(
         n=n,
         loss=loss_sum.item() / n if n else 0.0,
         confusion=confusion_matrix(split.labels, predictions),
         predictions=predictions,
-        energy=energies,
     )
 
 

@@ -26,7 +26,7 @@ from rnnmnist.training.augment import augment, writers
 from rnnmnist.training.data import scale
 from rnnmnist.training.datasets import is_digits
 from rnnmnist.training.device import autocast
-from rnnmnist.training.digitcheck import CHECKPOINT_KEY, calibrate
+from rnnmnist.training.digitcheck import CHECKPOINT_KEY, calibrated
 from rnnmnist.training.distributed import all_reduce, collective
 from rnnmnist.training.evaluate import EvalResult, evaluate
 from rnnmnist.training.events import LogRecord, TrainingDiverged, TrainSummary
@@ -75,7 +75,7 @@ def _train_step(run: Run, loss_fn: nn.Module) -> tuple[torch.Tensor, torch.Tenso
     if cfg.augment:
         images = augment(images, cfg)
         if cfg.aug_writers:
-            images[:b] = writers(images[:b], cfg.aug_writers)
+            writers(images[:b], cfg.aug_writers)  # in place, on the digits only
     with autocast(images.device, cfg.precision):
         logits = run.net(images).float()  # (b + m, 10)
     loss = loss_fn(logits[:b], labels)  # the digits' loss: what the log shows
@@ -238,17 +238,19 @@ def finish(run: Run, phases: Phases) -> TrainSummary:
     )
     if run.rank.main:
         with phases.timed("save"):
-            checkpoint.save(run.run_dir.checkpoint, run.cfg, run.model, summary.metrics(), **_digit_check(run, val))
+            decision = _digit_check(run, run.model)
+            checkpoint.save(run.run_dir.checkpoint, run.cfg, run.model, summary.metrics(), **decision)
     summary.wall_seconds, summary.phases = phases.wall(), phases.as_dict()
     return summary
 
 
-def _digit_check(run: Run, val: EvalResult | None) -> dict[str, Any]:
+def _digit_check(run: Run, model: nn.Module) -> dict[str, Any]:
     """The checkpoint's ``digit_check`` (the "not like any digit" threshold, calibrated on the validation split)
     for a digit model with a validation split; nothing otherwise (predict then uses the fallback, or none)."""
-    if val is None or val.energy is None or not is_digits(run.cfg.dataset):
+    cfg = run.cfg
+    if not len(run.data.val) or not is_digits(cfg.dataset):
         return {}
-    check = calibrate(scale(run.data.val.images).cpu(), val.energy, run.cfg.digit_keep)
+    check = calibrated(model, scale(run.data.val.images), cfg.precision, cfg.digit_keep, cfg.seed)
     return {CHECKPOINT_KEY: check.to_dict()}
 
 
@@ -260,11 +262,10 @@ def _final_best(run: Run, test: EvalResult, val: EvalResult) -> dict[str, Any] |
         return None
     if val.accuracy > state.best_val_accuracy:
         state.best_val_accuracy, state.best_step = val.accuracy, state.step
-        model, best_test, best_val = run.model, test, val
+        model, best_test = run.model, test
     else:
         model, _ = checkpoint.load_model(run.run_dir.best, run.data.test.labels.device)
         best_test = evaluate(model, run.data.test, EVAL_BATCH_SIZE, run.cfg.precision)  # rank 0 alone
-        best_val = evaluate(model, run.data.val, EVAL_BATCH_SIZE, run.cfg.precision)  # its own threshold
     best = {
         "step": state.best_step,
         "val_accuracy": state.best_val_accuracy,
@@ -272,5 +273,5 @@ def _final_best(run: Run, test: EvalResult, val: EvalResult) -> dict[str, Any] |
         "test_loss": best_test.loss,
         "checkpoint": str(run.run_dir.best),
     }
-    checkpoint.save(run.run_dir.best, run.cfg, model, best, **_digit_check(run, best_val))
+    checkpoint.save(run.run_dir.best, run.cfg, model, best, **_digit_check(run, model))
     return best

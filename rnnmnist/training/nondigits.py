@@ -33,9 +33,9 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-FIELD, BOX, CENTRE = 28, 20, 14.0  # MNIST: 28x28 field, ink fitted to 20 px, centre of mass at (14, 14)
+from rnnmnist.training.augment import FIELD, INK_LEVEL, dilate, erode, fit_to_box
+
 CANVAS = 40  # strokes, blobs and noise are drawn on a 40x40 canvas, then fitted to the 20 px box
-INK_LEVEL = 0.1  # what counts as ink when finding a drawing's extent
 # Share of each family in a batch; the counts are fixed per batch size (a fixed number of draws).
 MIX: dict[str, float] = {
     "strokes": 0.15,
@@ -47,9 +47,10 @@ MIX: dict[str, float] = {
     "letters": 0.2,
 }
 # Letters that no digit resembles (B, D, G, I, O, Q, S, Z and their like are left out: they pass for 8, 0, 6,
-# 1, 0, 9, 5, 2), typeset in Pillow's own font and then slanted, stretched and given other pens.
+# 1, 0, 9, 5, 2), typeset in Pillow's own font, then slanted, stretched and given other pens. Typeset marks
+# (# * + @ % ~ < > = ^) were tried beside them: no more non-digits refused, people's digits read no better.
 LETTERS = "ACEFHJKLMNPRTUVWXYaefhkmnrtuwy"
-GLYPH = 64  # letters are typeset on a GLYPH x GLYPH canvas
+GLYPH = 32  # letters are typeset on a GLYPH x GLYPH canvas (fitted to 20 px later: more would only cost time)
 
 
 def family_counts(n: int) -> dict[str, int]:
@@ -171,21 +172,25 @@ def _gaussian_blur(images: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
     return gauss @ images @ gauss  # symmetric: rows, then columns
 
 
+BLOB_CANVAS = 20  # blobs are smooth: drawn at half the canvas (a quarter of the cost), then fitted like the rest
+
+
 def blobs(g: torch.Generator, n: int, count: int = 3) -> torch.Tensor:
-    """(n, 40, 40): 1-``count`` soft filled ellipses (at most about 2:1) of random size and angle."""
+    """(n, 20, 20): 1-``count`` soft filled ellipses (at most about 2:1) of random size and angle."""
+    size = BLOB_CANVAS
     if n == 0:
-        return torch.zeros(0, CANVAS, CANVAS, device=g.device)
-    centre = _rand(g, n, count, 2) * (CANVAS - 16) + 8  # (n, K, 2)
-    major = 3 + _rand(g, n, count, 1) * 8  # no thin dashes: a lone dash is a fair 1
+        return torch.zeros(0, size, size, device=g.device)
+    centre = _rand(g, n, count, 2) * (size - 8) + 4  # (n, K, 2)
+    major = 1.5 + _rand(g, n, count, 1) * 4  # no thin dashes: a lone dash is a fair 1
     radii = torch.cat([major, major * (0.45 + _rand(g, n, count, 1) * 0.55)], dim=2)  # (n, K, 2)
     angle = _rand(g, n, count) * math.pi
     used = _rand(g, n, count) < torch.tensor([1.0, 0.5, 0.3], device=g.device)[:count]
-    d = _grid(CANVAS, g.device).view(1, -1, 1, 2) - centre.unsqueeze(1)  # (n, HW, K, 2)
+    d = _grid(size, g.device).view(1, -1, 1, 2) - centre.unsqueeze(1)  # (n, HW, K, 2)
     cos, sin = torch.cos(angle).unsqueeze(1), torch.sin(angle).unsqueeze(1)  # (n, 1, K)
     u = (d[..., 0] * cos + d[..., 1] * sin) / radii[:, None, :, 0]
     v = (-d[..., 0] * sin + d[..., 1] * cos) / radii[:, None, :, 1]
-    inside = torch.sigmoid((1 - (u * u + v * v).sqrt()) * 6) * used.unsqueeze(1)  # (n, HW, K)
-    return inside.amax(dim=2).view(n, CANVAS, CANVAS)
+    inside = torch.sigmoid((1 - (u * u + v * v).sqrt()) * 3) * used.unsqueeze(1)  # (n, HW, K)
+    return inside.amax(dim=2).view(n, size, size)
 
 
 def noise(g: torch.Generator, n: int) -> torch.Tensor:
@@ -247,7 +252,7 @@ def pairs(g: torch.Generator, n: int, train_images: torch.Tensor) -> torch.Tenso
 
 @functools.lru_cache(maxsize=4)
 def glyphs(alphabet: str = LETTERS) -> torch.Tensor:
-    """(L, 64, 64) float in [0, 1]: each letter of ``alphabet`` typeset in Pillow's default font, ink centred.
+    """(L, 32, 32) float in [0, 1]: each letter of ``alphabet`` typeset in Pillow's default font, ink centred.
 
     Pillow's scalable default font needs FreeType; without it there are no glyphs (L = 0) and the
     letters' share of a batch goes to strokes.
@@ -256,7 +261,7 @@ def glyphs(alphabet: str = LETTERS) -> torch.Tensor:
 
     if not features.check("freetype2"):
         return torch.zeros(0, GLYPH, GLYPH)
-    font = ImageFont.load_default(size=44)
+    font = ImageFont.load_default(size=22)
     out = []
     for letter in alphabet:
         image = Image.new("L", (GLYPH, GLYPH))
@@ -268,7 +273,7 @@ def glyphs(alphabet: str = LETTERS) -> torch.Tensor:
 
 
 def letters(g: torch.Generator, n: int, bank: torch.Tensor | None = None) -> torch.Tensor:
-    """(n, 64, 64): typeset letters (``bank``, by default :func:`glyphs`) slanted, rotated, stretched and with
+    """(n, 32, 32): typeset letters (``bank``, by default :func:`glyphs`) slanted, rotated, stretched and with
     heavier or lighter pens, as hands vary; (n, 40, 40) strokes instead when there are no glyphs."""
     bank = glyphs() if bank is None else bank
     if n == 0 or bank.shape[0] == 0:
@@ -283,53 +288,17 @@ def letters(g: torch.Generator, n: int, bank: torch.Tensor | None = None) -> tor
     grid = F.affine_grid(theta, [n, 1, GLYPH, GLYPH], align_corners=False)
     bent = F.grid_sample(picked.unsqueeze(1), grid, align_corners=False).squeeze(1)  # (n, 64, 64)
     pen = _rand(g, n, 1, 1)  # heavier pens for some, lighter for others
-    heavier = F.max_pool2d(bent.unsqueeze(1), 5, 1, 2).squeeze(1)
-    lighter = -F.max_pool2d(-bent.unsqueeze(1), 3, 1, 1).squeeze(1)
+    heavier, lighter = dilate(bent), erode(bent)
     return torch.where(pen < 0.35, heavier, torch.where(pen > 0.8, lighter, bent)).clamp(0, 1)
 
 
-def fit_to_box(images: torch.Tensor, keep_aspect: bool = True) -> torch.Tensor:
-    """(n, 28, 28) from (n, H, W) drawings: the ink's longer side scaled to 20 px, centre of mass at (14, 14).
-
-    One ``grid_sample`` per batch: the scale comes from each image's ink extent, the placement from
-    its centre of mass (which scales with the image). Images without ink stay blank. Without
-    ``keep_aspect`` both sides become 20 px: the digit stretched to fill its box, as some scanners
-    and data sets do.
-    """
-    n, h, w = images.shape
-    device = images.device
-    ink = images > INK_LEVEL
-    rows, cols = ink.any(dim=2), ink.any(dim=1)  # (n, H), (n, W)
-    ar_h, ar_w = torch.arange(h, device=device), torch.arange(w, device=device)
-    height = (rows * ar_h).amax(1) - torch.where(rows, ar_h, h).amin(1) + 1
-    width = (cols * ar_w).amax(1) - torch.where(cols, ar_w, w).amin(1) + 1
-    extent = torch.maximum(height, width).clamp_min(1).float()  # (n,) input pixels
-    scale_y = scale_x = BOX / extent  # output pixels per input pixel
-    if not keep_aspect:
-        scale_y, scale_x = BOX / height.clamp_min(1).float(), BOX / width.clamp_min(1).float()
-    mass = images.sum(dim=(1, 2)).clamp_min(1e-6)
-    cy = (images.sum(dim=2) * (ar_h + 0.5)).sum(1) / mass  # (n,) centre of mass, input pixel coordinates
-    cx = (images.sum(dim=1) * (ar_w + 0.5)).sum(1) / mass
-    out = torch.arange(FIELD, device=device, dtype=torch.float32) + 0.5 - (CENTRE + 0.5)  # output offsets
-    src_x = cx.view(n, 1, 1) + out.view(1, 1, FIELD) / scale_x.view(n, 1, 1)  # (n, 1, 28) input x
-    src_y = cy.view(n, 1, 1) + out.view(1, FIELD, 1) / scale_y.view(n, 1, 1)  # (n, 28, 1) input y
-    grid = torch.stack(
-        [(src_x * 2 / w - 1).expand(n, FIELD, FIELD), (src_y * 2 / h - 1).expand(n, FIELD, FIELD)], dim=-1
-    )  # (n, 28, 28, 2)
-    # Shrinking by more than 2 would alias: average-pool first so bilinear sampling sees smooth ink.
-    source = images.unsqueeze(1)
-    if float(torch.minimum(scale_x, scale_y).min()) < 0.5 and min(h, w) >= 4:
-        source = F.avg_pool2d(source, 2)
-    fitted = F.grid_sample(source, grid, mode="bilinear", padding_mode="zeros", align_corners=False).squeeze(1)
-    peak = fitted.amax(dim=(1, 2), keepdim=True)
-    return torch.where(peak > 0, fitted / peak.clamp_min(1e-6), fitted).clamp(0, 1)
-
-
 POOL_STEPS = 32  # steps' worth of non-digits made at once: a batch of 32 alone cost 2.5 ms, 40% of a step
+REUSE = 4  # each pool serves this many rounds of POOL_STEPS steps: a non-digit is seen 4 times, augmented anew
 
 
 class OutlierPool:
-    """The non-digits each training step adds (outlier exposure), made :data:`POOL_STEPS` steps at a time.
+    """The non-digits each training step adds (outlier exposure), made :data:`POOL_STEPS` steps at a time and
+    used :data:`REUSE` times (the augmentation makes each use look different).
 
     The pool for a step depends on the seed and which pool it is alone, never on what ran before,
     so a resumed run draws the very same non-digits with nothing to save, and the global RNG that
@@ -346,7 +315,8 @@ class OutlierPool:
 
     def take(self, step: int) -> torch.Tensor:
         """This rank's non-digits (n, 28, 28) of step ``step`` (counted from 0), on the images' device."""
-        index, at = divmod(step, POOL_STEPS)
+        index, at = divmod(step, POOL_STEPS * REUSE)
+        at %= POOL_STEPS
         if index != self._index:
             self._pool = nondigit_batch(self._generator(index), self.per_step * POOL_STEPS, self.train_images)
             self._index = index

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from digitchecks import with_keys, with_threshold
+from digitchecks import with_keys, with_threshold, without_check
 from PIL import Image
 from tinymodel import tiny_checkpoint
 
@@ -35,7 +35,7 @@ def models(tiny: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, st
     folder = tmp_path_factory.mktemp("checks")
     low = DigitCheck(score="energy", threshold=-1e9, keep=0.98, calibrated_on=100).to_dict()
     return {
-        "fallback": str(tiny),
+        "fallback": without_check(tiny, folder / "fallback.pt"),
         "low": with_threshold(tiny, folder / "low.pt", -1e9),
         "high": with_threshold(tiny, folder / "high.pt", 1e9),
         "fashion": with_keys(tiny, folder / "fashion.pt", dataset="fashion-mnist"),

@@ -11,10 +11,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from tinymodel import tiny_checkpoint
 
 from rnnmnist.training import nondigits as training
+from rnnmnist.training.augment import fit_to_box
 from rnnmnist.training.synthetic import synthetic_digits
-from tinymodel import tiny_checkpoint
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -84,14 +85,14 @@ def test_fit_to_box_is_mnist_normalisation() -> None:
     drawing = torch.zeros(2, 40, 40)
     drawing[0, 5:15, 2:32] = 1.0  # a wide bar, off-centre: 30 x 10
     drawing[1, 20:38, 30:36] = 1.0  # a tall one: 18 x 6
-    fitted = training.fit_to_box(drawing).numpy()
+    fitted = fit_to_box(drawing).numpy()
     assert abs(max(_extent(fitted[0])) - 20) <= 1 and abs(max(_extent(fitted[1])) - 20) <= 1
     assert np.allclose(_centre_of_mass(fitted), 14.0, atol=0.75)
-    stretched = training.fit_to_box(drawing, keep_aspect=False).numpy()
+    stretched = fit_to_box(drawing, keep_aspect=False).numpy()
     for image in stretched:
         h, w = _extent(image, level=0.5)  # a 3x stretch softens the edges: measured at half level
         assert abs(h - 20) <= 1 and abs(w - 20) <= 1
-    assert torch.equal(training.fit_to_box(torch.zeros(1, 40, 40)), torch.zeros(1, 28, 28))  # blank stays blank
+    assert torch.equal(fit_to_box(torch.zeros(1, 40, 40)), torch.zeros(1, 28, 28))  # blank stays blank
 
 
 def test_tall_thin_drawings_lie_down() -> None:
@@ -149,7 +150,7 @@ def test_training_and_heldout_are_different_families(held) -> None:
     assert set(training.MIX) == {"strokes", "zigzags", "blobs", "noise", "fragments", "pairs", "letters"}
     assert {"A", "X", "check", "star", "smiley", "hash", "dot", "blank"} <= set(held.FAMILIES)
     # No training letter is a digit's look-alike: B, D, G, I, O, Q, S and Z pass for 8, 0, 6, 1, 0, 9, 5, 2.
-    assert not set(training.LETTERS) & set("BDGIOQSZbdgiloqsz")
+    assert not set(training.LETTERS) & set("BDGIOQSZbdgiloqsz0123456789&{}()[]!?$/|")
 
 
 def test_rnnmnist_never_imports_the_heldout_set() -> None:
@@ -169,7 +170,7 @@ def test_letters_are_typeset_and_bent() -> None:
     assert bank.shape == (len(training.LETTERS), training.GLYPH, training.GLYPH)  # Pillow has FreeType here
     assert bool((bank.amax(dim=(1, 2)) > 0.9).all())  # every letter holds ink
     made = training.letters(torch.Generator().manual_seed(0), 16)
-    assert made.shape == (16, training.GLYPH, training.GLYPH) and 0 <= made.min() and made.max() <= 1
+    assert made.shape == (16, training.GLYPH, training.GLYPH) and made.min() >= 0 and made.max() <= 1
     again = training.letters(torch.Generator().manual_seed(0), 16)
     assert torch.equal(made, again)
 
@@ -189,6 +190,8 @@ def test_pool_is_a_function_of_the_step(train_images: torch.Tensor) -> None:
     assert torch.equal(fresh.take(training.POOL_STEPS + 2), seen[-1])
     assert torch.equal(fresh.take(1), seen[1])
     assert not torch.equal(seen[0], seen[1])
+    assert torch.equal(seen[training.POOL_STEPS], seen[0])  # a pool is used REUSE times (augmented anew each)
+    assert not torch.equal(fresh.take(training.POOL_STEPS * training.REUSE), seen[0])
     assert not torch.equal(training.OutlierPool(train_images, 8, seed=6).take(0), seen[0])
     # Two ranks' slices are the one process's batch.
     halves = [training.OutlierPool(train_images, 8, seed=5, world=(r, 2)).take(3) for r in (0, 1)]
@@ -206,5 +209,5 @@ def test_bench_quick_runs(tiny_data: Path, tmp_path_factory: pytest.TempPathFact
         timeout=600,
     )
     assert done.returncode == 0, done.stderr[-2000:]
-    assert f"| {checkpoint} | stored |" in done.stdout
+    assert f"| {checkpoint} | stored |" in done.stdout and f"| {checkpoint} | fallback |" in done.stdout
     assert f"| {checkpoint} | checks+energy (here) |" in done.stdout
