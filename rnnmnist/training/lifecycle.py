@@ -214,9 +214,10 @@ def _build_parts(
     else:
         model = resume.build_model(device)
     data = Mnist(data.train.to(device), data.val.to(device), data.test.to(device))
-    if cfg.batch_size % rank.world_size:
+    if cfg.batch_size % rank.world_size or cfg.outliers % rank.world_size:
         raise BadValueError(
-            f"batch_size={cfg.batch_size} (the global batch) does not divide among {rank.world_size} processes"
+            f"batch_size={cfg.batch_size} (the global batch) and outliers={cfg.outliers} (its non-digits) "
+            f"must each divide among {rank.world_size} processes"
         )
     state = TrainState(cfg, model, len(data.train), device, rank)
     if resume is not None:

@@ -63,14 +63,14 @@ def _set_schedule(run: Run) -> None:
 def _train_step(run: Run, loss_fn: nn.Module) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """One optimisation step on this rank's slice of the next batch; (loss, logits, labels), on the device."""
     cfg, state, train = run.cfg, run.state, run.data.train
-    local = cfg.batch_size // run.rank.world_size
+    local = cfg.digits_per_step // run.rank.world_size  # the rest of the batch: generated non-digits
     first = run.rank.rank * local
     idx = state.stream.next()[first : first + local]  # (b,): this rank's slice of the batch
     # index_select, not images[idx]: torch's general indexing took ~10 times as long for this row gather.
     images = scale(train.images.index_select(0, idx))  # (b, 28, 28) float in [0, 1]
     labels = train.labels.index_select(0, idx)  # (b,)
     b = labels.shape[0]
-    if run.outliers is not None:  # generated non-digits after the digits, augmented with them
+    if run.outliers is not None:  # the batch's generated non-digits after its digits, augmented with them
         images = torch.cat([images, run.outliers.take(state.step)])  # (b + m, 28, 28)
     if cfg.augment:
         images = augment(images, cfg)

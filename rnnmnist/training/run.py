@@ -83,7 +83,7 @@ class TrainState:
     def __init__(self, cfg: Config, model: nn.Module, n_train: int, device: torch.device, rank: Rank = SINGLE):
         self.cfg, self.device, self.rank = cfg, device, rank
         self.optimizer = make_optimizer(cfg, model, device)
-        self.stream = BatchStream(n_train, cfg.batch_size, cfg.seed, device)
+        self.stream = BatchStream(n_train, cfg.digits_per_step, cfg.seed, device)
         self.total = cfg.training_steps(n_train)
         self.step = 0  # steps completed
         self.train_seconds = 0.0  # across resumes

@@ -113,7 +113,7 @@ def test_batch_must_divide_among_processes(tiny_data: Path, tmp_path: Path) -> N
         "train", "--data-dir", str(tiny_data), "--batch-size", "25", "--nproc", "2", "--out", str(tmp_path / "r")
     )
     assert done.returncode == 2
-    assert "does not divide among 2 processes" in done.stderr
+    assert "must each divide among 2 processes" in done.stderr
     assert not (tmp_path / "r").exists()
 
 
