@@ -15,7 +15,7 @@ Sets, none of which rnnmnist trains or tunes on:
   (``bench/heldout_nondigits.py``: another shape set, another renderer than training's generator).
 
 ``--train-cost`` times whole ``rnnmnist train`` runs of the default recipe against the same recipe
-without non-digits and pen looks (``--outliers 0 --aug-writers 0``), alternately in one process, which is
+without non-digits and pen looks (``--outlier-share 0 --aug-writers 0``), alternately in one process, which is
 the ratio to quote: wall times on a shared machine are not comparable across runs.
 
     python bench/nondigits.py --quick                                    # smoke: synthetic digits, small sets
@@ -42,7 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from rnnmnist.training.digitcheck import FALLBACK, KEEP, DigitCheck, decide, image_reasons
 
-PLAIN = ("--outliers", "0", "--aug-writers", "0")  # the default recipe before it learned "not a digit"
+PLAIN = ("--outlier-share", "0", "--aug-writers", "0")  # the default recipe before it learned "not a digit"
 
 
 @dataclass

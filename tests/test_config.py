@@ -29,20 +29,20 @@ def test_the_notebooks_iterations_make_781_steps() -> None:
 
 def test_epochs_count_full_batches_instead_of_iters() -> None:
     # 55,000 // 128 = 429 full batches per epoch.
-    assert Config(epochs=2, batch_size=128, outliers=0).training_steps(55_000) == 858
-    assert Config(epochs=0.5, batch_size=128, outliers=0).training_steps(55_000) == 214
-    # An epoch is a pass over the training digits: 55,000 // (128 - 28) = 550 steps.
-    assert Config(epochs=1, batch_size=128, outliers=28).training_steps(55_000) == 550
+    assert Config(epochs=2, batch_size=128, outlier_share=0).training_steps(55_000) == 858
+    assert Config(epochs=0.5, batch_size=128, outlier_share=0).training_steps(55_000) == 214
+    # An epoch is a pass over the training digits: 55,000 // (128 - 32) = 572 steps.
+    assert Config(epochs=1, batch_size=128, outlier_share=0.25).training_steps(55_000) == 572
 
 
 def test_generated_non_digits_are_a_share_of_the_batch() -> None:
-    assert config.DEFAULTS.outliers == config.DEFAULTS.batch_size // config.OUTLIERS_PER_BATCH
-    assert config.build().outliers == config.DEFAULTS.outliers
-    assert config.build(("f", {"iters": 100_000})).outliers == 128 // config.SHORT_RUN_OUTLIERS_PER_BATCH
-    assert config.build(("f", {"batch_size": 40})).outliers == 10
-    assert config.build(("f", {"batch_size": 40, "outliers": 0})).outliers == 0
-    with pytest.raises(config.ConfigError, match="outliers=40 leaves no digits in a batch of 40"):
-        config.build(("f", {"batch_size": 40, "outliers": 40}))
+    assert config.DEFAULTS.outliers == 64 and config.DEFAULTS.digits_per_step == 192
+    assert config.build(("f", {"iters": 100_000})).outliers == 16  # a short run: an eighth of 128
+    assert Config(batch_size=25).outliers == 6  # rounded down
+    assert Config(batch_size=3, outlier_share=0.99).digits_per_step == 1  # digits always remain
+    assert config.build(("f", {"batch_size": 40, "outlier_share": 0})).outliers == 0
+    with pytest.raises(config.ConfigError, match="outlier_share must be a number >= 0 and < 1"):
+        config.build(("f", {"outlier_share": 1}))
 
 
 def test_flags_beat_the_file_and_the_file_beats_the_defaults() -> None:
@@ -204,7 +204,7 @@ def test_a_short_run_takes_smaller_batches_of_a_wider_lstm() -> None:
     assert cfg.training_steps(55_000) == 781  # the notebook's steps, not 390 of 256
     assert config.build(("f", {"iters": config.SHORT_RUN_EXAMPLES - 1})).batch_size == 128
     # Everything else is the default recipe.
-    assert cfg == config.replace(config.DEFAULTS, iters=100_000, batch_size=128, hidden_size=96)
+    assert cfg == config.replace(config.DEFAULTS, iters=100_000, batch_size=128, hidden_size=96, outlier_share=0.125)
 
 
 @pytest.mark.parametrize(

@@ -79,7 +79,7 @@ def test_signal_names_for_unknown_numbers() -> None:
 
 
 def test_exit_codes_are_one_enum_with_a_meaning_each() -> None:
-    assert [int(c) for c in ExitCode] == [0, 1, 2, 130, 143]
+    assert [int(c) for c in ExitCode] == [0, 1, 2, 3, 130, 143]
     assert RnnmnistError.exit_code == ExitCode.FAILURE and BadValueError.exit_code == ExitCode.USAGE
     assert all(c.meaning for c in ExitCode)
     assert ExitCode.for_signal(signal.SIGTERM) == ExitCode.TERMINATED

@@ -23,6 +23,11 @@ def launch_ranks(
         raise click.UsageError(
             f"--batch-size {cfg.batch_size} (the global batch) does not divide among {nproc} processes"
         )
+    if cfg is not None and cfg.outliers % nproc:
+        raise click.UsageError(
+            f"the batch's {cfg.outliers} generated non-digits (--outlier-share {cfg.outlier_share:g} of "
+            f"--batch-size {cfg.batch_size}) do not divide among {nproc} processes"
+        )
     argv = ["train", "--resume" if resume else "--out", str(out)]
     argv += ["--force"] * force + ["--tensorboard"] * tb + ["--json"] * common.as_json
     argv += ["--quiet"] * common.quiet + ["--verbose"] * common.verbose + ["--no-download"] * (not common.download)

@@ -216,7 +216,7 @@ def _build_parts(
     data = Mnist(data.train.to(device), data.val.to(device), data.test.to(device))
     if cfg.batch_size % rank.world_size or cfg.outliers % rank.world_size:
         raise BadValueError(
-            f"batch_size={cfg.batch_size} (the global batch) and outliers={cfg.outliers} (its non-digits) "
+            f"batch_size={cfg.batch_size} (the global batch) and its {cfg.outliers} generated non-digits "
             f"must each divide among {rank.world_size} processes"
         )
     state = TrainState(cfg, model, len(data.train), device, rank)

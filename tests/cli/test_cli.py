@@ -133,7 +133,8 @@ def test_epochs_sets_the_number_of_steps(tiny_data: Path, tmp_path: Path) -> Non
     del args[i : i + 2]
     result = invoke(*args, "--epochs", "2")
     assert result.exit_code == 0, result.output
-    assert json.loads(result.stdout)["steps"] == 2 * (500 // 25)
+    # An epoch is a pass over the digits: 25 - floor(25 * 0.25) = 19 of each batch of 25.
+    assert json.loads(result.stdout)["steps"] == 2 * (500 // 19)
 
 
 def test_training_aids_are_stored_and_change_the_weights(tiny_data: Path, tmp_path: Path) -> None:

@@ -140,11 +140,11 @@ def test_a_tiny_run_with_every_augmentation_trains_reproducibly(tiny_data: Path,
 def test_dilation_and_erosion_are_3x3_max_and_min_filters() -> None:
     from torch.nn import functional as F
 
-    from rnnmnist.training.augment import _dilate, _erode
+    from rnnmnist.training.augment import dilate, erode
 
     x = torch.randn(4, 28, 28)  # signed: the border must ignore outside pixels, not treat them as 0
-    assert torch.equal(_dilate(x), F.max_pool2d(x.unsqueeze(1), 3, 1, 1).squeeze(1))
-    assert torch.equal(_erode(x), -F.max_pool2d(-x.unsqueeze(1), 3, 1, 1).squeeze(1))
+    assert torch.equal(dilate(x), F.max_pool2d(x.unsqueeze(1), 3, 1, 1).squeeze(1))
+    assert torch.equal(erode(x), -F.max_pool2d(-x.unsqueeze(1), 3, 1, 1).squeeze(1))
 
 
 def test_warp_is_grid_sample_on_torchs_affine_grid(digits: torch.Tensor) -> None:

@@ -123,7 +123,7 @@ def test_training_stores_a_calibrated_check(tiny_data: Path, tmp_path: Path) -> 
         assert check is not None and check.score == "energy" and check.calibrated_on == 2 * 100, name  # + looks
         assert 0.98 <= check.keep <= 1
         assert ckpt.extra["digit_check"] == check.to_dict()
-    assert ckpt.config.outliers == config.DEFAULTS.outliers > 0
+    assert ckpt.config.outliers == 25 // 8 > 0  # a short run's batch of 25: an eighth are non-digits
 
 
 def test_without_a_validation_split_the_fallback_decides(tiny_data: Path, tmp_path: Path) -> None:
@@ -136,8 +136,8 @@ def test_without_a_validation_split_the_fallback_decides(tiny_data: Path, tmp_pa
 def test_digits_only_fields_follow_the_data_set() -> None:
     fashion = config.build(("flags", {"dataset": "fashion-mnist"}))
     assert fashion.outliers == 0 and fashion.aug_writers == 0.0
-    asked = config.build(("flags", {"dataset": "fashion-mnist", "outliers": 8}))
-    assert asked.outliers == 8 and asked.aug_writers == 0.0  # what a source sets, stays
+    asked = config.build(("flags", {"dataset": "fashion-mnist", "outlier_share": 0.125}))
+    assert asked.outliers == 32 and asked.aug_writers == 0.0  # what a source sets, stays
     assert config.build(("flags", {"dataset": "qmnist"})).outliers == config.DEFAULTS.outliers
     from rnnmnist.training.datasets import SPECS, is_digits
 
@@ -145,6 +145,6 @@ def test_digits_only_fields_follow_the_data_set() -> None:
 
 
 def test_checkpoints_from_before_read_as_trained() -> None:
-    stored = {k: v for k, v in config.DEFAULTS.to_dict().items() if k not in ("outliers", "aug_writers")}
+    stored = {k: v for k, v in config.DEFAULTS.to_dict().items() if k not in ("outlier_share", "aug_writers")}
     cfg, notes = config.from_stored(stored)
     assert cfg.outliers == 0 and cfg.aug_writers == 0.0 and not notes

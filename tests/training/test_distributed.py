@@ -108,12 +108,23 @@ def test_distributed_resume(tiny_data: Path, tmp_path: Path) -> None:
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_non_digits_must_divide_among_processes(tiny_data: Path, tmp_path: Path) -> None:
+    out = tmp_path / "r"  # 26 divides among 2, but 0.2 of 26 is 5 non-digits, which do not
+    done = rnnmnist(
+        "train", "--data-dir", str(tiny_data), "--batch-size", "26", "--outlier-share", "0.2", "--nproc", "2",
+        "--out", str(out),
+    )  # fmt: skip
+    assert done.returncode == 2
+    assert "the batch's 5 generated non-digits (--outlier-share 0.2 of --batch-size 26) do not divide" in done.stderr
+    assert not out.exists()
+
+
 def test_batch_must_divide_among_processes(tiny_data: Path, tmp_path: Path) -> None:
     done = rnnmnist(
         "train", "--data-dir", str(tiny_data), "--batch-size", "25", "--nproc", "2", "--out", str(tmp_path / "r")
     )
     assert done.returncode == 2
-    assert "must each divide among 2 processes" in done.stderr
+    assert "does not divide among 2 processes" in done.stderr
     assert not (tmp_path / "r").exists()
 
 
