@@ -157,8 +157,8 @@ class TrainingConfig:
         0.25,
         "share of each batch's examples that are generated non-digits (strokes, scribbles, blobs, letters, "
         "pieces and pairs of digits), trained towards no class in particular (outlier exposure), so that "
-        "predict can tell 'not a digit'; 0: none. Digit data sets only "
-        "(a row-wise run shorter than 204,800 iters that does not set it: 0.125)",
+        "predict can tell 'not a digit'; 0: none. A run on another data set that does not set it: 0; "
+        "a row-wise run shorter than 204,800 iters: 0.125",
         ge=0.0,
         lt=1.0,
     )
@@ -426,12 +426,19 @@ def read_toml(path: str | Path) -> dict[str, Any]:
     for key, value in values.items():
         if isinstance(value, dict):
             raise ConfigError(f"{p}: [{key}] tables are not used; write plain `key = value` lines")
+    if text.startswith(RESOLVED_HEADER):
+        # A run's config.toml holds every field its version had: one it lacks was added since, and the run
+        # trained as that field's value before it existed (a 0.3.0 run: no non-digits, no writer looks).
+        values = {**{k: v for k, v in BEFORE_FIELD_EXISTED.items() if k not in values}, **values}
     return values
+
+
+RESOLVED_HEADER = "# rnnmnist resolved configuration"
 
 
 def to_toml(cfg: Config) -> str:
     """The resolved config as a commented TOML file that ``--config`` reads back."""
-    lines = ["# rnnmnist resolved configuration; rerun with: rnnmnist train --config THIS_FILE", ""]
+    lines = [f"{RESOLVED_HEADER}; rerun with: rnnmnist train --config THIS_FILE", ""]
     for f in fields(cfg):
         value = getattr(cfg, f.name)
         lines.append(f"# {f.metadata['help']}")

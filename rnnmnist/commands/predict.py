@@ -16,13 +16,14 @@ from rnnmnist.cli.options import (
     output_options,
     pass_common,
 )
+from rnnmnist.errors import ExitCode
 
 if TYPE_CHECKING:
     from rnnmnist.images.predict import Prediction
     from rnnmnist.training.checkpoint import Checkpoint
     from rnnmnist.training.digitcheck import DigitCheck
 
-STRICT_EXIT = 3  # predict --strict: an input is not one digit (errors.ExitCode.NOT_A_DIGIT)
+STRICT_EXIT = ExitCode.NOT_A_DIGIT  # predict --strict: an input is not one digit
 
 EXAMPLES = """\b
 Examples:
@@ -106,7 +107,7 @@ def predict(
         check = digit_check(ckpt, strict)
         results = prediction.predict_digits(model, precision.name, images.results(), trace, check)
     ui = common.ui()
-    for note in [*ckpt.notes, *filter(None, [precision.note])]:
+    for note in [*ckpt.notes, *filter(None, [precision.note, _fallback_note(check)])]:
         ui.detail(note)
     if indices:
         results += prediction.predict_test_images(
@@ -129,6 +130,15 @@ def predict(
     return exit_code(results, strict)
 
 
+def _fallback_note(check: DigitCheck | None) -> str | None:
+    if check is None or check.calibrated_on:
+        return None
+    return (
+        "this checkpoint holds no calibrated digit check (written before rnnmnist 0.4.0, by a run stopped before "
+        f"its end, or without a validation split): 'not a digit' is a confidence below {check.threshold:g}"
+    )
+
+
 def digit_check(ckpt: Checkpoint, strict: bool) -> DigitCheck | None:
     """The checkpoint's "one digit or not" check; None for a model of another data set, which --strict refuses."""
     check = ckpt.digit_check
@@ -141,10 +151,8 @@ def digit_check(ckpt: Checkpoint, strict: bool) -> DigitCheck | None:
 
 def exit_code(results: list[Prediction], strict: bool) -> int:
     """1 when an input failed; else with ``strict`` 3 when an image is not one digit; else 0."""
-    from rnnmnist.errors import ExitCode
-
     if any(r.error for r in results):
         return ExitCode.FAILURE
     if strict and any(r.is_digit is False for r in results):
-        return ExitCode(STRICT_EXIT)
+        return STRICT_EXIT
     return ExitCode.SUCCESS

@@ -97,7 +97,7 @@ class Prediction:
         return {
             "is_digit": self.is_digit,
             "reason": self.reason,
-            "digit_score": None if self.digit_score is None else round(self.digit_score, 6),
+            "digit_score": self.digit_score,  # unrounded: compared with digit_threshold it gives is_digit exactly
             "digit_score_kind": None if check is None else check.score,
             "digit_threshold": None if check is None else check.threshold,
         }

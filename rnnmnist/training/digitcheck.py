@@ -61,18 +61,40 @@ class DigitCheck:
         unknown = sorted(set(map(str, value)) - names)
         if unknown:
             raise ValueError(f"unknown key {unknown[0]!r}")
-        if value.get("score") not in SCORES:
+        missing = [name for name in ("score", "threshold", "keep") if name not in value]
+        if missing:
+            raise ValueError(f"missing key {missing[0]!r}")
+        if value["score"] not in SCORES:
             raise ValueError(f"score must be one of {', '.join(SCORES)}")
-        numbers = {k: v for k, v in value.items() if k != "score"}
-        for key, v in numbers.items():
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-                raise ValueError(f"{key} is not a finite number")
-        check = cls(**value)
+        checked = {"score": value["score"]}
+        for key, v in value.items():
+            if key != "score":
+                checked[key] = _stored_number(key, v, integer=key in ("min_ink_pixels", "calibrated_on"))
+        check = cls(**checked)
         if not (0 <= check.keep <= 1 and 0 <= check.ink_level < 1 and 0 < check.blob_share <= 1):
             raise ValueError("keep, ink_level or blob_share is out of range")
-        if check.min_ink_pixels < 0 or check.calibrated_on < 0:
-            raise ValueError("min_ink_pixels or calibrated_on is negative")
+        if not (0 <= check.min_ink_pixels <= 784 and 0 <= check.calibrated_on <= 10**9):
+            raise ValueError("min_ink_pixels or calibrated_on is out of range")
+        if check.score == "msp" and not 0 <= check.threshold <= 1:
+            raise ValueError("the threshold of a probability must be within 0-1")
         return check
+
+
+def _stored_number(key: str, value: Any, integer: bool) -> float | int:
+    """``value`` as a finite float (an int for ``integer`` fields); ValueError names ``key`` otherwise."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"{key} is not a number")
+    if integer:
+        if not isinstance(value, int):
+            raise ValueError(f"{key} is not a whole number")
+        return value
+    try:
+        number = float(value)
+    except OverflowError:
+        raise ValueError(f"{key} is not a finite number") from None
+    if not math.isfinite(number):
+        raise ValueError(f"{key} is not a finite number")
+    return number
 
 
 # What the default model's own calibration gave for the largest probability (0.80): a checkpoint without a
@@ -171,7 +193,8 @@ def calibrated(model: torch.nn.Module, digits: torch.Tensor, precision: str, kee
     from rnnmnist.training.augment import writers
     from rnnmnist.training.device import autocast
 
-    with torch.random.fork_rng(devices=[]):  # the same looks every time; the caller's RNG stays as it was
+    devices = [digits.device] if digits.device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):  # the same looks every time; the caller's RNGs stay as they were
         torch.manual_seed(seed)
         looks = writers(digits.clone(), 1.0)  # (N, 28, 28)
     both = torch.cat([digits, looks])  # (2N, 28, 28)

@@ -164,7 +164,7 @@ def test_a_damaged_stored_check_is_one_clear_line(models: dict[str, str], images
     result = predict(models["damaged"], images["seven"])
     assert result.exit_code == 1
     assert result.stderr.strip().splitlines() == [
-        f"Error: {models['damaged']}: damaged checkpoint, digit_check: threshold is not a finite number"
+        f"Error: {models['damaged']}: damaged checkpoint, digit_check: threshold is not a number"
     ]
 
 

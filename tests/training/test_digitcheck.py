@@ -83,10 +83,16 @@ def test_calibration_keeps_the_share_asked() -> None:
         {"score": "energy", "threshold": 1.0, "keep": 0.98, "blob_share": 0},
         {"score": "energy", "threshold": 1.0, "keep": 0.98, "colour": 1},
         {"score": "energy", "keep": 0.98},
+        {"score": "energy"},
+        {"score": "energy", "threshold": 1.0, "keep": 0.98, "min_ink_pixels": 10**400},
+        {"score": "energy", "threshold": 10**400, "keep": 0.98},
+        {"score": "energy", "threshold": 1.0, "keep": 0.98, "min_ink_pixels": 3.5},
+        {"score": "energy", "threshold": 1.0, "keep": 0.98, "calibrated_on": 10**40},
+        {"score": "msp", "threshold": 5.0, "keep": 0.98},
     ],
 )
 def test_a_damaged_stored_check_is_refused(stored: object) -> None:
-    with pytest.raises((ValueError, TypeError)):
+    with pytest.raises(ValueError):  # checkpoint.load turns it into one line: damaged checkpoint, digit_check: ...
         DigitCheck.from_stored(stored)
 
 
@@ -148,3 +154,14 @@ def test_checkpoints_from_before_read_as_trained() -> None:
     stored = {k: v for k, v in config.DEFAULTS.to_dict().items() if k not in ("outlier_share", "aug_writers")}
     cfg, notes = config.from_stored(stored)
     assert cfg.outliers == 0 and cfg.aug_writers == 0.0 and not notes
+
+
+def test_an_older_runs_config_file_reruns_as_it_trained(tmp_path: Path) -> None:
+    """A 0.3.0 run's config.toml has no outlier_share or aug_writers: rerunning it trains without them."""
+    text = config.to_toml(config.DEFAULTS)
+    old = "\n".join(line for line in text.splitlines() if not line.startswith(("outlier_share", "aug_writers")))
+    (tmp_path / "config.toml").write_text(old + "\n")
+    rerun = config.build(("config.toml", config.read_toml(tmp_path / "config.toml")))
+    assert rerun.outlier_share == 0.0 and rerun.aug_writers == 0.0
+    (tmp_path / "mine.toml").write_text("lr = 0.01\n")  # a file a person wrote gets today's defaults
+    assert config.build(("mine.toml", config.read_toml(tmp_path / "mine.toml"))).outlier_share == 0.25
