@@ -147,13 +147,16 @@ def probabilities_and_logits(
 
 def _add_traces(model: nn.Module, precision: str, predictions: list[Prediction], images: torch.Tensor) -> torch.Tensor:
     """Each prediction's reading trace; its probabilities become the trace's last step (the same numbers).
-    Returns the last step's logits (N, 10), what the decision scores."""
-    from rnnmnist.images.trace import decided_at, reading_and_logits
 
-    traces, logits = reading_and_logits(model, images, precision)  # (N, steps, 10), (N, 10)
-    for r, steps in zip(predictions, traces):  # (steps, 10) each
+    Returns the logits (N, 10) the decision scores: the plain forward pass's, as without ``--trace``
+    (the per-step head computes the last step a little differently in bf16, by up to 0.03 in energy,
+    which would let the flag move an image across the threshold).
+    """
+    from rnnmnist.images.trace import decided_at, reading
+
+    for r, steps in zip(predictions, reading(model, images, precision)):  # (steps, 10) each
         r.trace, r.probabilities, r.decided_at = steps, steps[-1], decided_at(steps)
-    return logits
+    return probabilities_and_logits(model, images, precision)[1]
 
 
 def _outcome(name: str, outcome: np.ndarray | Failed, check: DigitCheck | None) -> Prediction:

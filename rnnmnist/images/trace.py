@@ -25,27 +25,18 @@ def batch_size_for(steps: int) -> int:
     return max(1, STEP_BUDGET // steps)
 
 
+@torch.inference_mode()
 def reading(model: nn.Module, images: torch.Tensor, precision: str) -> torch.Tensor:
     """Probabilities after every step, (N, steps, 10) float32 on the CPU, for images (N, 28, 28) in [0, 1]."""
-    return reading_and_logits(model, images, precision)[0]
-
-
-@torch.inference_mode()
-def reading_and_logits(model: nn.Module, images: torch.Tensor, precision: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """The reading trace (N, steps, 10) and the last step's logits (N, 10), float32 on the CPU: the
-    logits the final probabilities came from, which the digit score needs."""
     device = next(model.parameters()).device
     steps = model.to_sequence(images[:1]).shape[1] if len(images) else IMAGE_SIZE
     size = batch_size_for(steps)
-    out, last = [], []
+    out = []
     for i in range(0, images.shape[0], size):
         with autocast(device, precision):
             logits = model.step_logits(images[i : i + size].to(device)).float()  # (b, steps, 10)
         out.append(torch.softmax(logits, dim=-1).cpu())
-        last.append(logits[:, -1].cpu())  # (b, 10)
-    if not out:
-        return torch.zeros(0, steps, 10), torch.zeros(0, 10)
-    return torch.cat(out), torch.cat(last)
+    return torch.cat(out) if out else torch.zeros(0, steps, 10)
 
 
 def decided_at(trace: torch.Tensor) -> int:

@@ -114,12 +114,22 @@ def _grow(labels: torch.Tensor) -> torch.Tensor:
     return out
 
 
+BLOB_CHUNK = 256  # images labelled together: a long winding stroke slows its own chunk, not a whole folder
+
+
 def ink_blobs(images: torch.Tensor, level: float) -> torch.Tensor:
     """(N, 2): the pixel counts of the largest and the second largest 8-connected ink blob of each image.
 
     ``images`` (N, H, W) in [0, 1]; a pixel above ``level`` is ink. Each ink pixel starts with its own
-    label and takes its neighbours' largest until nothing changes, batched (no per-image Python).
+    label and takes its neighbours' largest until nothing changes, batched (no per-image Python), in
+    chunks of :data:`BLOB_CHUNK` images (a chunk runs until its slowest image is done).
     """
+    if images.shape[0] <= BLOB_CHUNK:
+        return _ink_blobs(images, level)
+    return torch.cat([_ink_blobs(chunk, level) for chunk in images.split(BLOB_CHUNK)])  # (N, 2)
+
+
+def _ink_blobs(images: torch.Tensor, level: float) -> torch.Tensor:
     n, h, w = images.shape
     mask = images > level  # (N, H, W)
     labels = torch.arange(1, h * w + 1, dtype=torch.int32).view(1, h, w) * mask

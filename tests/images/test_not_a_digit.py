@@ -183,3 +183,11 @@ def test_python_api(models: dict[str, str]) -> None:
     assert [(r.is_digit, r.reason) for r in got] == [(True, None), (False, SEVERAL), (False, NO_INK), (None, None)]
     assert got[3].error == "why" and got[0].digit_score is not None
     assert all(r.is_digit is None for r in predict_digits(model, "fp32", named[:2]))  # no check: no decision
+
+
+def test_trace_decides_as_without_it(models: dict[str, str], images: dict[str, str]) -> None:
+    """--trace shows the per-step head's probabilities, but the decision scores the plain pass, as without it."""
+    plain = records(models["fallback"], images["seven"], images["two"])
+    traced = records(models["fallback"], images["seven"], images["two"], "--trace")
+    assert [r["digit_score"] for r in traced] == [r["digit_score"] for r in plain]
+    assert [r["is_digit"] for r in traced] == [r["is_digit"] for r in plain]

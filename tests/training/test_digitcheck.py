@@ -165,3 +165,12 @@ def test_an_older_runs_config_file_reruns_as_it_trained(tmp_path: Path) -> None:
     assert rerun.outlier_share == 0.0 and rerun.aug_writers == 0.0
     (tmp_path / "mine.toml").write_text("lr = 0.01\n")  # a file a person wrote gets today's defaults
     assert config.build(("mine.toml", config.read_toml(tmp_path / "mine.toml"))).outlier_share == 0.25
+
+
+def test_blobs_are_counted_the_same_in_chunks() -> None:
+    from rnnmnist.training import digitcheck
+
+    x = _strokes().repeat(100, 1, 1)  # 400 images: two chunks
+    whole = digitcheck._ink_blobs(x, 0.2)
+    assert torch.equal(digitcheck.ink_blobs(x, 0.2), whole)
+    assert whole[:4].tolist() == [[0, 0], [60, 0], [60, 60], [60, 1]]
