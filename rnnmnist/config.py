@@ -314,16 +314,11 @@ SHORT_RUN_EXAMPLES = 800 * 256  # iters below this: fewer than 800 steps of the 
 SHORT_RUN: dict[str, Any] = {"batch_size": 128, "hidden_size": 96, "outlier_share": 0.125}
 
 
-def _short(cfg: Config) -> bool:
-    """Whether ``cfg`` is a short run: row-wise, its length given in ``iters`` below :data:`SHORT_RUN_EXAMPLES`."""
-    return cfg.epochs == 0 and cfg.iters < SHORT_RUN_EXAMPLES and cfg.mode == "rows"
-
-
 def fit_to_length(cfg: Config, given: Collection[str]) -> Config:
     """``cfg`` with the short-run recipe in the fields of :data:`SHORT_RUN` that no source set (``given``
     names those that one did), where the run is row-wise and its length, given in ``iters``, is below
     :data:`SHORT_RUN_EXAMPLES`. A length in ``epochs`` keeps the defaults."""
-    if not _short(cfg):
+    if cfg.epochs > 0 or cfg.iters >= SHORT_RUN_EXAMPLES or cfg.mode != "rows":
         return cfg
     return replace(cfg, **{key: value for key, value in SHORT_RUN.items() if key not in given})
 

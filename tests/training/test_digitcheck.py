@@ -174,3 +174,11 @@ def test_blobs_are_counted_the_same_in_chunks() -> None:
     whole = digitcheck._ink_blobs(x, 0.2)
     assert torch.equal(digitcheck.ink_blobs(x, 0.2), whole)
     assert whole[:4].tolist() == [[0, 0], [60, 0], [60, 60], [60, 1]]
+
+
+def test_the_table_words_every_reason() -> None:
+    """The torch-free table cannot import the reasons; it must still know each one's words."""
+    from rnnmnist.cli.render_predict import SHORT_REASONS
+    from rnnmnist.training.digitcheck import REASONS
+
+    assert set(SHORT_REASONS) == set(REASONS)
