@@ -60,7 +60,7 @@ if [ -z "$data" ] && [ -d "$repo/../shared/data/MNIST/raw" ]; then data="$(cd "$
 if [ -z "$data" ]; then
   data="$work/tiny-mnist"
   python -c "import sys; from pathlib import Path; from rnnmnist.training.synthetic import make_tiny_mnist; \
-make_tiny_mnist(Path(sys.argv[1]), n_train=3000, n_test=500)" "$data"
+make_tiny_mnist(Path(sys.argv[1]), n_train=6000, n_test=500)" "$data"  # the presets hold out 5,000 to validate
   echo "data: a tiny synthetic MNIST in $data"
 else
   echo "data: $data"
