@@ -41,6 +41,7 @@ def test_bench_tiny_runs_every_section(tmp_path: Path) -> None:
         "handwriting",
         "phases",
         "fp32tta",
+        "fast99",
         "budgets",
         "long",
     }
