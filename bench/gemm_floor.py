@@ -14,6 +14,10 @@ Two layouts of the same products are timed, and the faster is the floor:
   input gradient, both weight gradients) done once over all T * B rows, as oneDNN's LSTM
   arranges them; only the two hidden-state products stay per step.
 
+Beside them, torch's own LSTM layer is timed doing the same forward and backward pass
+(``lstm_layer``): what its fused kernels reach, which with several threads can beat separate
+products (one parallel region per time step instead of several).
+
     python bench/gemm_floor.py                     # the default recipe's shapes, fp32 and bf16
     python bench/run.py --sections gemm            # the same, beside the measured training step
 """
@@ -114,6 +118,24 @@ def batched(s: Shapes, dtype: torch.dtype) -> Callable[[], None]:
 LAYOUTS = {"per step": per_step, "batched": batched}
 
 
+def lstm_layer(s: Shapes, dtype: torch.dtype) -> Callable[[], None]:
+    """torch's own LSTM layer (oneDNN's fused kernels on the CPU) forward and backward over one batch, in
+    ``dtype`` as training computes it (bf16: autocast, weights fp32): the same products with the gates'
+    nonlinearities, and nothing of the head, the loss, the data or the optimizer."""
+    torch.manual_seed(0)
+    lstm = torch.nn.LSTM(s.features, s.hidden, batch_first=True)
+    x = torch.rand(s.batch, s.steps, s.features)  # (B, T, I), as the model feeds it
+    device = x.device.type
+
+    def run() -> None:
+        with torch.autocast(device, dtype=dtype, enabled=dtype != torch.float32):
+            _, (h_n, _) = lstm(x)  # h_n: (1, B, H)
+        h_n.float().sum().backward()
+        lstm.zero_grad(set_to_none=True)
+
+    return run
+
+
 def seconds(run: Callable[[], None], repeats: int, warmup: int = 3) -> float:
     """Median wall seconds of ``run`` over ``repeats`` calls, after ``warmup`` untimed ones."""
     for _ in range(warmup):
@@ -143,6 +165,7 @@ def main() -> None:
     s = Shapes(config.DEFAULTS.batch_size, config.DEFAULTS.hidden_size, steps, features)
     for dtype in (torch.float32, torch.bfloat16):
         result = floor(s, dtype, a.repeats)
+        result["LSTM layer"] = seconds(lstm_layer(s, dtype), a.repeats)
         row = {**asdict(s), "dtype": str(dtype).removeprefix("torch."), "threads": torch.get_num_threads()}
         row |= {f"{k} ms": v * 1e3 for k, v in result.items()} | {"GFLOP/s": s.flops / result["floor"] / 1e9}
         print(json.dumps(row))

@@ -168,12 +168,14 @@ def section_gemm(bench: Bench) -> None:
     dtypes = {"fp32": torch.float32, "bf16": torch.bfloat16}
     precisions = tuple(dict.fromkeys(("fp32", default_precision())))  # bf16 only where it is fast here
     floors: dict[str, list[dict[str, float]]] = {p: [] for p in precisions}
+    layer_seconds: dict[str, list[float]] = {p: [] for p in precisions}
     step_seconds: dict[str, list[float]] = {p: [] for p in precisions}
     for p in precisions:  # warm up: oneDNN's primitives, the optimizer's first step
         train_samples_per_s(replace(recipe, precision=p), bench, 3)
     for _ in range(bench.rounds):
         for p in precisions:
             floors[p].append(gemm_floor.floor(shapes, dtypes[p], repeats))
+            layer_seconds[p].append(gemm_floor.seconds(gemm_floor.lstm_layer(shapes, dtypes[p]), repeats))
             rate = train_samples_per_s(replace(recipe, precision=p), bench, train_steps)
             step_seconds[p].append(recipe.batch_size / rate)
     what = f"LSTM {shapes.hidden}, batch {shapes.batch}, {steps} steps of {features}"
@@ -191,6 +193,10 @@ def section_gemm(bench: Bench) -> None:
         how = f"median of {bench.rounds} rounds of {train_steps} steps, alternating with the GEMMs"
         bench.add("gemm", f"training step, {p}", step * 1e3, "ms", f"rnnmnist's loop, default recipe; {how}")
         bench.add("gemm", f"training step / GEMM floor, {p}", step / layouts["floor"], "x")
+        layer = statistics.median(layer_seconds[p])
+        note = "torch's nn.LSTM forward and backward alone (oneDNN's fused kernels)"
+        bench.add("gemm", f"LSTM layer alone, {p}", layer * 1e3, "ms", note)
+        bench.add("gemm", f"training step / LSTM layer alone, {p}", step / layer, "x")
 
 
 def default_precision() -> str:

@@ -66,12 +66,15 @@ def test_bench_gemm_section_tiny(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stderr[-2000:]
     rows = {row["name"]: row for row in json.loads(out.read_text())["rows"]}
-    for name in ("gate GEMMs of a step, fp32, per step", "GEMM floor, fp32", "training step / GEMM floor, fp32"):
+    names = ("gate GEMMs of a step, fp32, per step", "GEMM floor, fp32", "training step / GEMM floor, fp32")
+    for name in (*names, "LSTM layer alone, fp32", "training step / LSTM layer alone, fp32"):
         assert name in rows, sorted(rows)
     assert rows["GEMM floor, fp32: achieved"]["unit"] == "GFLOP/s"
     floor = rows["GEMM floor, fp32"]["value"]
     assert floor == min(rows[f"gate GEMMs of a step, fp32, {layout}"]["value"] for layout in ("per step", "batched"))
     assert all(row["value"] > 0 and math.isfinite(row["value"]) for row in rows.values())
+    ratio = rows["training step / LSTM layer alone, fp32"]["value"]
+    assert ratio == rows["training step, fp32"]["value"] / rows["LSTM layer alone, fp32"]["value"]
 
 
 GPU_FIGURES = (

@@ -189,7 +189,7 @@ def test_presets_table_lists_every_preset() -> None:
     from rnnmnist.presets import available
 
     text = _hooks().presets()
-    assert len(available()) >= 6  # seed, best, handwriting, pixels, permuted, sweep-rows
+    assert len(available()) >= 7  # seed, best, fast99, handwriting, pixels, permuted, sweep-rows
     for preset in available():
         assert f"| `{preset.name}` |" in text and preset.summary in text
 

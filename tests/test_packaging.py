@@ -89,7 +89,7 @@ def test_an_unknown_preset_is_one_line_with_the_closest_name(elsewhere: Path) ->
     result = invoke("train", "--config", "sed")
     assert result.exit_code == 2
     assert result.output.count("\n") == 1
-    assert "no preset 'sed' (did you mean 'seed'?); presets: best, handwriting, " in result.output
+    assert "no preset 'sed' (did you mean 'seed'?); presets: best, fast99, handwriting, " in result.output
 
 
 def test_the_old_path_from_another_folder_names_the_preset(elsewhere: Path) -> None:

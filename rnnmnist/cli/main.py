@@ -165,7 +165,7 @@ def cli() -> None:
     Quick start:
       rnnmnist train --iters 100000          # the notebook's length, the improved recipe
       rnnmnist train --config seed           # the original notebook, setting for setting
-      rnnmnist presets                       # the other presets: best, handwriting, pixels, ...
+      rnnmnist presets                       # the other presets: best, fast99, handwriting, ...
       rnnmnist eval runs/<run>/checkpoint.pt
       rnnmnist predict runs/<run>/checkpoint.pt --index 0 --index 7
     """
