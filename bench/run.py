@@ -1,6 +1,6 @@
 """rnnmnist's benchmarks: one command, one table, one JSON file per run.
 
-    make bench                                   # everything (about 6 minutes on 2 cores)
+    make bench                                   # everything (many minutes on 2 cores)
     python bench/run.py --sections train,wall    # some sections
     python bench/run.py --tiny                   # seconds, on synthetic data: a smoke test
 
