@@ -175,6 +175,9 @@ def _check(path: Path, raw: Any) -> Checkpoint:
             f"{path} uses checkpoint format {version}, newer than this rnnmnist {__version__} reads "
             f"(up to {FORMAT_VERSION}); upgrade rnnmnist"
         )
+    odd = _odd_tensor(raw)
+    if odd is not None:
+        raise CheckpointError(f"{path}: damaged checkpoint, {odd} is not a plain tensor of numbers")
     missing = [k for k in REQUIRED_KEYS if k not in raw]
     if missing:
         raise CheckpointError(f"{path}: damaged checkpoint, missing {', '.join(missing)}")
@@ -203,6 +206,22 @@ def _check(path: Path, raw: Any) -> Checkpoint:
     except ValueError as e:
         raise CheckpointError(f"{path}: damaged checkpoint, digit_check: {e}") from None
     return Checkpoint(config=cfg, model_state=state, metrics=metrics, extra=extra, notes=notes)
+
+
+def _odd_tensor(value: Any, where: str = "", depth: int = 0) -> str | None:
+    """Where in a loaded checkpoint a tensor is not dense, in memory and of values (meta, sparse and
+    quantized tensors load, and most operations then fail with torch's own errors), else None."""
+    if isinstance(value, torch.Tensor):
+        plain = value.layout == torch.strided and value.device.type == "cpu" and not value.is_quantized
+        return None if plain else where or "a tensor"
+    if depth > 8:  # deeper than any checkpoint rnnmnist writes: the checks that follow refuse it
+        return None
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, (list, tuple)) else ()
+    for key, item in items:
+        odd = _odd_tensor(item, f"{where}.{key}" if where else str(key), depth + 1)
+        if odd is not None:
+            return odd
+    return None
 
 
 def load_model(path: str | Path, device: torch.device | str = "cpu") -> tuple[SequenceClassifier, Checkpoint]:

@@ -46,24 +46,74 @@ def _check_rng(rng: Any, world_size: int) -> None:
             raise ValueError("rng: the CPU generator state is not a byte tensor")
 
 
+# What Adam and AdamW keep for each parameter (amsgrad, which adds a third moment, is never on).
+MOMENTS = ("step", "exp_avg", "exp_avg_sq")
+# Settings a parameter group may leave to the device (torch's kernel choice): None or a flag.
+KERNEL_CHOICES = ("foreach", "fused")
+
+
 def _check_optimizer(state: Any, optimizer: torch.optim.Optimizer) -> None:
-    """Every saved moment must have its parameter's shape: torch would accept a wrong one and fail later."""
+    """The saved optimizer must be this run's kind, whole and finite: torch accepts a wrong shape, a
+    missing moment or a setting of the wrong type when loading, and fails only at the next step."""
     if not isinstance(state, dict) or not isinstance(state.get("state"), dict):
         raise ValueError("optimizer: not an optimizer state")
+    _check_groups(state.get("param_groups"), optimizer.param_groups)
     params = [p for group in optimizer.param_groups for p in group["params"]]
     for index, moments in state["state"].items():
         if not isinstance(index, int) or not 0 <= index < len(params) or not isinstance(moments, dict):
             raise ValueError(f"optimizer: no parameter {shown(index)}")
+        if sorted(moments) != sorted(MOMENTS):
+            raise ValueError(f"optimizer: parameter {index} keeps {shown(sorted(map(str, moments)))}, not {MOMENTS}")
         for name, value in moments.items():
             if not isinstance(value, torch.Tensor):
                 raise ValueError(f"optimizer: {name} of parameter {index} is not a tensor")
-            if name != "step" and value.shape != params[index].shape:
+            expected = torch.Size([]) if name == "step" else params[index].shape
+            if value.shape != expected:
                 raise ValueError(
-                    f"optimizer: {name} of parameter {index} is {tuple(value.shape)}, "
-                    f"the parameter {tuple(params[index].shape)}"
+                    f"optimizer: {name} of parameter {index} is {tuple(value.shape)}, not {tuple(expected)}"
                 )
             if not value.is_floating_point() or not bool(torch.isfinite(value).all()):
                 raise ValueError(f"optimizer: {name} of parameter {index} is not finite floating-point")
+            if name != "exp_avg" and bool((value < 0).any()):
+                raise ValueError(f"optimizer: {name} of parameter {index} is negative")
+
+
+def _check_groups(saved: Any, groups: list[dict[str, Any]]) -> None:
+    """Saved parameter groups: this run's parameters, each setting of the type and range this torch
+    writes. Flags must match this run's (they come from its config); lr and beta1 are the schedule's."""
+    if not isinstance(saved, list) or len(saved) != len(groups):
+        raise ValueError("optimizer: not this run's parameter groups")
+    first = 0
+    for group, ours in zip(saved, groups):
+        if not isinstance(group, dict) or set(group) != set(ours):
+            raise ValueError("optimizer: a parameter group is not this torch's Adam's")
+        if group["params"] != list(range(first, first + len(ours["params"]))):
+            raise ValueError("optimizer: not this run's parameters")
+        first += len(ours["params"])
+        for key, value in group.items():
+            if key != "params":
+                _check_setting(key, value, ours[key])
+
+
+def _check_setting(key: str, value: Any, ours: Any) -> None:
+    if key == "betas":
+        ok = isinstance(value, (tuple, list)) and len(value) == 2 and all(_unit(b) for b in value)
+    elif key in KERNEL_CHOICES:
+        ok = value is None or isinstance(value, bool)
+    elif isinstance(ours, bool) or ours is None:
+        ok = value is ours
+    else:
+        ok = _real(value) and value >= 0
+    if not ok:
+        raise ValueError(f"optimizer: setting {key} is {shown(value)}")
+
+
+def _real(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _unit(value: Any) -> bool:
+    return _real(value) and 0 <= value < 1
 
 
 def _number(state: dict[str, Any], key: str, low: float, high: float, kind: type = float) -> Any:

@@ -208,3 +208,97 @@ def test_eval_of_an_endless_file_is_refused(tmp_path: Path) -> None:
     done = rnnmnist("eval", str(device_node(tmp_path, "zero")))
     assert done.returncode == 1
     assert "over the 2 GiB limit" in one_error_line(done.stderr)
+
+
+@pytest.fixture(scope="module")
+def stepped(tiny_data: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """A resumable checkpoint's payload after two optimizer steps: Adam's moments are there to damage."""
+    out = tmp_path_factory.mktemp("hostile-stepped") / "run"
+    run_dir = RunDir(out)
+    run_dir.prepare_new(force=False)
+    run_dir.write_config(CFG)
+    run_dir.write_info(tiny_data)
+    run_dir.lock.release()
+    torch.manual_seed(0)
+    model = SequenceClassifier(CFG.model)
+    data = load_mnist(tiny_data, CFG.val_size, download=False)
+    state = TrainState(CFG, model, len(data.train), torch.device("cpu"))
+    for _ in range(2):
+        state.optimizer.zero_grad()
+        model(torch.rand(4, 28, 28)).logsumexp(1).mean().backward()
+        state.optimizer.step()
+        state.step += 1
+    Run(CFG, model, data, state, run_dir).save_resumable()
+    return torch.load(out / "checkpoint.pt", weights_only=True)
+
+
+def _group(payload: dict) -> dict:
+    return payload["training"]["optimizer"]["param_groups"][0]
+
+
+def _moments(payload: dict) -> dict:
+    return payload["training"]["optimizer"]["state"][0]
+
+
+# Damage torch's Optimizer.load_state_dict accepts, and whose first use would fail inside the next step.
+OPTIMIZER_DAMAGE = {
+    "a moment missing": lambda p: _moments(p).pop("exp_avg_sq"),
+    "a moment added": lambda p: _moments(p).__setitem__("max_exp_avg_sq", torch.zeros_like(_moments(p)["exp_avg"])),
+    "betas of another type": lambda p: _group(p).__setitem__("betas", (5.0, "x")),
+    "one beta": lambda p: _group(p).__setitem__("betas", (0.9,)),
+    "amsgrad switched on": lambda p: _group(p).__setitem__("amsgrad", True),
+    "lr a string": lambda p: _group(p).__setitem__("lr", "fast"),
+    "eps NaN": lambda p: _group(p).__setitem__("eps", float("nan")),
+    "fused a string": lambda p: _group(p).__setitem__("fused", "yes"),
+    "a setting added": lambda p: _group(p).__setitem__("momentum", 0.9),
+    "a setting removed": lambda p: _group(p).pop("weight_decay"),
+    "parameters renumbered": lambda p: _group(p).__setitem__("params", list(range(1, len(_group(p)["params"]) + 1))),
+    "a step of two numbers": lambda p: _moments(p).__setitem__("step", torch.tensor([2.0, 2.0])),
+    "a negative second moment": lambda p: _moments(p)["exp_avg_sq"].view(-1).__setitem__(0, -1.0),
+}
+
+
+def test_the_stepped_state_resumes(stepped: dict, tiny_data: Path, tmp_path: Path) -> None:
+    assert _use_in_process(_bytes(stepped), tmp_path / "c.pt", tiny_data) == "ok"
+
+
+@pytest.mark.parametrize("damage", OPTIMIZER_DAMAGE)
+def test_an_optimizer_state_torch_would_fail_on_later_is_refused_on_load(
+    stepped: dict, tiny_data: Path, tmp_path: Path, damage: str
+) -> None:
+    payload = copy.deepcopy(stepped)
+    OPTIMIZER_DAMAGE[damage](payload)
+    outcome = _use_in_process(_bytes(payload), tmp_path / "c.pt", tiny_data)
+    assert "training state is damaged (optimizer:" in outcome, outcome
+
+
+def _odd(kind: str, like: torch.Tensor) -> torch.Tensor:
+    if kind == "meta":
+        return torch.empty(like.shape, dtype=like.dtype, device="meta")
+    return like.to_sparse()
+
+
+@pytest.mark.parametrize("kind", ["meta", "sparse"])
+@pytest.mark.parametrize(
+    "where",
+    [
+        ("model", "head.weight"),
+        ("model", "head.bias"),
+        ("training", "optimizer", "state", 0, "exp_avg"),
+        ("training", "optimizer", "state", 0, "step"),
+        ("training", "rng", 0, "cpu"),
+        ("training", "data_order", "permutation"),
+    ],
+)
+def test_a_tensor_without_plain_values_anywhere_is_one_line(
+    stepped: dict, tiny_data: Path, tmp_path: Path, kind: str, where: tuple
+) -> None:
+    """Meta tensors (shapes without values) and sparse ones load with weights_only=True; the first
+    check that reads them would fail with torch's own error."""
+    payload = copy.deepcopy(stepped)
+    parent = payload
+    for key in where[:-1]:
+        parent = parent[key]
+    parent[where[-1]] = _odd(kind, parent[where[-1]])
+    outcome = _use_in_process(_bytes(payload), tmp_path / "c.pt", tiny_data)
+    assert "is not a plain tensor of numbers" in outcome and ".".join(map(str, where)) in outcome, outcome

@@ -28,6 +28,10 @@ def _damage(state: dict, what: str) -> None:
     elif what == "moment of another shape":
         first = next(iter(state["optimizer"]["state"].values()))
         first["exp_avg"] = torch.zeros(3, 3)
+    elif what == "a moment missing":
+        next(iter(state["optimizer"]["state"].values())).pop("exp_avg_sq")
+    elif what == "betas of another type":
+        state["optimizer"]["param_groups"][0]["betas"] = (5.0, "x")
     elif what == "string step":
         state["step"] = "10"
     elif what == "no rng":
@@ -42,6 +46,8 @@ DAMAGES = (
     "short permutation",
     "negative position",
     "moment of another shape",
+    "a moment missing",
+    "betas of another type",
     "string step",
     "no rng",
     "best step after step",
