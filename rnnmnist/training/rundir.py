@@ -23,7 +23,7 @@ from typing import IO, Any
 
 from rnnmnist.config import Config, to_toml
 from rnnmnist.errors import BadValueError, RnnmnistError
-from rnnmnist.files import is_leftover, open_append, read_text, write_atomic
+from rnnmnist.files import is_leftover, open_append, read_text, target, write_atomic
 
 RUN_FILES = ("checkpoint.pt", "best.pt", "config.toml", "metrics.jsonl")
 # Everything any rnnmnist command writes into a run folder (plot's PNGs, --tensorboard's folder).
@@ -152,6 +152,14 @@ class RunDir:
             return not self.metrics_file.exists() or self.metrics_file.stat().st_size == 0
         return False
 
+    def _check_own_names(self) -> None:
+        """Refuse, before anything is removed or written, a run file's name held by something rnnmnist
+        does not write (a folder, FIFO, device or socket, or a link that dangles or names one): --force
+        removes only what a run wrote, and a run writes only regular files."""
+        for name in OWN_FILES:
+            if os.path.lexists(self.path / name):
+                target(self.path / name, owner="run")
+
     def _remove_leftovers(self) -> None:
         # A process killed mid-write leaves its temporary file (never the target) behind.
         for path in self.path.iterdir():
@@ -171,6 +179,7 @@ class RunDir:
         """Create and lock the folder for a new run; one that already holds a run needs ``force``
         (a run that never trained a step is replaced without it)."""
         check_out_path(self.path)
+        self._check_own_names()
         existing = self.existing()
         if existing and not force and not self.never_trained():
             raise RnnmnistError(
@@ -199,6 +208,7 @@ class RunDir:
 
     def prepare_resume(self) -> None:
         self.require_checkpoint()
+        self._check_own_names()
         self.lock.acquire()
         self._remove_leftovers()
 

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from clitools import copy_of, invoke, one_error_line, rnnmnist
+from clitools import copy_of, device_node, invoke, one_error_line, rnnmnist
 
 from rnnmnist.training import checkpoint
 from rnnmnist.training.rundir import RunDir
@@ -66,6 +66,47 @@ def test_force_removes_everything_an_earlier_run_wrote_and_nothing_else(tiny_dat
     assert invoke(*tiny_train_args(tiny_data, out), "--force").exit_code == 0
     names = {p.name for p in out.iterdir()}
     assert names == {"checkpoint.pt", "config.toml", "metrics.jsonl", "run.json", "notes.txt"}
+
+
+@pytest.mark.parametrize("odd", ["fifo", "device", "dangling link", "link to a fifo"])
+@pytest.mark.parametrize("name", ["config.toml", "checkpoint.pt", "reading.png"])
+def test_a_run_files_name_held_by_something_else_is_refused_even_with_force(
+    tiny_data: Path, tmp_path: Path, odd: str, name: str
+) -> None:
+    """--force removes what a run wrote, and a run writes only regular files: anything else under one of
+    its names is refused before anything is removed, and left as it was."""
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "metrics.jsonl").write_text("")  # the user's other run file, which must survive the refusal
+    held = out / name
+    if odd == "fifo":
+        os.mkfifo(held)
+    elif odd == "device":
+        device_node(out, "null").rename(held)
+    elif odd == "dangling link":
+        held.symlink_to(tmp_path / "missing")
+    else:
+        os.mkfifo(tmp_path / "pipe")
+        held.symlink_to(tmp_path / "pipe")
+    kind = os.lstat(held).st_mode
+    for force in ([], ["--force"]):
+        result = invoke(*tiny_train_args(tiny_data, out), *force)
+        assert result.exit_code == 1, result.output
+        assert f"cannot write {held}" in one_error_line(result.stderr)
+    assert os.lstat(held).st_mode == kind and (out / "metrics.jsonl").exists()
+    assert sorted(p.name for p in out.iterdir()) == sorted({name, "metrics.jsonl"})
+
+
+def test_force_removes_a_link_with_a_run_files_name_and_keeps_what_it_names(tiny_data: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    assert invoke(*tiny_train_args(tiny_data, out)).exit_code == 0
+    mine = tmp_path / "my-log.jsonl"
+    mine.write_text("the user's\n")
+    (out / "metrics.jsonl").unlink()
+    (out / "metrics.jsonl").symlink_to(mine)
+    assert invoke(*tiny_train_args(tiny_data, out), "--force").exit_code == 0
+    assert mine.read_text() == "the user's\n"
+    assert not (out / "metrics.jsonl").is_symlink()
 
 
 def test_a_run_that_never_trained_is_replaced_by_a_plain_rerun(tiny_data: Path, tmp_path: Path) -> None:
