@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from rnnmnist.errors import DataError, RnnmnistError, one_line
+from rnnmnist.errors import CheckpointError, DataError, RnnmnistError, one_line
 from rnnmnist.extras import require
 from rnnmnist.files import atomic_path, target
 from rnnmnist.training import checkpoint
@@ -117,6 +117,10 @@ def export(source: Path, fmt: str, out: Path | None, data_dir: Path, download: b
     images, kind = _check_images(data_dir, download)
     with torch.inference_mode():
         expected = model(images)
+    if not bool(torch.isfinite(expected).all()):
+        raise CheckpointError(
+            f"{source}: the model's outputs are not finite numbers (its weights overflow); nothing was written"
+        )
     # Checked before it replaces anything: a model that computes something else is never left for
     # someone to use, and a previous file of that name stays as it was.
     with atomic_path(path) as tmp:
@@ -124,7 +128,7 @@ def export(source: Path, fmt: str, out: Path | None, data_dir: Path, download: b
         got = (_run_onnx if fmt == "onnx" else _run_torchscript)(Path(tmp), images)
         diff = float((got - expected).abs().max())
         same = bool((got.argmax(1) == expected.argmax(1)).all())
-        if diff > TOLERANCE or not same:
+        if not diff <= TOLERANCE or not same:  # "not <=": a NaN difference fails too
             raise RnnmnistError(
                 f"the {fmt} export of {source} does not reproduce PyTorch (max logit difference {diff:.2e} > "
                 f"{TOLERANCE:.0e}); nothing was written"

@@ -8,6 +8,7 @@ torch and no numpy (the images and traces come inside each :class:`~rnnmnist.ima
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -48,12 +49,16 @@ def refusal(r: Prediction) -> str | None:
 
 
 def _sparkline(values: Sequence[float]) -> str:
-    """Values in [0, 1] as block heights, one character each."""
-    return "".join(SPARKS[min(len(SPARKS) - 1, int(v * len(SPARKS)))] for v in values)
+    """Values in [0, 1] as block heights, one character each; ``?`` for a value that is not a number
+    (a damaged model's)."""
+    return "".join(SPARKS[min(len(SPARKS) - 1, int(v * len(SPARKS)))] if math.isfinite(v) else "?" for v in values)
 
 
 def _bar(value: float, width: int = TRACE_BAR) -> str:
-    """A value in [0, 1] as a horizontal bar ``width`` characters long at 1, in eighths of a character."""
+    """A value in [0, 1] as a horizontal bar ``width`` characters long at 1, in eighths of a character;
+    ``?`` for a value that is not a number."""
+    if not math.isfinite(value):
+        return "?".ljust(width)
     eighths = round(value * width * 8)
     return ("█" * (eighths // 8) + (EIGHTHS[eighths % 8] if eighths % 8 else "")).ljust(width)
 

@@ -158,3 +158,18 @@ def test_plot_writes_reading_png(run: Path, tiny_data: Path, tmp_path: Path) -> 
     assert files[-1].name == "reading.png"
     with Image.open(files[-1]) as im:
         assert im.format == "PNG" and im.width > 1000 and im.height > 600
+
+
+def test_a_model_whose_outputs_overflow_shows_question_marks_not_a_traceback(tmp_path: Path, tiny_data: Path) -> None:
+    """Finite weights can still compute NaN (here 3e38 times an activation): the trace's sparkline and
+    bars then show "?" where a probability is not a number."""
+    cfg = Config(hidden_size=8)
+    model = SequenceClassifier(cfg)
+    with torch.no_grad():
+        model.head.weight.fill_(3e38)
+    path = tmp_path / "overflow.pt"
+    checkpoint.save(path, cfg, model, {})
+    for args in ([], ["--index", "1"]):  # one image: the reading view; two: the table's sparkline
+        result = predict(str(path), "--index", "0", *args, "--data-dir", str(tiny_data), "--trace")
+        assert result.exit_code == 0, result.output
+        assert "?" in result.stdout and "Traceback" not in result.output
