@@ -123,6 +123,16 @@ def device_option(func: Any) -> Any:
 FINAL_CHECKPOINT = "checkpoint.pt"  # what a run folder stands for: its final model (best.pt is named when wanted)
 
 
+class OutPath(click.Path):
+    """A path to write to. An empty one (an unset shell variable, say) is refused rather than read as
+    the current folder."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, str) and not value.strip():
+            self.fail("it is empty: give a path", param, ctx)
+        return super().convert(value, param, ctx)
+
+
 class RunOrCheckpoint(click.ParamType):
     """A checkpoint file or a run folder (standing for its checkpoint.pt). With ``folder`` (commands that
     read a run's other files) a run folder stays a folder and a checkpoint must lie in one."""

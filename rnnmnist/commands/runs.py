@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from rnnmnist.cli.options import Common, output_options, pass_common
+from rnnmnist.cli.options import Common, OutPath, output_options, pass_common
 
 RUNS_EXAMPLES = """\b
 Examples:
@@ -63,7 +63,7 @@ def runs(common: Common, folder: Path, sort_key: str | None, reverse: bool, cond
 @click.option(
     "--plot",
     "plot_path",
-    type=click.Path(dir_okay=False, path_type=Path),
+    type=OutPath(dir_okay=False, path_type=Path),
     help="Also draw the runs' training curves overlaid into this PNG (needs rnnmnist[plots]).",
 )
 @output_options

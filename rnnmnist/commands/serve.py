@@ -12,7 +12,7 @@ from typing import Any
 
 import click
 
-from rnnmnist.cli.options import Common, device_option, pass_common
+from rnnmnist.cli.options import Common, checkpoint_argument, device_option, pass_common
 from rnnmnist.errors import ExitCode, RnnmnistError
 
 SERVE_EXAMPLES = """\b
@@ -152,7 +152,7 @@ def _run_until_signal(server: Any, sock: socket.socket) -> int | None:
 
 
 @click.command(epilog=SERVE_EXAMPLES)
-@click.argument("checkpoint", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@checkpoint_argument
 @click.option(
     "--host",
     default="127.0.0.1",
@@ -173,6 +173,8 @@ def _run_until_signal(server: Any, sock: socket.socket) -> int | None:
 @pass_common
 def serve(common: Common, checkpoint: Path, host: str, port: int, threads: int, quiet: bool) -> int:
     """Serve CHECKPOINT: a page to draw digits on and a JSON API, at http://HOST:PORT.
+
+    CHECKPOINT is a checkpoint file, or a run folder for its checkpoint.pt.
 
     \b
     GET  /                    the drawing page (also takes photos)

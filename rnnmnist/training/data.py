@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from rnnmnist.errors import DataError, shown
+from rnnmnist.errors import BadValueError, DataError, shown
 from rnnmnist.training.datasets import IMAGE_SIZE, NUM_CLASSES, spec
 
 FILES = {
@@ -279,7 +279,10 @@ def _read_file_pair(data_dir: str | Path, which: str, download: bool, dataset: s
 def split_train(full: Split, val_size: int) -> tuple[Split, Split]:
     """Hold out the first ``val_size`` training images for validation, as the notebook's loader did."""
     if val_size >= len(full):
-        raise DataError(f"val_size={val_size} leaves no training images (the training file holds {len(full)})")
+        raise BadValueError(
+            f"val_size={val_size} leaves no training images (the training file holds {len(full):,}); "
+            "choose a smaller --val-size"
+        )
     val = Split(full.images[:val_size], full.labels[:val_size])
     train = Split(full.images[val_size:], full.labels[val_size:])
     return train, val

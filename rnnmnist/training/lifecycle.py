@@ -108,6 +108,17 @@ def check_fits_in_memory(cfg: Config, device: torch.device) -> None:
         )
 
 
+def check_batch_fits(cfg: Config, n_train: int) -> None:
+    """Refuse a batch whose digits outnumber the training split, naming the flags the user can change."""
+    if cfg.digits_per_step <= n_train:
+        return
+    digits = f" ({cfg.digits_per_step} digits beside {cfg.outliers} generated non-digits)" if cfg.outliers else ""
+    raise BadValueError(
+        f"batch_size={cfg.batch_size}{digits} is larger than the training split ({n_train:,} images); "
+        "choose a smaller --batch-size or --val-size"
+    )
+
+
 def _free_bytes(device: torch.device) -> int | None:
     if device.type == "cuda":
         return torch.cuda.mem_get_info(device)[0]
@@ -206,6 +217,7 @@ def _build_parts(
     """The model, the data on the device and the training state (a resumed run's, checked): what can fail
     (memory, a damaged checkpoint) before the run folder is touched."""
     check_fits_in_memory(cfg, device)
+    check_batch_fits(cfg, len(data.train))
     if resume is None:
         torch.manual_seed(cfg.seed)  # the same initial weights on every rank
         model = SequenceClassifier(cfg.model).to(device)

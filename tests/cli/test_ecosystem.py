@@ -14,6 +14,7 @@ import torch
 from clitools import invoke
 from PIL import Image
 
+from rnnmnist.training import checkpoint
 from rnnmnist.training.checkpoint import load_model
 from rnnmnist.training.model import SequenceClassifier
 from rnnmnist.training.synthetic import tiny_train_args
@@ -101,6 +102,38 @@ def test_export_torchscript_reproduces_pytorch(run: Path, tmp_path: Path) -> Non
     images = torch.rand(3, 28, 28)
     with torch.inference_mode():
         assert torch.allclose(loaded(images), model(images), atol=1e-5)
+
+
+@pytest.mark.parametrize("fmt", ["torchscript", "onnx"])
+def test_export_of_a_model_whose_outputs_are_not_finite_is_refused(run: Path, tmp_path: Path, fmt: str) -> None:
+    if fmt == "onnx":
+        pytest.importorskip("onnxruntime", reason="the onnx extra is not installed")
+    model, ckpt = load_model(run / "checkpoint.pt")
+    with torch.no_grad():
+        model.head.weight.fill_(3e38)  # finite weights whose outputs overflow to NaN
+    source = tmp_path / "overflow.pt"
+    checkpoint.save(source, ckpt.config, model, {})
+    target = tmp_path / f"m.{fmt}"
+    result = invoke("export", str(source), "--format", fmt, "--out", str(target))
+    assert result.exit_code == 1, result.output
+    assert "not finite" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert not target.exists()
+
+
+@pytest.mark.parametrize("command", ["export", "plot", "compare"])
+def test_an_empty_output_path_is_a_usage_error_not_the_current_folder(
+    command: str, run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)  # an empty path read as "." would write here
+    args = {
+        "export": ("export", str(run / "checkpoint.pt"), "--format", "torchscript", "--out", ""),
+        "plot": ("plot", str(run), "--out", ""),
+        "compare": ("compare", str(run), str(run), "--plot", ""),
+    }[command]
+    result = invoke(*args)
+    assert result.exit_code == 2, result.output
+    assert "empty" in result.output
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_export_without_data_checks_on_random_images(run: Path, tmp_path: Path) -> None:

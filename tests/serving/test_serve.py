@@ -244,3 +244,27 @@ def test_port_in_use_and_exposed_host_warning(model: Path) -> None:
     assert r.returncode == 1, r.stderr
     assert lines[0].startswith("Warning: serving on every network interface")
     assert lines[1].startswith(f"Error: cannot listen on 0.0.0.0:{port}") and len(lines) == 2
+
+
+def test_a_run_folder_stands_for_its_checkpoint_as_in_predict(model: Path, tmp_path: Path) -> None:
+    with socket.socket() as taken:  # a port in use: serve gets past its arguments and stops with one line
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        folder = subprocess.run(
+            [sys.executable, "-m", "rnnmnist", "serve", str(model.parent), "--port", str(port)],
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert folder.returncode == 1, folder.stderr
+    assert folder.stderr.strip().startswith(f"Error: cannot listen on 127.0.0.1:{port}"), folder.stderr
+    empty = subprocess.run(
+        [sys.executable, "-m", "rnnmnist", "serve", str(tmp_path)],
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert empty.returncode == 2 and "checkpoint.pt" in empty.stderr, empty.stderr

@@ -11,7 +11,7 @@ import pytest
 import torch
 from clitools import invoke
 
-from rnnmnist.errors import DataError
+from rnnmnist.errors import BadValueError, DataError
 from rnnmnist.training.data import BatchStream, load_mnist, load_split, read_idx, read_pair, scale
 from rnnmnist.training.synthetic import TEST_FILES, TRAIN_FILES, idx_bytes, make_tiny_mnist, tiny_train_args, write_idx
 
@@ -102,8 +102,20 @@ def test_a_count_mismatch_a_label_out_of_range_or_a_wrong_size_is_refused(tmp_pa
 
 
 def test_a_val_size_that_leaves_no_training_images_is_refused(tiny_data: Path) -> None:
-    with pytest.raises(DataError, match="val_size=600 leaves no training images"):
+    with pytest.raises(BadValueError, match="val_size=600 leaves no training images"):
         load_mnist(tiny_data, val_size=600, download=False)
+
+
+def test_a_batch_larger_than_what_val_size_leaves_names_the_flags(tiny_data: Path, tmp_path: Path) -> None:
+    n = len(load_mnist(tiny_data, val_size=0, download=False).train)
+    args = tiny_train_args(tiny_data, tmp_path / "run", "--val-size", str(n - 10), "--batch-size", "64")
+    result = invoke(*args, "--outlier-share", "0.125")
+    assert result.exit_code == 2, result.output  # a flag value out of range, known once the data is
+    line = result.stderr.strip()
+    assert "batch_size=64 (56 digits beside 8 generated non-digits)" in line and "(10 images)" in line
+    assert "--batch-size" in line and "--val-size" in line and len(line.splitlines()) == 1
+    assert invoke(*tiny_train_args(tiny_data, tmp_path / "r2", "--val-size", str(n))).exit_code == 2
+    assert not (tmp_path / "run").exists() and not (tmp_path / "r2").exists()
 
 
 def test_batch_stream_covers_each_epoch_once() -> None:
