@@ -65,7 +65,12 @@ ODD_VALUES = [
 @pytest.fixture(scope="module")
 def resumable(tiny_data: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
     """A run folder whose checkpoint.pt is resumable (at step 0), and that checkpoint's payload."""
-    out = tmp_path_factory.mktemp("hostile-ckpt") / "run"
+    out = _saved_run(tmp_path_factory.mktemp("hostile-ckpt") / "run", tiny_data, steps=0)
+    return out, torch.load(out / "checkpoint.pt", weights_only=True)
+
+
+def _saved_run(out: Path, tiny_data: Path, steps: int) -> Path:
+    """A run folder ``out`` with a resumable checkpoint after ``steps`` optimizer steps on random images."""
     run_dir = RunDir(out)
     run_dir.prepare_new(force=False)
     run_dir.write_config(CFG)
@@ -75,8 +80,13 @@ def resumable(tiny_data: Path, tmp_path_factory: pytest.TempPathFactory) -> tupl
     model = SequenceClassifier(CFG.model)
     data = load_mnist(tiny_data, CFG.val_size, download=False)
     state = TrainState(CFG, model, len(data.train), torch.device("cpu"))
+    for _ in range(steps):
+        state.optimizer.zero_grad()
+        model(torch.rand(4, 28, 28)).logsumexp(1).mean().backward()
+        state.optimizer.step()
+        state.step += 1
     Run(CFG, model, data, state, run_dir).save_resumable()
-    return out, torch.load(out / "checkpoint.pt", weights_only=True)
+    return out
 
 
 def _paths(payload: Any, prefix: tuple = ()) -> list[tuple]:
@@ -213,22 +223,7 @@ def test_eval_of_an_endless_file_is_refused(tmp_path: Path) -> None:
 @pytest.fixture(scope="module")
 def stepped(tiny_data: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
     """A resumable checkpoint's payload after two optimizer steps: Adam's moments are there to damage."""
-    out = tmp_path_factory.mktemp("hostile-stepped") / "run"
-    run_dir = RunDir(out)
-    run_dir.prepare_new(force=False)
-    run_dir.write_config(CFG)
-    run_dir.write_info(tiny_data)
-    run_dir.lock.release()
-    torch.manual_seed(0)
-    model = SequenceClassifier(CFG.model)
-    data = load_mnist(tiny_data, CFG.val_size, download=False)
-    state = TrainState(CFG, model, len(data.train), torch.device("cpu"))
-    for _ in range(2):
-        state.optimizer.zero_grad()
-        model(torch.rand(4, 28, 28)).logsumexp(1).mean().backward()
-        state.optimizer.step()
-        state.step += 1
-    Run(CFG, model, data, state, run_dir).save_resumable()
+    out = _saved_run(tmp_path_factory.mktemp("hostile-stepped") / "run", tiny_data, steps=2)
     return torch.load(out / "checkpoint.pt", weights_only=True)
 
 
