@@ -50,6 +50,9 @@ def _check_rng(rng: Any, world_size: int) -> None:
 MOMENTS = ("step", "exp_avg", "exp_avg_sq")
 # Settings a parameter group may leave to the device (torch's kernel choice): None or a flag.
 KERNEL_CHOICES = ("foreach", "fused")
+# Settings torch reads without a default: a group lacking one fails at the next step. Its flags
+# (amsgrad, maximize, ...) may be missing: torch fills them in, as for a file of an older torch.
+REQUIRED_SETTINGS = ("lr", "betas", "eps", "weight_decay")
 
 
 def _check_optimizer(state: Any, optimizer: torch.optim.Optimizer) -> None:
@@ -79,20 +82,27 @@ def _check_optimizer(state: Any, optimizer: torch.optim.Optimizer) -> None:
 
 
 def _check_groups(saved: Any, groups: list[dict[str, Any]]) -> None:
-    """Saved parameter groups: this run's parameters, each setting of the type and range this torch
-    writes. Flags must match this run's (they come from its config); lr and beta1 are the schedule's."""
+    """Saved parameter groups: this run's parameters, each setting of the type and range torch uses.
+    Flags this torch has must match this run's (they come from its config); lr and beta1 are the
+    schedule's. A setting this torch does not know (a newer torch's) is kept if it is a plain value."""
     if not isinstance(saved, list) or len(saved) != len(groups):
         raise ValueError("optimizer: not this run's parameter groups")
     first = 0
     for group, ours in zip(saved, groups):
-        if not isinstance(group, dict) or set(group) != set(ours):
-            raise ValueError("optimizer: a parameter group is not this torch's Adam's")
+        if not isinstance(group, dict):
+            raise ValueError("optimizer: a parameter group is not a table")
+        missing = [key for key in ("params", *REQUIRED_SETTINGS) if key not in group]
+        if missing:
+            raise ValueError(f"optimizer: a parameter group lacks {', '.join(missing)}")
         if group["params"] != list(range(first, first + len(ours["params"]))):
             raise ValueError("optimizer: not this run's parameters")
         first += len(ours["params"])
         for key, value in group.items():
             if key != "params":
-                _check_setting(key, value, ours[key])
+                _check_setting(str(key), value, ours.get(key, _UNKNOWN))
+
+
+_UNKNOWN = object()  # a setting this torch's Adam does not have
 
 
 def _check_setting(key: str, value: Any, ours: Any) -> None:
@@ -100,6 +110,8 @@ def _check_setting(key: str, value: Any, ours: Any) -> None:
         ok = isinstance(value, (tuple, list)) and len(value) == 2 and all(_unit(b) for b in value)
     elif key in KERNEL_CHOICES:
         ok = value is None or isinstance(value, bool)
+    elif ours is _UNKNOWN:
+        ok = value is None or isinstance(value, bool) or _real(value)
     elif isinstance(ours, bool) or ours is None:
         ok = value is ours
     else:

@@ -245,16 +245,38 @@ OPTIMIZER_DAMAGE = {
     "lr a string": lambda p: _group(p).__setitem__("lr", "fast"),
     "eps NaN": lambda p: _group(p).__setitem__("eps", float("nan")),
     "fused a string": lambda p: _group(p).__setitem__("fused", "yes"),
-    "a setting added": lambda p: _group(p).__setitem__("momentum", 0.9),
-    "a setting removed": lambda p: _group(p).pop("weight_decay"),
+    "a setting added, not a plain value": lambda p: _group(p).__setitem__("momentum", "0.9"),
+    "a setting torch reads removed": lambda p: _group(p).pop("eps"),
     "parameters renumbered": lambda p: _group(p).__setitem__("params", list(range(1, len(_group(p)["params"]) + 1))),
     "a step of two numbers": lambda p: _moments(p).__setitem__("step", torch.tensor([2.0, 2.0])),
     "a negative second moment": lambda p: _moments(p)["exp_avg_sq"].view(-1).__setitem__(0, -1.0),
 }
 
 
-def test_the_stepped_state_resumes(stepped: dict, tiny_data: Path, tmp_path: Path) -> None:
-    assert _use_in_process(_bytes(stepped), tmp_path / "c.pt", tiny_data) == "ok"
+# What another torch may write: flags it lacks (torch fills them in), settings this torch lacks.
+OTHER_TORCH = {
+    "as written": lambda p: None,
+    "a flag missing": lambda p: _group(p).pop("decoupled_weight_decay"),
+    "every flag missing": lambda p: [_group(p).pop(k) for k in ("amsgrad", "maximize", "foreach", "fused")],
+    "a setting this torch lacks": lambda p: _group(p).__setitem__("new_flag", False),
+    "written for CUDA": lambda p: [_group(p).__setitem__(k, None) for k in ("foreach", "fused")],
+}
+
+
+@pytest.mark.parametrize("variant", OTHER_TORCH)
+def test_a_stepped_state_of_this_or_another_torch_resumes_and_steps(
+    stepped: dict, tiny_data: Path, tmp_path: Path, variant: str
+) -> None:
+    payload = copy.deepcopy(stepped)
+    OTHER_TORCH[variant](payload)
+    path = tmp_path / "c.pt"
+    assert _use_in_process(_bytes(payload), path, tiny_data) == "ok"
+    ckpt = checkpoint.load(path)
+    data = load_mnist(tiny_data, ckpt.config.val_size, download=False)
+    model, _, state = _build_parts(ckpt.config, ckpt, data, torch.device("cpu"), SINGLE)
+    model(torch.rand(4, 28, 28)).logsumexp(1).mean().backward()
+    state.optimizer.step()  # the step a damaged state would fail in
+    assert all(bool(torch.isfinite(p).all()) for p in model.parameters())
 
 
 @pytest.mark.parametrize("damage", OPTIMIZER_DAMAGE)
