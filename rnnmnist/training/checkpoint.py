@@ -177,7 +177,7 @@ def _check(path: Path, raw: Any) -> Checkpoint:
         )
     odd = _odd_tensor(raw)
     if odd is not None:
-        raise CheckpointError(f"{path}: damaged checkpoint, {odd} is not a plain tensor of numbers")
+        raise CheckpointError(f"{path}: damaged checkpoint, {odd}")
     missing = [k for k in REQUIRED_KEYS if k not in raw]
     if missing:
         raise CheckpointError(f"{path}: damaged checkpoint, missing {', '.join(missing)}")
@@ -208,20 +208,47 @@ def _check(path: Path, raw: Any) -> Checkpoint:
     return Checkpoint(config=cfg, model_state=state, metrics=metrics, extra=extra, notes=notes)
 
 
-def _odd_tensor(value: Any, where: str = "", depth: int = 0) -> str | None:
-    """Where in a loaded checkpoint a tensor is not dense, in memory and of values (meta, sparse and
-    quantized tensors load, and most operations then fail with torch's own errors), else None."""
-    if isinstance(value, torch.Tensor):
-        plain = value.layout == torch.strided and value.device.type == "cpu" and not value.is_quantized
-        return None if plain else where or "a tensor"
-    if depth > 8:  # deeper than any checkpoint rnnmnist writes: the checks that follow refuse it
-        return None
-    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, (list, tuple)) else ()
-    for key, item in items:
-        odd = _odd_tensor(item, f"{where}.{key}" if where else str(key), depth + 1)
-        if odd is not None:
-            return odd
+MAX_ENTRIES = 100_000  # far more values than any checkpoint rnnmnist writes holds (a few hundred)
+
+
+def _odd_tensor(raw: Any) -> str | None:
+    """Where in a loaded checkpoint a tensor is not dense, in memory and of values (meta, sparse, nested
+    and quantized tensors load, and most operations then fail with torch's own errors; a stride-0
+    tensor shares one number among many places), else None.
+
+    Each container is visited once: unpickling shares repeated sub-lists, and a walk that followed
+    every path through them could take years on a file of a few kilobytes."""
+    seen: set[int] = set()
+    todo: list[tuple[str, Any, int]] = [("", raw, 0)]
+    while todo:
+        where, value, depth = todo.pop()
+        if isinstance(value, torch.Tensor):
+            if not _plain(value):
+                return f"{where or 'a tensor'} is not a plain tensor of numbers"
+            continue
+        if id(value) in seen or depth > 8:  # deeper than anything rnnmnist writes: later checks refuse it
+            continue
+        seen.add(id(value))
+        items = (
+            value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, (list, tuple)) else ()
+        )
+        todo.extend((f"{where}.{key}" if where else str(key), item, depth + 1) for key, item in items)
+        if len(seen) + len(todo) > MAX_ENTRIES:
+            return f"it holds more than {MAX_ENTRIES:,} values"
     return None
+
+
+def _plain(tensor: torch.Tensor) -> bool:
+    if tensor.is_nested or tensor.is_quantized or tensor.layout != torch.strided or tensor.device.type != "cpu":
+        return False
+    # Dense and not overlapping: its strides, smallest first, step over exactly the sizes before them
+    # (a transposed tensor passes; an expanded one, stride 0, does not).
+    expected = 1
+    for stride, size in sorted((st, sz) for st, sz in zip(tensor.stride(), tensor.shape) if sz > 1):
+        if stride != expected:
+            return False
+        expected *= size
+    return True
 
 
 def load_model(path: str | Path, device: torch.device | str = "cpu") -> tuple[SequenceClassifier, Checkpoint]:

@@ -53,6 +53,8 @@ KERNEL_CHOICES = ("foreach", "fused")
 # Settings torch reads without a default: a group lacking one fails at the next step. Its flags
 # (amsgrad, maximize, ...) may be missing: torch fills them in, as for a file of an older torch.
 REQUIRED_SETTINGS = ("lr", "betas", "eps", "weight_decay")
+# Settings that come from the run's config and stay put: a saved one that differs is not this run's.
+FIXED_SETTINGS = ("eps", "weight_decay")
 
 
 def _check_optimizer(state: Any, optimizer: torch.optim.Optimizer) -> None:
@@ -108,16 +110,25 @@ _UNKNOWN = object()  # a setting this torch's Adam does not have
 def _check_setting(key: str, value: Any, ours: Any) -> None:
     if key == "betas":
         ok = isinstance(value, (tuple, list)) and len(value) == 2 and all(_unit(b) for b in value)
+        ok = ok and _same(value[1], ours[1])  # beta2 is the config's; the schedule moves only beta1
     elif key in KERNEL_CHOICES:
         ok = value is None or isinstance(value, bool)
     elif ours is _UNKNOWN:
-        ok = value is None or isinstance(value, bool) or _real(value)
+        ok = value is None or isinstance(value, (bool, str)) or _real(value)
     elif isinstance(ours, bool) or ours is None:
         ok = value is ours
+    elif key in FIXED_SETTINGS:
+        ok = _real(value) and _same(value, ours)
     else:
         ok = _real(value) and value >= 0
     if not ok:
-        raise ValueError(f"optimizer: setting {key} is {shown(value)}")
+        fixed = key in (*FIXED_SETTINGS, "betas") and ours is not _UNKNOWN
+        theirs = f", not this run's {shown(ours)}" if fixed else ""
+        raise ValueError(f"optimizer: setting {key} is {shown(value)}{theirs}")
+
+
+def _same(value: Any, ours: Any) -> bool:
+    return _real(value) and math.isclose(value, ours, rel_tol=1e-9, abs_tol=0.0)
 
 
 def _real(value: Any) -> bool:

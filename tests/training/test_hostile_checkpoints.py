@@ -245,7 +245,10 @@ OPTIMIZER_DAMAGE = {
     "lr a string": lambda p: _group(p).__setitem__("lr", "fast"),
     "eps NaN": lambda p: _group(p).__setitem__("eps", float("nan")),
     "fused a string": lambda p: _group(p).__setitem__("fused", "yes"),
-    "a setting added, not a plain value": lambda p: _group(p).__setitem__("momentum", "0.9"),
+    "a setting added, not a plain value": lambda p: _group(p).__setitem__("momentum", torch.tensor(0.9)),
+    "eps zero, not this run's": lambda p: _group(p).__setitem__("eps", 0.0),
+    "weight decay not this run's": lambda p: _group(p).__setitem__("weight_decay", 1e300),
+    "beta2 not this run's": lambda p: _group(p).__setitem__("betas", (0.9, 0.5)),
     "a setting torch reads removed": lambda p: _group(p).pop("eps"),
     "parameters renumbered": lambda p: _group(p).__setitem__("params", list(range(1, len(_group(p)["params"]) + 1))),
     "a step of two numbers": lambda p: _moments(p).__setitem__("step", torch.tensor([2.0, 2.0])),
@@ -259,6 +262,7 @@ OTHER_TORCH = {
     "a flag missing": lambda p: _group(p).pop("decoupled_weight_decay"),
     "every flag missing": lambda p: [_group(p).pop(k) for k in ("amsgrad", "maximize", "foreach", "fused")],
     "a setting this torch lacks": lambda p: _group(p).__setitem__("new_flag", False),
+    "a named setting this torch lacks": lambda p: _group(p).__setitem__("new_mode", "auto"),
     "written for CUDA": lambda p: [_group(p).__setitem__(k, None) for k in ("foreach", "fused")],
 }
 
@@ -292,10 +296,16 @@ def test_an_optimizer_state_torch_would_fail_on_later_is_refused_on_load(
 def _odd(kind: str, like: torch.Tensor) -> torch.Tensor:
     if kind == "meta":
         return torch.empty(like.shape, dtype=like.dtype, device="meta")
-    return like.to_sparse()
+    if kind == "sparse":
+        return like.to_sparse()
+    flat = like.reshape(-1)
+    if kind == "nested":
+        return torch.nested.nested_tensor([flat, flat[:1]])
+    return flat[:1].expand(like.shape if like.numel() > 1 else (2,))  # one number in every place: stride 0
 
 
-@pytest.mark.parametrize("kind", ["meta", "sparse"])
+@pytest.mark.filterwarnings("ignore:The PyTorch API of nested tensors is in prototype stage")
+@pytest.mark.parametrize("kind", ["meta", "sparse", "nested", "expanded"])
 @pytest.mark.parametrize(
     "where",
     [
@@ -310,8 +320,9 @@ def _odd(kind: str, like: torch.Tensor) -> torch.Tensor:
 def test_a_tensor_without_plain_values_anywhere_is_one_line(
     stepped: dict, tiny_data: Path, tmp_path: Path, kind: str, where: tuple
 ) -> None:
-    """Meta tensors (shapes without values) and sparse ones load with weights_only=True; the first
-    check that reads them would fail with torch's own error."""
+    """Meta tensors (shapes without values), sparse and nested ones load with weights_only=True; the
+    first check that reads them would fail with torch's own error. An expanded one (one number standing
+    in every place) would make Adam's in-place update write every place at once."""
     payload = copy.deepcopy(stepped)
     parent = payload
     for key in where[:-1]:
@@ -319,3 +330,31 @@ def test_a_tensor_without_plain_values_anywhere_is_one_line(
     parent[where[-1]] = _odd(kind, parent[where[-1]])
     outcome = _use_in_process(_bytes(payload), tmp_path / "c.pt", tiny_data)
     assert "is not a plain tensor of numbers" in outcome and ".".join(map(str, where)) in outcome, outcome
+
+
+def _shared_lists(levels: int, width: int) -> list:
+    nested: list = [0]
+    for _ in range(levels):
+        nested = [nested] * width  # one list, repeated: unpickling keeps it shared
+    return nested
+
+
+@pytest.mark.parametrize(
+    ("junk", "outcome"),
+    [
+        (_shared_lists(9, 12), "ok"),  # 12**9 paths through 10 lists: a walk along every path never ends
+        (list(range(200_000)), "holds more than 100,000 values"),
+    ],
+    ids=["shared lists", "too many values"],
+)
+def test_a_small_file_of_many_values_is_read_once_or_refused(
+    stepped: dict, tiny_data: Path, tmp_path: Path, junk: list, outcome: str
+) -> None:
+    payload = copy.deepcopy(stepped)
+    payload["junk"] = junk
+    (tmp_path / "c.pt").write_bytes(_bytes(payload))
+    done = rnnmnist("eval", str(tmp_path / "c.pt"), "--data-dir", str(tiny_data), "--json", timeout=120)
+    if outcome == "ok":
+        assert done.returncode == 0, done.stderr
+    else:
+        assert done.returncode == 1 and outcome in one_error_line(done.stderr)
