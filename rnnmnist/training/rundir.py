@@ -26,8 +26,10 @@ from rnnmnist.errors import BadValueError, RnnmnistError
 from rnnmnist.files import is_leftover, open_append, read_text, target, write_atomic
 
 RUN_FILES = ("checkpoint.pt", "best.pt", "config.toml", "metrics.jsonl")
-# Everything any rnnmnist command writes into a run folder (plot's PNGs, --tensorboard's folder).
-OWN_FILES = (*RUN_FILES, "run.json", "curves.png", "confusion.png", "mistakes.png", "reading.png")
+# What training (new or resumed) writes, and everything any rnnmnist command writes into a run
+# folder (plot's PNGs, --tensorboard's folder).
+TRAINING_FILES = (*RUN_FILES, "run.json")
+OWN_FILES = (*TRAINING_FILES, "curves.png", "confusion.png", "mistakes.png", "reading.png")
 OWN_FOLDERS = ("tensorboard",)
 
 
@@ -152,11 +154,11 @@ class RunDir:
             return not self.metrics_file.exists() or self.metrics_file.stat().st_size == 0
         return False
 
-    def _check_own_names(self) -> None:
+    def _check_own_names(self, names: tuple[str, ...]) -> None:
         """Refuse, before anything is removed or written, a run file's name held by something rnnmnist
         does not write (a folder, FIFO, device or socket, or a link that dangles or names one): --force
         removes only what a run wrote, and a run writes only regular files."""
-        for name in OWN_FILES:
+        for name in names:
             if os.path.lexists(self.path / name):
                 target(self.path / name, owner="run")
 
@@ -179,7 +181,7 @@ class RunDir:
         """Create and lock the folder for a new run; one that already holds a run needs ``force``
         (a run that never trained a step is replaced without it)."""
         check_out_path(self.path)
-        self._check_own_names()
+        self._check_own_names(OWN_FILES)  # a new run removes them all
         existing = self.existing()
         if existing and not force and not self.never_trained():
             raise RnnmnistError(
@@ -208,7 +210,7 @@ class RunDir:
 
     def prepare_resume(self) -> None:
         self.require_checkpoint()
-        self._check_own_names()
+        self._check_own_names(TRAINING_FILES)  # a resumed run writes these and leaves plot's pictures
         self.lock.acquire()
         self._remove_leftovers()
 

@@ -97,6 +97,25 @@ def test_a_run_files_name_held_by_something_else_is_refused_even_with_force(
     assert sorted(p.name for p in out.iterdir()) == sorted({name, "metrics.jsonl"})
 
 
+def test_resume_leaves_plots_names_alone_and_refuses_its_own_files_held_by_something_else(
+    stopped_run: tuple[Path, bytes], tiny_data: Path, tmp_path: Path
+) -> None:
+    """A resumed run writes only training's files: what holds a picture's name is not its business."""
+    run = copy_of(stopped_run, tmp_path / "run")
+    (run / "curves.png").symlink_to(tmp_path / "missing.png")
+    os.mkfifo(run / "mistakes.png")
+    (run / "reading.png").mkdir()
+    os.mkfifo(run / "run.json.fifo")
+    (run / "run.json").rename(tmp_path / "run.json")
+    (run / "run.json.fifo").rename(run / "run.json")
+    refused = invoke("train", "--resume", str(run), "--data-dir", str(tiny_data))
+    assert refused.exit_code == 1 and f"cannot write {run / 'run.json'}" in one_error_line(refused.stderr)
+    (run / "run.json").unlink()
+    (tmp_path / "run.json").rename(run / "run.json")
+    assert invoke("train", "--resume", str(run), "--data-dir", str(tiny_data)).exit_code == 0
+    assert (run / "curves.png").is_symlink() and (run / "reading.png").is_dir()
+
+
 def test_force_removes_a_link_with_a_run_files_name_and_keeps_what_it_names(tiny_data: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"
     assert invoke(*tiny_train_args(tiny_data, out)).exit_code == 0
