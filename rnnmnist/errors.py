@@ -53,6 +53,11 @@ class CheckpointError(RnnmnistError):
     """A checkpoint that cannot be read, trusted or used."""
 
 
+# Finite weights can still overflow in a forward pass (a tampered or diverged checkpoint): every answer
+# drawn from such outputs (a class, a probability, a loss) would be noise.
+NOT_FINITE_OUTPUTS = "the model's outputs are not finite numbers (its weights overflow)"
+
+
 class BadValueError(RnnmnistError):
     """A flag value found out of range only once the data is known; a usage error (exit code 2)."""
 

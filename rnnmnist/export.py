@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from rnnmnist.errors import CheckpointError, DataError, RnnmnistError, one_line
+from rnnmnist.errors import NOT_FINITE_OUTPUTS, CheckpointError, DataError, RnnmnistError, one_line
 from rnnmnist.extras import require
 from rnnmnist.files import atomic_path, target
 from rnnmnist.training import checkpoint
@@ -118,9 +118,7 @@ def export(source: Path, fmt: str, out: Path | None, data_dir: Path, download: b
     with torch.inference_mode():
         expected = model(images)
     if not bool(torch.isfinite(expected).all()):
-        raise CheckpointError(
-            f"{source}: the model's outputs are not finite numbers (its weights overflow); nothing was written"
-        )
+        raise CheckpointError(f"{source}: {NOT_FINITE_OUTPUTS}; nothing was written")
     # Checked before it replaces anything: a model that computes something else is never left for
     # someone to use, and a previous file of that name stays as it was.
     with atomic_path(path) as tmp:

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from rnnmnist.config import EVAL_BATCH_SIZE
-from rnnmnist.errors import BadValueError
+from rnnmnist.errors import NOT_FINITE_OUTPUTS, BadValueError, CheckpointError
 from rnnmnist.images.decode import Failed
 from rnnmnist.images.preprocess import NO_INK as BLANK
 from rnnmnist.training.data import load_split, scale
@@ -138,6 +138,8 @@ def probabilities_and_logits(
     for i in range(0, images.shape[0], batch_size):
         with autocast(device, precision):
             out = model(images[i : i + batch_size].to(device)).float()  # (b, 10)
+        if not bool(torch.isfinite(out).all()):
+            raise CheckpointError(NOT_FINITE_OUTPUTS)
         probs.append(torch.softmax(out, dim=1).cpu())
         logits.append(out.cpu())
     if not probs:

@@ -17,6 +17,7 @@ from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
 
+from rnnmnist.errors import CheckpointError
 from rnnmnist.serving.guard import Log
 from rnnmnist.serving.limits import MAX_BATCH
 from rnnmnist.serving.openapi import BATCH_BODY, ERRORS, PREDICT_BODY, BatchOut, PredictionOut
@@ -162,9 +163,18 @@ async def _unexpected(request: Request, e: Exception) -> JSONResponse:
     return error_response(500, f"internal error ({type(e).__name__}); see the server's log")
 
 
+async def _model_error(request: Request, e: CheckpointError) -> JSONResponse:
+    # The served model cannot answer this input (its outputs overflow): the server's fault, said plainly.
+    log = served(request).log
+    if log is not None:
+        log(f"model error on {request.method} {request.url.path}: {e}")
+    return error_response(500, str(e))
+
+
 ERROR_HANDLERS: dict[type[Exception], Callable[[Request, Any], Awaitable[JSONResponse]]] = {
     ApiError: _api_error,  # BodyTooLarge too
     BodyCut: _cut,
+    CheckpointError: _model_error,
     ClientDisconnect: _gone,
     HTTPException: _http_error,
     RequestValidationError: _invalid,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -10,7 +11,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from rnnmnist.errors import DataError
+from rnnmnist.errors import NOT_FINITE_OUTPUTS, CheckpointError, DataError
 from rnnmnist.training.data import Split, load_split, scale
 from rnnmnist.training.datasets import NUM_CLASSES
 from rnnmnist.training.device import Precision, autocast, resolve_device, usable_precision
@@ -133,4 +134,6 @@ def evaluate_checkpoint(
         raise DataError(f"the {split} split holds no images: there is nothing to evaluate")
     precision = usable_precision(ckpt.config.precision, dev)
     result = evaluate(model, data.to(dev), batch_size, precision.name)
+    if not math.isfinite(result.loss):
+        raise CheckpointError(f"{path}: {NOT_FINITE_OUTPUTS}")
     return CheckpointEvaluation(result, precision, ckpt.notes, ckpt.config.dataset)

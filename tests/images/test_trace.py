@@ -9,9 +9,10 @@ from pathlib import Path
 import pytest
 import torch
 from click.testing import Result
-from clitools import invoke
+from clitools import invoke, one_error_line
 from PIL import Image
 
+from rnnmnist.cli import render_predict
 from rnnmnist.config import Config
 from rnnmnist.images.predict import probabilities
 from rnnmnist.images.trace import accuracy_by_step, decided_at, reading, shown_steps
@@ -160,16 +161,23 @@ def test_plot_writes_reading_png(run: Path, tiny_data: Path, tmp_path: Path) -> 
         assert im.format == "PNG" and im.width > 1000 and im.height > 600
 
 
-def test_a_model_whose_outputs_overflow_shows_question_marks_not_a_traceback(tmp_path: Path, tiny_data: Path) -> None:
-    """Finite weights can still compute NaN (here 3e38 times an activation): the trace's sparkline and
-    bars then show "?" where a probability is not a number."""
+def test_a_model_whose_outputs_overflow_is_refused_by_every_reader(tmp_path: Path, tiny_data: Path) -> None:
+    """Finite weights can still compute NaN (here 3e38 times outputs of about 1): predict, its trace and
+    eval say so in one line (exit 1) rather than answer from noise; the rendering shows "?" for such a
+    probability should one get that far."""
     cfg = Config(hidden_size=8)
     model = SequenceClassifier(cfg)
     with torch.no_grad():
+        for name, weights in model.rnn.named_parameters():
+            weights.fill_(50.0 if name.startswith("bias") else 0.0)  # every gate open: each output tanh(c) ~ 1
         model.head.weight.fill_(3e38)
     path = tmp_path / "overflow.pt"
     checkpoint.save(path, cfg, model, {})
-    for args in ([], ["--index", "1"]):  # one image: the reading view; two: the table's sparkline
-        result = predict(str(path), "--index", "0", *args, "--data-dir", str(tiny_data), "--trace")
-        assert result.exit_code == 0, result.output
-        assert "?" in result.stdout and "Traceback" not in result.output
+    for args in ([], ["--trace"], ["--index", "1", "--json"]):
+        result = predict(str(path), "--index", "0", *args, "--data-dir", str(tiny_data))
+        assert result.exit_code == 1, result.output
+        one_error_line(result.stderr, "the model's outputs are not finite numbers")
+    result = invoke("eval", str(path), "--data-dir", str(tiny_data), "--json")
+    assert result.exit_code == 1, result.output
+    one_error_line(result.stderr, str(path), "the model's outputs are not finite numbers")
+    assert render_predict._sparkline([0.5, float("nan")])[1] == "?" and render_predict._bar(float("nan"))[0] == "?"

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from click.testing import CliRunner
 
 from rnnmnist.images.redraw import draw_shape
@@ -268,3 +269,25 @@ def test_a_run_folder_stands_for_its_checkpoint_as_in_predict(model: Path, tmp_p
         timeout=60,
     )
     assert empty.returncode == 2 and "checkpoint.pt" in empty.stderr, empty.stderr
+
+
+def test_a_model_whose_outputs_overflow_answers_500_naming_why(tmp_path: Path, seven: bytes) -> None:
+    """Blank images (the warm-up's) compute finite outputs; ink drives every gate open and the head's
+    3e38 weights past float32's range. The client gets the reason, the log gets it too."""
+    from rnnmnist.config import Config
+    from rnnmnist.training import checkpoint
+    from rnnmnist.training.model import SequenceClassifier
+
+    cfg = Config(hidden_size=16, precision="fp32")
+    model = SequenceClassifier(cfg)
+    with torch.no_grad():
+        for name, weights in model.rnn.named_parameters():
+            weights.fill_(50.0 if name.startswith("weight_ih") else 0.0)
+        model.head.weight.fill_(3e38)
+        model.head.bias.zero_()
+    path = tmp_path / "overflow.pt"
+    checkpoint.save(path, cfg, model, {})
+    log: list[str] = []
+    with TestClient(create_app(path, "cpu", log=log.append)) as c:
+        assert_error(c.post("/api/predict", files={"file": ("seven.png", seven)}), 500, "not finite numbers")
+    assert any("not finite numbers" in line for line in log), log
