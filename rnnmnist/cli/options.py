@@ -8,6 +8,7 @@ context's :class:`Common` (``ctx.obj``), which the command takes with
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -90,7 +91,7 @@ def data_options(func: Any) -> Any:
     return _shared(
         "--data-dir",
         "data_dir",
-        type=click.Path(file_okay=False, path_type=Path),
+        type=GivenPath(file_okay=False, path_type=Path),
         default=None,
         envvar=DATA_ENV,
         show_envvar=True,
@@ -123,13 +124,15 @@ def device_option(func: Any) -> Any:
 FINAL_CHECKPOINT = "checkpoint.pt"  # what a run folder stands for: its final model (best.pt is named when wanted)
 
 
-class OutPath(click.Path):
-    """A path to write to. An empty one (an unset shell variable, say) is refused rather than read as
-    the current folder."""
+class GivenPath(click.Path):
+    """A path. An empty one (an unset shell variable, say) is refused rather than read as the current
+    folder, and so is a file's path ending in a slash, which names a folder."""
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
         if isinstance(value, str) and not value.strip():
             self.fail("it is empty: give a path", param, ctx)
+        if isinstance(value, str) and not self.dir_okay and value.endswith(("/", os.sep)):
+            self.fail(f"{value!r} ends in a slash, which names a folder: give a file's path", param, ctx)
         return super().convert(value, param, ctx)
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from rnnmnist.cli.options import Common, OutPath, checkpoint_argument, data_options, output_options, pass_common
+from rnnmnist.cli.options import Common, GivenPath, checkpoint_argument, data_options, output_options, pass_common
 
 EXAMPLES = """\b
 Examples:
@@ -19,7 +19,7 @@ Examples:
 @checkpoint_argument
 @click.option("--format", "fmt", type=click.Choice(["onnx", "torchscript"]), required=True, help="File format.")
 @click.option(
-    "--out", type=OutPath(dir_okay=False, path_type=Path), help="Model file. [default: CHECKPOINT with .onnx/.ts]"
+    "--out", type=GivenPath(dir_okay=False, path_type=Path), help="Model file. [default: CHECKPOINT with .onnx/.ts]"
 )
 @data_options
 @output_options

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from rnnmnist.cli.options import Common, OutPath, RunOrCheckpoint, data_options, output_options, pass_common
+from rnnmnist.cli.options import Common, GivenPath, RunOrCheckpoint, data_options, output_options, pass_common
 
 EXAMPLES = """\b
 Examples:
@@ -19,7 +19,7 @@ Examples:
 @click.command(epilog=EXAMPLES)
 @click.argument("run", type=RunOrCheckpoint(folder=True))
 @click.option(
-    "--out", type=OutPath(file_okay=False, path_type=Path), help="Folder for the PNGs. [default: the run folder]"
+    "--out", type=GivenPath(file_okay=False, path_type=Path), help="Folder for the PNGs. [default: the run folder]"
 )
 @data_options
 @output_options

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from rnnmnist.cli.options import Common, OutPath, output_options, pass_common
+from rnnmnist.cli.options import Common, GivenPath, output_options, pass_common
 
 RUNS_EXAMPLES = """\b
 Examples:
@@ -24,7 +24,7 @@ Examples:
 
 
 @click.command(epilog=RUNS_EXAMPLES)
-@click.argument("folder", required=False, type=click.Path(file_okay=False, path_type=Path), default=Path("runs"))
+@click.argument("folder", required=False, type=GivenPath(file_okay=False, path_type=Path), default=Path("runs"))
 @click.option("--sort", "sort_key", metavar="KEY", help="Sort by a column (test_accuracy, date, ...) or a config key.")
 @click.option("--reverse", is_flag=True, help="Reverse the order (accuracies, steps and dates sort best/latest first).")
 @click.option(
@@ -59,11 +59,11 @@ def runs(common: Common, folder: Path, sort_key: str | None, reverse: bool, cond
 
 
 @click.command(epilog=COMPARE_EXAMPLES)
-@click.argument("folders", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("folders", nargs=-1, required=True, type=GivenPath(exists=True, file_okay=False, path_type=Path))
 @click.option(
     "--plot",
     "plot_path",
-    type=OutPath(dir_okay=False, path_type=Path),
+    type=GivenPath(dir_okay=False, path_type=Path),
     help="Also draw the runs' training curves overlaid into this PNG (needs rnnmnist[plots]).",
 )
 @output_options

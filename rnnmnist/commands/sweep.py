@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from rnnmnist.cli.options import Common, OutPath, data_options, output_options, pass_common
+from rnnmnist.cli.options import Common, GivenPath, data_options, output_options, pass_common
 from rnnmnist.commands.presets import ConfigFile
 
 if TYPE_CHECKING:
@@ -42,7 +42,7 @@ Examples:
 )
 @click.option(
     "--out",
-    type=OutPath(file_okay=False, path_type=Path),
+    type=GivenPath(file_okay=False, path_type=Path),
     default=Path("sweeps/sweep"),
     show_default=True,
     help="Folder for trials/, study.db (the default storage) and best.toml.",

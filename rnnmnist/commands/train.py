@@ -14,6 +14,7 @@ import click
 from rnnmnist import config
 from rnnmnist.cli.options import (
     Common,
+    GivenPath,
     config_options,
     data_options,
     flags_by_source,
@@ -92,7 +93,7 @@ def _default_out_dir() -> Path:
 @click.option("--force", is_flag=True, help="Replace a run already in --out (only the files rnnmnist wrote there).")
 @click.option(
     "--resume",
-    type=click.Path(file_okay=False, path_type=Path),
+    type=GivenPath(file_okay=False, path_type=Path),
     help="Continue the run in this folder from its last checkpoint, with its stored config and data folder.",
 )
 @click.option("--print-config", is_flag=True, help="Print the resolved config as TOML (with --json: JSON) and exit.")

@@ -120,19 +120,29 @@ def test_export_of_a_model_whose_outputs_are_not_finite_is_refused(run: Path, tm
     assert not target.exists()
 
 
-@pytest.mark.parametrize("command", ["export", "plot", "compare"])
-def test_an_empty_output_path_is_a_usage_error_not_the_current_folder(
-    command: str, run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+EMPTY_OR_FOLDER = {
+    "export --out ''": lambda run: ("export", str(run / "checkpoint.pt"), "--format", "torchscript", "--out", ""),
+    "export --out a/": lambda run: ("export", str(run / "checkpoint.pt"), "--format", "torchscript", "--out", "a/"),
+    "plot --out ''": lambda run: ("plot", str(run), "--out", ""),
+    "compare --plot ''": lambda run: ("compare", str(run), str(run), "--plot", ""),
+    "compare --plot a/": lambda run: ("compare", str(run), str(run), "--plot", "a/"),
+    "train --resume ''": lambda run: ("train", "--resume", ""),
+    "train --data-dir ' '": lambda run: ("train", "--data-dir", " ", "--iters", "256"),
+    "eval --data-dir ''": lambda run: ("eval", str(run), "--data-dir", ""),
+    "runs ''": lambda run: ("runs", ""),
+}
+
+
+@pytest.mark.parametrize("case", EMPTY_OR_FOLDER)
+def test_an_empty_path_or_a_files_path_naming_a_folder_is_a_usage_error(
+    case: str, run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.chdir(tmp_path)  # an empty path read as "." would write here
-    args = {
-        "export": ("export", str(run / "checkpoint.pt"), "--format", "torchscript", "--out", ""),
-        "plot": ("plot", str(run), "--out", ""),
-        "compare": ("compare", str(run), str(run), "--plot", ""),
-    }[command]
-    result = invoke(*args)
+    """An empty path (an unset shell variable) is not the current folder, and a file's path ending in
+    a slash is not a file: both exit 2 naming the flag, and nothing is written or read here."""
+    monkeypatch.chdir(tmp_path)
+    result = invoke(*EMPTY_OR_FOLDER[case](run))
     assert result.exit_code == 2, result.output
-    assert "empty" in result.output
+    assert ("empty" if "a/" not in case else "ends in a slash") in result.output
     assert list(tmp_path.iterdir()) == []
 
 
