@@ -267,14 +267,18 @@ OTHER_TORCH = {
 }
 
 
+def _changed(payload: dict, change: Any) -> dict:
+    changed = copy.deepcopy(payload)
+    change(changed)
+    return changed
+
+
 @pytest.mark.parametrize("variant", OTHER_TORCH)
 def test_a_stepped_state_of_this_or_another_torch_resumes_and_steps(
     stepped: dict, tiny_data: Path, tmp_path: Path, variant: str
 ) -> None:
-    payload = copy.deepcopy(stepped)
-    OTHER_TORCH[variant](payload)
     path = tmp_path / "c.pt"
-    assert _use_in_process(_bytes(payload), path, tiny_data) == "ok"
+    assert _use_in_process(_bytes(_changed(stepped, OTHER_TORCH[variant])), path, tiny_data) == "ok"
     ckpt = checkpoint.load(path)
     data = load_mnist(tiny_data, ckpt.config.val_size, download=False)
     model, _, state = _build_parts(ckpt.config, ckpt, data, torch.device("cpu"), SINGLE)
@@ -287,9 +291,7 @@ def test_a_stepped_state_of_this_or_another_torch_resumes_and_steps(
 def test_an_optimizer_state_torch_would_fail_on_later_is_refused_on_load(
     stepped: dict, tiny_data: Path, tmp_path: Path, damage: str
 ) -> None:
-    payload = copy.deepcopy(stepped)
-    OPTIMIZER_DAMAGE[damage](payload)
-    outcome = _use_in_process(_bytes(payload), tmp_path / "c.pt", tiny_data)
+    outcome = _use_in_process(_bytes(_changed(stepped, OPTIMIZER_DAMAGE[damage])), tmp_path / "c.pt", tiny_data)
     assert "training state is damaged (optimizer:" in outcome, outcome
 
 
