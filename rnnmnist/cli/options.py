@@ -126,13 +126,13 @@ FINAL_CHECKPOINT = "checkpoint.pt"  # what a run folder stands for: its final mo
 
 class GivenPath(click.Path):
     """A path. An empty one (an unset shell variable, say) is refused rather than read as the current
-    folder, and so is a file's path ending in a slash, which names a folder."""
+    folder, and so is a file's path ending in a slash, ``.`` or ``..``, which name a folder."""
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
         if isinstance(value, str) and not value.strip():
             self.fail("it is empty: give a path", param, ctx)
-        if isinstance(value, str) and not self.dir_okay and value.endswith(("/", os.sep)):
-            self.fail(f"{value!r} ends in a slash, which names a folder: give a file's path", param, ctx)
+        if isinstance(value, str) and not self.dir_okay and os.path.basename(value) in ("", ".", ".."):
+            self.fail(f"{value!r} names a folder (it ends in a slash, . or ..): give a file's path", param, ctx)
         return super().convert(value, param, ctx)
 
 

@@ -216,26 +216,39 @@ def _odd_tensor(raw: Any) -> str | None:
     and quantized tensors load, and most operations then fail with torch's own errors; a stride-0
     tensor shares one number among many places), else None.
 
-    Each container is visited once: unpickling shares repeated sub-lists, and a walk that followed
+    Each container is visited once, however deep (a depth limit would let a path through a shared
+    container hide what lies below it): unpickling shares repeated sub-lists, and a walk that followed
     every path through them could take years on a file of a few kilobytes."""
     seen: set[int] = set()
-    todo: list[tuple[str, Any, int]] = [("", raw, 0)]
+    todo: list[tuple[Any, _Where | None]] = [(raw, None)]
     while todo:
-        where, value, depth = todo.pop()
+        value, where = todo.pop()
         if isinstance(value, torch.Tensor):
             if not _plain(value):
-                return f"{where or 'a tensor'} is not a plain tensor of numbers"
+                return f"{_named(where)} is not a plain tensor of numbers"
             continue
-        if id(value) in seen or depth > 8:  # deeper than anything rnnmnist writes: later checks refuse it
+        if id(value) in seen:
             continue
         seen.add(id(value))
         items = (
             value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, (list, tuple)) else ()
         )
-        todo.extend((f"{where}.{key}" if where else str(key), item, depth + 1) for key, item in items)
+        todo.extend((item, (where, key)) for key, item in items)
         if len(seen) + len(todo) > MAX_ENTRIES:
             return f"it holds more than {MAX_ENTRIES:,} values"
     return None
+
+
+_Where = tuple[Any, Any]  # (the parent's _Where or None, this key): a path is spelt out only when it is named
+
+
+def _named(where: _Where | None) -> str:
+    keys = []
+    while where is not None:
+        where, key = where
+        keys.append(str(key))
+    name = ".".join(reversed(keys)) or "a tensor"
+    return name if len(name) <= 200 else f"{name[:100]}...{name[-100:]}"
 
 
 def _plain(tensor: torch.Tensor) -> bool:

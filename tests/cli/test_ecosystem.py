@@ -123,6 +123,7 @@ def test_export_of_a_model_whose_outputs_are_not_finite_is_refused(run: Path, tm
 EMPTY_OR_FOLDER = {
     "export --out ''": lambda run: ("export", str(run / "checkpoint.pt"), "--format", "torchscript", "--out", ""),
     "export --out a/": lambda run: ("export", str(run / "checkpoint.pt"), "--format", "torchscript", "--out", "a/"),
+    "export --out a/.": lambda run: ("export", str(run / "checkpoint.pt"), "--format", "torchscript", "--out", "a/."),
     "plot --out ''": lambda run: ("plot", str(run), "--out", ""),
     "compare --plot ''": lambda run: ("compare", str(run), str(run), "--plot", ""),
     "compare --plot a/": lambda run: ("compare", str(run), str(run), "--plot", "a/"),
@@ -142,7 +143,7 @@ def test_an_empty_path_or_a_files_path_naming_a_folder_is_a_usage_error(
     monkeypatch.chdir(tmp_path)
     result = invoke(*EMPTY_OR_FOLDER[case](run))
     assert result.exit_code == 2, result.output
-    assert ("empty" if "a/" not in case else "ends in a slash") in result.output
+    assert ("empty" if "a/" not in case else "names a folder") in result.output
     assert list(tmp_path.iterdir()) == []
 
 

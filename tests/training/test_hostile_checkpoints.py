@@ -334,6 +334,19 @@ def test_a_tensor_without_plain_values_anywhere_is_one_line(
     assert "is not a plain tensor of numbers" in outcome and ".".join(map(str, where)) in outcome, outcome
 
 
+def test_a_long_path_to_a_shared_table_hides_nothing_below_it(stepped: dict, tiny_data: Path, tmp_path: Path) -> None:
+    """A key reached first along a long path (keys are walked last first) is still walked to the end."""
+    payload = copy.deepcopy(stepped)
+    optimizer = payload["training"]["optimizer"]
+    optimizer["state"][0]["exp_avg"] = _odd("expanded", optimizer["state"][0]["exp_avg"])
+    chain: Any = optimizer
+    for _ in range(6):  # the table reached first six levels down: a walk cut at depth 8 saw little of it
+        chain = [chain]
+    payload["zzz"] = chain
+    outcome = _use_in_process(_bytes(payload), tmp_path / "c.pt", tiny_data)
+    assert outcome.endswith("state.0.exp_avg is not a plain tensor of numbers"), outcome
+
+
 def _shared_lists(levels: int, width: int) -> list:
     nested: list = [0]
     for _ in range(levels):
