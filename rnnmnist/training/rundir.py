@@ -23,12 +23,11 @@ from typing import IO, Any
 
 from rnnmnist.config import Config, to_toml
 from rnnmnist.errors import BadValueError, RnnmnistError
-from rnnmnist.files import is_leftover, open_append, read_text, target, write_atomic
+from rnnmnist.files import OWNED, is_leftover, open_append, read_text, target, write_atomic
 
 RUN_FILES = ("checkpoint.pt", "best.pt", "config.toml", "metrics.jsonl")
-# What training (new or resumed) writes, and everything any rnnmnist command writes into a run
-# folder (plot's PNGs, --tensorboard's folder).
-TRAINING_FILES = (*RUN_FILES, "run.json")
+TRAINING_FILES = OWNED["run"]  # what training, new or resumed, writes
+# Everything any rnnmnist command writes into a run folder (plot's PNGs, --tensorboard's folder).
 OWN_FILES = (*TRAINING_FILES, "curves.png", "confusion.png", "mistakes.png", "reading.png")
 OWN_FOLDERS = ("tensorboard",)
 
